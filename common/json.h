@@ -1,0 +1,125 @@
+/*
+ * JSON reading (over jsmn) and writing.
+ *
+ * Reader: rb_json_parse tokenizes a document once; the document *borrows* the text (which must stay
+ * valid and unchanged until rb_json_free) and owns its token array. Values are addressed by token
+ * index (int): the root is 0, and -1 means "absent" everywhere (every function accepts -1 and treats it
+ * as a missing value, so lookups chain without checks). Strings are unescaped on demand (\n, \", \uXXXX
+ * and surrogate pairs to UTF-8; a lone or mismatched surrogate is an error). Limits: nesting depth and
+ * token count (rb_json_limits_t); past them parsing fails with RB_ERR_LIMIT, never a crash. Parsing is
+ * strict RFC 8259: one value, no trailing garbage, no unquoted keys.
+ *
+ * Writer: rb_jw_t appends correctly escaped JSON to an rb_buf_t; commas and nesting are tracked for the
+ * caller. Invalid UTF-8 bytes in strings are written as U+FFFD.
+ *
+ * Both are pure and single-threaded (one document or writer per thread at a time).
+ */
+#ifndef RB_COMMON_JSON_H
+#define RB_COMMON_JSON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+#include "common/err.h"
+
+#define RB_JSON_DEPTH_MAX_DEFAULT  64
+#define RB_JSON_TOKENS_MAX_DEFAULT 262144
+
+typedef enum {
+    RB_JSON_ABSENT = 0, /* index -1 */
+    RB_JSON_OBJECT,
+    RB_JSON_ARRAY,
+    RB_JSON_STRING,
+    RB_JSON_NUMBER,
+    RB_JSON_TRUE,
+    RB_JSON_FALSE,
+    RB_JSON_NULL,
+} rb_json_type_t;
+
+typedef struct st_rb_json_limits_t {
+    unsigned depth_max;  /* deepest nesting of objects/arrays; 0 = default */
+    unsigned tokens_max; /* most tokens in one document; 0 = default */
+} rb_json_limits_t;
+
+typedef struct st_rb_json_t rb_json_t;
+
+/** Parses text[0..len). limits may be NULL (defaults). Returns RB_OK, RB_ERR_PARSE or RB_ERR_LIMIT;
+ *  on success *out is owned by the caller (free with rb_json_free) and borrows text. */
+rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *limits, rb_json_t **out);
+/** Frees the document (NULL is fine). */
+void rb_json_free(rb_json_t *doc);
+
+/** The type of value v (RB_JSON_ABSENT for -1). */
+rb_json_type_t rb_json_type(const rb_json_t *doc, int v);
+/** The member value named key (exact, unescaped comparison) in object obj, or -1. */
+int rb_json_member(const rb_json_t *doc, int obj, const char *key);
+/** Follows a path from v: "usage.prompt_tokens_details.cached_tokens", "choices[0].delta",
+ *  "[2]"; "" returns v. -1 when any step is missing or of the wrong type. */
+int rb_json_find(const rb_json_t *doc, int v, const char *path);
+/** Element count of an array or member count of an object; 0 otherwise. */
+size_t rb_json_count(const rb_json_t *doc, int v);
+/** The i-th element of array arr, or -1. */
+int rb_json_index(const rb_json_t *doc, int arr, size_t i);
+/** Iterates an object: pass *key = -1 first; each call sets *key and *val to the next member and
+ *  returns 1, or returns 0 at the end. */
+int rb_json_next(const rb_json_t *doc, int obj, int *key, int *val);
+
+/** Raw text of v: for strings the still-escaped bytes between the quotes; for objects/arrays the
+ *  whole text including brackets. Sets *len; returns NULL for -1. Valid while the text is. */
+const char *rb_json_raw(const rb_json_t *doc, int v, size_t *len);
+/** Byte offsets [start, end) of v in the text, strings including their quotes. -1 if absent. */
+int rb_json_span(const rb_json_t *doc, int v, size_t *start, size_t *end);
+
+/** v as an integer (a JSON number with no fraction/exponent in int64 range): 0, or -1. */
+int rb_json_int64(const rb_json_t *doc, int v, int64_t *out);
+/** v as a double: 0, or -1 when not a number. */
+int rb_json_double(const rb_json_t *doc, int v, double *out);
+/** v as a boolean: 0, or -1 when not true/false. */
+int rb_json_bool(const rb_json_t *doc, int v, int *out);
+/** Unescapes string v into buf (NUL-terminated, *len_out excludes the NUL; len_out may be NULL).
+ *  RB_ERR_NOTFOUND when v is not a string, RB_ERR_LIMIT when cap is too small, RB_ERR_PARSE on a
+ *  bad escape. */
+rb_err_t rb_json_str(const rb_json_t *doc, int v, char *buf, size_t cap, size_t *len_out);
+/** Unescaped copy of string v; returns owned (free with free()), NULL when not a valid string. */
+char *rb_json_strdup(const rb_json_t *doc, int v);
+/** 1 when v is a string whose unescaped value equals s, else 0. */
+int rb_json_str_eq(const rb_json_t *doc, int v, const char *s);
+
+/* Path shorthands: rb_json_find then the typed getter. */
+int rb_json_get_int64(const rb_json_t *doc, int v, const char *path, int64_t *out);
+int rb_json_get_bool(const rb_json_t *doc, int v, const char *path, int *out);
+rb_err_t rb_json_get_str(const rb_json_t *doc, int v, const char *path, char *buf, size_t cap);
+
+/* ---- writer ---- */
+
+typedef struct st_rb_jw_t {
+    rb_buf_t *out;   /* borrowed: where the JSON goes */
+    unsigned depth;  /* current nesting */
+    uint64_t first;  /* bit d set: nothing written yet at depth d (no comma needed) */
+    int after_key;   /* a key was just written: the next value needs no comma */
+} rb_jw_t;
+
+/** Starts writing into out (appends; does not clear it). Nesting is limited to 63 levels. */
+void rb_jw_init(rb_jw_t *w, rb_buf_t *out);
+void rb_jw_obj_begin(rb_jw_t *w);
+void rb_jw_obj_end(rb_jw_t *w);
+void rb_jw_arr_begin(rb_jw_t *w);
+void rb_jw_arr_end(rb_jw_t *w);
+/** Writes a member name inside an object; the next call writes its value. */
+void rb_jw_key(rb_jw_t *w, const char *key);
+void rb_jw_str(rb_jw_t *w, const char *s);
+/** A string of n bytes (may contain NULs, written as \u0000). */
+void rb_jw_strn(rb_jw_t *w, const char *s, size_t n);
+void rb_jw_int64(rb_jw_t *w, int64_t v);
+void rb_jw_uint64(rb_jw_t *w, uint64_t v);
+/** A finite double (NaN/inf are written as null). */
+void rb_jw_double(rb_jw_t *w, double v);
+void rb_jw_bool(rb_jw_t *w, int v);
+void rb_jw_null(rb_jw_t *w);
+/** Already-encoded JSON, inserted verbatim as one value. */
+void rb_jw_raw(rb_jw_t *w, const char *json, size_t n);
+/** Writes s JSON-escaped *without* quotes into out (for hand-built templates). */
+void rb_json_escape(rb_buf_t *out, const char *s, size_t n);
+
+#endif

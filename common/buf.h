@@ -1,7 +1,8 @@
 /*
- * rb_buf_t: a growable byte buffer (pointer, length, capacity). The buffer owns its bytes; free with
- * rb_buf_free. Growth past `len_max` (0 = unbounded) sets `overflow` and drops the append, so callers can
- * bound memory and report a clear error once at the end. Single-threaded: one owner at a time.
+ * rb_buf_t: a growable byte buffer (pointer, length, capacity). The buffer owns its bytes; free
+ * with rb_buf_free. Growth past `len_max` (0 = unbounded) sets `overflow` and drops the append, so
+ * callers can bound memory and report a clear error once at the end. Single-threaded: one owner at
+ * a time.
  */
 #ifndef RB_COMMON_BUF_H
 #define RB_COMMON_BUF_H

@@ -1,9 +1,10 @@
 /*
  * Errors and assertions shared by every Rigbox binary.
  *
- * Operating errors (I/O, bad input, limits) are values of one enum, rb_err_t, with RB_OK = 0; functions
- * return it and callers decide. Programmer errors are assertions: RB_ASSERT stays on in every build
- * (NDEBUG does not remove it) and aborts with the file, line and expression. Any thread may call these.
+ * Operating errors (I/O, bad input, limits) are values of one enum, rb_err_t, with RB_OK = 0;
+ * functions return it and callers decide. Programmer errors are assertions: RB_ASSERT stays on in
+ * every build (NDEBUG does not remove it) and aborts with the file, line and expression. Any thread
+ * may call these.
  */
 #ifndef RB_COMMON_ERR_H
 #define RB_COMMON_ERR_H

@@ -3,14 +3,21 @@
  *
  * Reader: rb_json_parse tokenizes a document once; the document *borrows* the text (which must stay
  * valid and unchanged until rb_json_free) and owns its token array. Values are addressed by token
- * index (int): the root is 0, and -1 means "absent" everywhere (every function accepts -1 and treats it
- * as a missing value, so lookups chain without checks). Strings are unescaped on demand (\n, \", \uXXXX
- * and surrogate pairs to UTF-8; a lone or mismatched surrogate is an error). Limits: nesting depth and
- * token count (rb_json_limits_t); past them parsing fails with RB_ERR_LIMIT, never a crash. Parsing is
- * strict RFC 8259: one value, no trailing garbage, no unquoted keys.
+ * index (int): the root is 0, and -1 means "absent" everywhere (every function accepts -1 and
+ * treats it as a missing value, so lookups chain without checks). Strings are unescaped on demand
+ * (\n, \", \uXXXX and surrogate pairs to UTF-8; a lone or mismatched surrogate is an error).
+ * Limits: nesting depth and token count (rb_json_limits_t); past them parsing fails with
+ * RB_ERR_LIMIT, never a crash. Parsing is strict RFC 8259: one value, no trailing garbage, no
+ * unquoted keys, no leading zeros or bare fractions, no raw control characters in strings. Bytes >=
+ * 0x80 inside strings are passed through as they are (not checked as UTF-8). Documents longer than
+ * INT_MAX bytes fail with RB_ERR_LIMIT.
  *
- * Writer: rb_jw_t appends correctly escaped JSON to an rb_buf_t; commas and nesting are tracked for the
- * caller. Invalid UTF-8 bytes in strings are written as U+FFFD.
+ * Writer: rb_jw_t appends correctly escaped JSON to an rb_buf_t; commas and nesting are tracked for
+ * the caller. Invalid UTF-8 bytes in strings are written as U+FFFD (one per maximal ill-formed
+ * subpart); U+2028/U+2029 are escaped. Misuse (a value without a key inside an object, an
+ * unbalanced end, nesting past 63) is a programmer error and trips RB_ASSERT. At the top level
+ * values are written back to back without commas, so one writer may emit several documents. Appends
+ * past the buffer's len_max are dropped and set out->overflow: check it once at the end.
  *
  * Both are pure and single-threaded (one document or writer per thread at a time).
  */
@@ -46,16 +53,20 @@ typedef struct st_rb_json_t rb_json_t;
 
 /** Parses text[0..len). limits may be NULL (defaults). Returns RB_OK, RB_ERR_PARSE or RB_ERR_LIMIT;
  *  on success *out is owned by the caller (free with rb_json_free) and borrows text. */
-rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *limits, rb_json_t **out);
+rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *limits,
+                       rb_json_t **out);
 /** Frees the document (NULL is fine). */
 void rb_json_free(rb_json_t *doc);
 
+/** Number of tokens (values and keys) in the document: valid indexes are 0 .. count-1. */
+size_t rb_json_tokens(const rb_json_t *doc);
 /** The type of value v (RB_JSON_ABSENT for -1). */
 rb_json_type_t rb_json_type(const rb_json_t *doc, int v);
 /** The member value named key (exact, unescaped comparison) in object obj, or -1. */
 int rb_json_member(const rb_json_t *doc, int obj, const char *key);
 /** Follows a path from v: "usage.prompt_tokens_details.cached_tokens", "choices[0].delta",
- *  "[2]"; "" returns v. -1 when any step is missing or of the wrong type. */
+ *  "[2]"; "" returns v. -1 when any step is missing or of the wrong type, or the path is malformed
+ *  ("a..b", "[x]"). Keys containing '.' or '[' are reachable only with rb_json_member. */
 int rb_json_find(const rb_json_t *doc, int v, const char *path);
 /** Element count of an array or member count of an object; 0 otherwise. */
 size_t rb_json_count(const rb_json_t *doc, int v);
@@ -71,15 +82,16 @@ const char *rb_json_raw(const rb_json_t *doc, int v, size_t *len);
 /** Byte offsets [start, end) of v in the text, strings including their quotes. -1 if absent. */
 int rb_json_span(const rb_json_t *doc, int v, size_t *start, size_t *end);
 
-/** v as an integer (a JSON number with no fraction/exponent in int64 range): 0, or -1. */
+/** v as an integer (a number with no fraction/exponent, in int64 range; "-0" is 0): 0, or -1. */
 int rb_json_int64(const rb_json_t *doc, int v, int64_t *out);
-/** v as a double: 0, or -1 when not a number. */
+/** v as a double: 0, or -1 when not a number, longer than 127 bytes, or out of double range. */
 int rb_json_double(const rb_json_t *doc, int v, double *out);
 /** v as a boolean: 0, or -1 when not true/false. */
 int rb_json_bool(const rb_json_t *doc, int v, int *out);
 /** Unescapes string v into buf (NUL-terminated, *len_out excludes the NUL; len_out may be NULL).
- *  RB_ERR_NOTFOUND when v is not a string, RB_ERR_LIMIT when cap is too small, RB_ERR_PARSE on a
- *  bad escape. */
+ *  "\u0000" yields an embedded NUL (use *len_out). RB_ERR_NOTFOUND when v is not a string,
+ *  RB_ERR_LIMIT when cap is too small, RB_ERR_PARSE on a bad escape or a lone surrogate; on error
+ *  buf is "" (when cap > 0) and *len_out is 0. Needs at most raw length + 1 bytes. */
 rb_err_t rb_json_str(const rb_json_t *doc, int v, char *buf, size_t cap, size_t *len_out);
 /** Unescaped copy of string v; returns owned (free with free()), NULL when not a valid string. */
 char *rb_json_strdup(const rb_json_t *doc, int v);
@@ -87,8 +99,11 @@ char *rb_json_strdup(const rb_json_t *doc, int v);
 int rb_json_str_eq(const rb_json_t *doc, int v, const char *s);
 
 /* Path shorthands: rb_json_find then the typed getter. */
+/** rb_json_int64 of rb_json_find(doc, v, path). */
 int rb_json_get_int64(const rb_json_t *doc, int v, const char *path, int64_t *out);
+/** rb_json_bool of rb_json_find(doc, v, path). */
 int rb_json_get_bool(const rb_json_t *doc, int v, const char *path, int *out);
+/** rb_json_str of rb_json_find(doc, v, path), without the length. */
 rb_err_t rb_json_get_str(const rb_json_t *doc, int v, const char *path, char *buf, size_t cap);
 
 /* ---- writer ---- */
@@ -98,24 +113,34 @@ typedef struct st_rb_jw_t {
     unsigned depth;  /* current nesting */
     uint64_t first;  /* bit d set: nothing written yet at depth d (no comma needed) */
     int after_key;   /* a key was just written: the next value needs no comma */
+    uint64_t in_obj; /* bit d set: depth d is an object (values there need a key first) */
 } rb_jw_t;
 
 /** Starts writing into out (appends; does not clear it). Nesting is limited to 63 levels. */
 void rb_jw_init(rb_jw_t *w, rb_buf_t *out);
+/** Opens an object ({). */
 void rb_jw_obj_begin(rb_jw_t *w);
+/** Closes the innermost object (}). */
 void rb_jw_obj_end(rb_jw_t *w);
+/** Opens an array ([). */
 void rb_jw_arr_begin(rb_jw_t *w);
+/** Closes the innermost array (]). */
 void rb_jw_arr_end(rb_jw_t *w);
 /** Writes a member name inside an object; the next call writes its value. */
 void rb_jw_key(rb_jw_t *w, const char *key);
+/** A NUL-terminated string value (escaped). */
 void rb_jw_str(rb_jw_t *w, const char *s);
 /** A string of n bytes (may contain NULs, written as \u0000). */
 void rb_jw_strn(rb_jw_t *w, const char *s, size_t n);
+/** An integer value. */
 void rb_jw_int64(rb_jw_t *w, int64_t v);
+/** An unsigned integer value. */
 void rb_jw_uint64(rb_jw_t *w, uint64_t v);
 /** A finite double (NaN/inf are written as null). */
 void rb_jw_double(rb_jw_t *w, double v);
+/** true (v != 0) or false. */
 void rb_jw_bool(rb_jw_t *w, int v);
+/** null. */
 void rb_jw_null(rb_jw_t *w);
 /** Already-encoded JSON, inserted verbatim as one value. */
 void rb_jw_raw(rb_jw_t *w, const char *json, size_t n);

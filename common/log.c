@@ -74,8 +74,8 @@ void rb_log(rb_log_level_t level, const char *event, const char *fmt, ...)
         va_end(ap);
     }
     if (log_json) {
-        pos = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"", ts,
-                               level_names[level]);
+        pos = (size_t)snprintf(line, sizeof(line), "{\"ts\":\"%s\",\"level\":\"%s\",\"event\":\"",
+                               ts, level_names[level]);
         pos = put_json_escaped(line, pos, sizeof(line) - 16, event);
         pos += (size_t)snprintf(line + pos, sizeof(line) - pos, "\",\"msg\":\"");
         pos = put_json_escaped(line, pos, sizeof(line) - 8, kv);

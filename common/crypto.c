@@ -1,0 +1,173 @@
+#include "common/crypto.h"
+
+#include <errno.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+
+void rb_random_bytes(void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n > 0) {
+        ssize_t got = getrandom(p, n, 0);
+        if (got < 0) {
+            RB_ASSERT(errno == EINTR);
+            continue;
+        }
+        p += got;
+        n -= (size_t)got;
+    }
+}
+
+/* Uniform characters from alphabet by rejection sampling (no modulo bias). */
+static void random_chars(const char *alphabet, unsigned radix, char *out, size_t n)
+{
+    unsigned limit = 256 - 256 % radix;
+    size_t i = 0;
+    while (i < n) {
+        uint8_t bytes[64];
+        rb_random_bytes(bytes, sizeof(bytes));
+        for (size_t k = 0; k < sizeof(bytes) && i < n; k++) {
+            if (bytes[k] < limit)
+                out[i++] = alphabet[bytes[k] % radix];
+        }
+    }
+}
+
+void rb_random_id(const char *prefix, char *out, size_t cap)
+{
+    size_t plen = strlen(prefix);
+    RB_ASSERT(cap >= plen + RB_ID_SUFFIX_LEN + 1);
+    memcpy(out, prefix, plen);
+    random_chars("0123456789abcdefghijklmnopqrstuvwxyz", 36, out + plen, RB_ID_SUFFIX_LEN);
+    out[plen + RB_ID_SUFFIX_LEN] = '\0';
+}
+
+void rb_random_secret(const char *prefix, char *out, size_t cap)
+{
+    size_t plen = strlen(prefix);
+    RB_ASSERT(cap >= plen + RB_SECRET_BODY_LEN + 1);
+    memcpy(out, prefix, plen);
+    random_chars("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 62, out + plen,
+                 RB_SECRET_BODY_LEN);
+    out[plen + RB_SECRET_BODY_LEN] = '\0';
+}
+
+void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN])
+{
+    SHA256(data, len, out);
+}
+
+int rb_ct_equal(const void *a, const void *b, size_t n)
+{
+    const volatile uint8_t *x = a, *y = b;
+    uint8_t diff = 0;
+    for (size_t i = 0; i < n; i++)
+        diff |= x[i] ^ y[i];
+    return diff == 0;
+}
+
+void rb_hex(const uint8_t *in, size_t n, char *out, size_t cap)
+{
+    static const char digits[] = "0123456789abcdef";
+    RB_ASSERT(cap >= 2 * n + 1);
+    for (size_t i = 0; i < n; i++) {
+        out[2 * i] = digits[in[i] >> 4];
+        out[2 * i + 1] = digits[in[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+static int nibble(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int rb_unhex(const char *hex, size_t hexlen, uint8_t *out, size_t n)
+{
+    if (hexlen != 2 * n)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+        if (hi < 0 || lo < 0)
+            return -1;
+        out[i] = (uint8_t)(hi << 4 | lo);
+    }
+    return 0;
+}
+
+rb_err_t rb_aes_gcm_seal(const uint8_t key[RB_AES_KEY_LEN], const void *pt, size_t len, uint8_t *ct,
+                         uint8_t nonce[RB_AES_NONCE_LEN], uint8_t tag[RB_AES_TAG_LEN])
+{
+    rb_err_t err = RB_ERR_CRYPTO;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n = 0, fin = 0;
+
+    RB_ASSERT(len <= INT32_MAX);
+    rb_random_bytes(nonce, RB_AES_NONCE_LEN);
+    if (c == NULL || EVP_EncryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+        goto Exit;
+    if (EVP_EncryptUpdate(c, ct, &n, pt, (int)len) != 1 ||
+        EVP_EncryptFinal_ex(c, ct + n, &fin) != 1)
+        goto Exit;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, RB_AES_TAG_LEN, tag) != 1)
+        goto Exit;
+    RB_ASSERT((size_t)(n + fin) == len);
+    err = RB_OK;
+Exit:
+    EVP_CIPHER_CTX_free(c);
+    return err;
+}
+
+rb_err_t rb_aes_gcm_open(const uint8_t key[RB_AES_KEY_LEN], const uint8_t *ct, size_t len,
+                         const uint8_t nonce[RB_AES_NONCE_LEN], const uint8_t tag[RB_AES_TAG_LEN],
+                         uint8_t *pt)
+{
+    rb_err_t err = RB_ERR_CRYPTO;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    int n = 0, fin = 0;
+
+    RB_ASSERT(len <= INT32_MAX);
+    if (c == NULL || EVP_DecryptInit_ex(c, EVP_aes_256_gcm(), NULL, key, nonce) != 1)
+        goto Exit;
+    if (EVP_DecryptUpdate(c, pt, &n, ct, (int)len) != 1)
+        goto Exit;
+    if (EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, RB_AES_TAG_LEN, (void *)tag) != 1)
+        goto Exit;
+    if (EVP_DecryptFinal_ex(c, pt + n, &fin) != 1)
+        goto Exit;
+    err = RB_OK;
+Exit:
+    EVP_CIPHER_CTX_free(c);
+    return err;
+}
+
+rb_err_t rb_master_key_parse(const char *text, size_t len, uint8_t key[RB_AES_KEY_LEN],
+                             char *key_id, size_t cap)
+{
+    uint8_t digest[RB_SHA256_LEN];
+    char hex[2 * RB_SHA256_LEN + 1];
+
+    RB_ASSERT(cap >= 17);
+    while (len > 0 && (text[len - 1] == '\n' || text[len - 1] == ' ' || text[len - 1] == '\r' ||
+                       text[len - 1] == '\t'))
+        len--;
+    while (len > 0 && (text[0] == ' ' || text[0] == '\t' || text[0] == '\n')) {
+        text++;
+        len--;
+    }
+    if (rb_unhex(text, len, key, RB_AES_KEY_LEN) != 0)
+        return RB_ERR_CONFIG;
+    rb_sha256(key, RB_AES_KEY_LEN, digest);
+    rb_hex(digest, sizeof(digest), hex, sizeof(hex));
+    snprintf(key_id, cap, "%.16s", hex);
+    return RB_OK;
+}

@@ -1,0 +1,260 @@
+#include "control/api.h"
+
+#include <string.h>
+
+#include "common/crypto.h"
+#include "common/http.h"
+#include "common/log.h"
+#include "control/credits.h"
+#include "control/lifecycle.h"
+#include "control/limits.h"
+#include "control/templates.h"
+#include "control/users.h"
+#include "control/workspaces.h"
+
+enum { AUTH_HEADER_MAX = 256, SEGMENTS_MAX = 8 };
+
+typedef void (*ctl_handler_fn)(ctl_req_t *r);
+
+typedef struct st_route_t {
+    const char *method;
+    const char *pattern; /* "/workspaces/{}/start": {} matches one segment */
+    ctl_handler_fn fn;
+    int public; /* no API key needed */
+} route_t;
+
+static void on_healthz(ctl_req_t *r)
+{
+    rb_buf_t b;
+    rb_buf_init(&b, 0);
+    rb_buf_puts(&b, "{\"status\":\"ok\"}");
+    ctl_reply(r, 200, &b);
+    rb_buf_free(&b);
+}
+
+static const route_t routes[] = {
+    {"GET", "/healthz", on_healthz, 1},
+    {"GET", "/templates", ctl_templates_list, 1},
+    {"GET", "/templates/{}", ctl_templates_get, 1},
+    {"POST", "/users", ctl_users_create, 0},
+    {"GET", "/users/{}", ctl_users_get, 0},
+    {"POST", "/api-keys", ctl_keys_create, 0},
+    {"GET", "/api-keys", ctl_keys_list, 0},
+    {"DELETE", "/api-keys/{}", ctl_keys_delete, 0},
+    {"POST", "/workspaces", ctl_workspaces_create, 0},
+    {"GET", "/workspaces", ctl_workspaces_list, 0},
+    {"GET", "/workspaces/{}", ctl_workspaces_get, 0},
+    {"DELETE", "/workspaces/{}", ctl_lifecycle_delete, 0},
+    {"POST", "/workspaces/{}/start", ctl_lifecycle_start, 0},
+    {"POST", "/workspaces/{}/stop", ctl_lifecycle_stop, 0},
+    {"POST", "/workspaces/{}/restart", ctl_lifecycle_restart, 0},
+    {"POST", "/workspaces/{}/cancel", ctl_lifecycle_cancel, 0},
+    {"POST", "/workspaces/{}/retry", ctl_lifecycle_retry, 0},
+    {"PUT", "/workspaces/{}/resources", ctl_lifecycle_resources, 0},
+    {"POST", "/workspaces/{}/env", ctl_lifecycle_env, 0},
+    {"GET", "/workspaces/{}/metrics", ctl_lifecycle_metrics, 0},
+    {"GET", "/workspaces/{}/metrics/series", ctl_lifecycle_series, 0},
+    {"GET", "/workspaces/{}/logs", ctl_lifecycle_logs, 0},
+    {"GET", "/workspaces/{}/logs/stream", ctl_lifecycle_logs_stream, 0},
+    {"POST", "/quick-deploy", ctl_lifecycle_quick_deploy, 0},
+    {"GET", "/capacity", ctl_lifecycle_capacity, 1},
+    {"POST", "/workspaces/{}/token", ctl_workspaces_token_mint, 0},
+    {"DELETE", "/workspaces/{}/token", ctl_workspaces_token_revoke, 0},
+    {"GET", "/workspaces/{}/ai-config", ctl_workspaces_ai_get, 0},
+    {"PUT", "/workspaces/{}/ai-config", ctl_workspaces_ai_put, 0},
+    {"GET", "/users/{}/credits", ctl_credits_get, 0},
+    {"POST", "/users/{}/credits/grants", ctl_credits_grant, 0},
+    {"GET", "/users/{}/ledger", ctl_credits_ledger, 0},
+    {"GET", "/users/{}/ai-usage", ctl_credits_usage, 0},
+    {"GET", "/ai/requests/{}", ctl_credits_request, 0},
+    {"GET", "/users/{}/limits", ctl_limits_get, 0},
+    {"PUT", "/users/{}/limits", ctl_limits_put, 0},
+};
+
+typedef struct st_api_handler_t {
+    h2o_handler_t super;
+    ctl_app_t *app;
+} api_handler_t;
+
+void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json)
+{
+    rb_http_send_json(r->req, status, json);
+}
+
+void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
+               const char *details_json)
+{
+    rb_buf_t b;
+    rb_jw_t w;
+
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "error");
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "code");
+    rb_jw_str(&w, code);
+    rb_jw_key(&w, "message");
+    rb_jw_str(&w, message);
+    rb_jw_key(&w, "details");
+    if (details_json != NULL)
+        rb_jw_raw(&w, details_json, strlen(details_json));
+    else
+        rb_jw_null(&w);
+    rb_jw_obj_end(&w);
+    rb_jw_key(&w, "message");
+    rb_jw_str(&w, message);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, status, &b);
+    rb_buf_free(&b);
+}
+
+void ctl_error_db(ctl_req_t *r, rb_err_t err)
+{
+    rb_log_error("api_db_error", "path=%.*s err=%s sqlstate=%s", (int)r->req->path.len,
+                 r->req->path.base, rb_err_name(err), r->db->sqlstate);
+    ctl_error(r, 500, "internal", "internal error", NULL);
+}
+
+int ctl_resolve_user(ctl_req_t *r, const char *param, char *user_id, size_t cap)
+{
+    char id[CTL_PARAM_LEN_MAX]; /* param may be user_id itself */
+
+    if (strcmp(param, "me") == 0 || strcmp(param, r->auth.user_id) == 0) {
+        snprintf(user_id, cap, "%s", r->auth.user_id);
+        return 0;
+    }
+    if (!r->auth.admin) {
+        ctl_error(r, 403, "forbidden", "only an admin key may act on another user", NULL);
+        return -1;
+    }
+    snprintf(id, sizeof(id), "%s", param);
+    snprintf(user_id, cap, "%s", id);
+    return 0;
+}
+
+/* Matches path (after the API prefix, without query) against pattern, filling params. */
+static int match(const char *pattern, const char *path, size_t len, ctl_req_t *r)
+{
+    const char *p = pattern, *s = path, *end = path + len;
+    int nparam = 0;
+
+    while (*p != '\0' && s < end) {
+        if (p[0] == '{' && p[1] == '}') {
+            const char *slash = memchr(s, '/', (size_t)(end - s));
+            size_t n = (size_t)((slash != NULL ? slash : end) - s);
+            if (n == 0 || n >= CTL_PARAM_LEN_MAX || nparam == CTL_PATH_PARAMS_MAX)
+                return 0;
+            memcpy(r->params[nparam], s, n);
+            r->params[nparam++][n] = '\0';
+            s += n;
+            p += 2;
+        } else if (*p++ != *s++) {
+            return 0;
+        }
+    }
+    if (s < end && *s == '/' && s + 1 == end) /* tolerate one trailing slash */
+        s++;
+    return *p == '\0' && s == end;
+}
+
+/* Authenticates "Authorization: Bearer rb_…" against api_keys by SHA-256. */
+static int authenticate(ctl_req_t *r)
+{
+    static const char sql[] = "SELECT k.id, k.role, k.user_id FROM api_keys k WHERE k.key_hash = "
+                              "decode($1, 'hex') AND k.revoked_at IS NULL";
+    size_t len;
+    const char *h = rb_http_header(r->req, "authorization", &len);
+    uint8_t digest[RB_SHA256_LEN];
+    char hex[2 * RB_SHA256_LEN + 1];
+    const char *params[1] = {hex};
+    PGresult *res = NULL;
+    rb_err_t err;
+
+    if (h == NULL || len < 7 || len > AUTH_HEADER_MAX || strncasecmp(h, "Bearer ", 7) != 0) {
+        ctl_error(r, 401, "unauthorized", "missing Authorization: Bearer <api key>", NULL);
+        return -1;
+    }
+    rb_sha256(h + 7, len - 7, digest);
+    rb_hex(digest, sizeof(digest), hex, sizeof(hex));
+    if ((err = ctl_db_query(r->db, sql, 1, params, &res)) != RB_OK) {
+        ctl_error_db(r, err);
+        return -1;
+    }
+    if (PQntuples(res) != 1) {
+        PQclear(res);
+        ctl_error(r, 401, "unauthorized", "invalid or revoked API key", NULL);
+        return -1;
+    }
+    r->auth.ok = 1;
+    snprintf(r->auth.key_id, sizeof(r->auth.key_id), "%s", PQgetvalue(res, 0, 0));
+    r->auth.admin = strcmp(PQgetvalue(res, 0, 1), "admin") == 0;
+    snprintf(r->auth.user_id, sizeof(r->auth.user_id), "%s", PQgetvalue(res, 0, 2));
+    PQclear(res);
+    return 0;
+}
+
+static int parse_body(ctl_req_t *r)
+{
+    rb_err_t err;
+    const rb_json_limits_t lim = {.depth_max = 16, .tokens_max = 4096};
+
+    if (r->req->entity.base == NULL || r->req->entity.len == 0)
+        return 0;
+    err = rb_json_parse(r->req->entity.base, r->req->entity.len, &lim, &r->body);
+    if (err != RB_OK || rb_json_type(r->body, 0) != RB_JSON_OBJECT) {
+        ctl_error(r, 400, "invalid_json",
+                  err == RB_ERR_LIMIT ? "request body is nested too deeply or too large"
+                                      : "request body must be a JSON object",
+                  NULL);
+        return -1;
+    }
+    return 0;
+}
+
+static void dispatch(ctl_req_t *r, const char *path, size_t len)
+{
+    int path_known = 0;
+
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        if (!match(routes[i].pattern, path, len, r))
+            continue;
+        path_known = 1;
+        if (!rb_http_method_is(r->req, routes[i].method))
+            continue;
+        if (!routes[i].public && authenticate(r) != 0)
+            return;
+        if (parse_body(r) != 0)
+            return;
+        routes[i].fn(r);
+        return;
+    }
+    if (path_known)
+        ctl_error(r, 405, "method_not_allowed", "method not allowed on this path", NULL);
+    else
+        ctl_error(r, 404, "not_found", "no such endpoint", NULL);
+}
+
+static int on_api(h2o_handler_t *self, h2o_req_t *req)
+{
+    api_handler_t *h = (api_handler_t *)self;
+    rb_worker_t *w = rb_server_worker(req);
+    h2o_iovec_t path = rb_http_path(req);
+    size_t prefix = req->pathconf->path.len;
+    ctl_worker_t *cw = w->data;
+    ctl_req_t r = {.req = req, .app = h->app, .db = &cw->db, .worker = cw};
+
+    RB_ASSERT(path.len >= prefix);
+    dispatch(&r, path.base + prefix, path.len - prefix);
+    rb_json_free(r.body);
+    return 0;
+}
+
+void ctl_api_register(rb_server_t *server, h2o_hostconf_t *hc, ctl_app_t *app)
+{
+    /* /api/v1 first: h2o picks the first registered prefix that matches. */
+    api_handler_t *h = (api_handler_t *)rb_server_route(hc, "/api/v1", on_api, sizeof(*h));
+    h->app = app;
+    h = (api_handler_t *)rb_server_route(hc, "/api", on_api, sizeof(*h));
+    h->app = app;
+}

@@ -1,0 +1,69 @@
+/*
+ * ctl_api: the /api/v1 REST API of rigbox-control (also served under /api). This module owns
+ * routing (method + path pattern → handler), authentication (Bearer rb_… API keys, looked up by
+ * SHA-256), request bodies (JSON, bounded), and the reply helpers every handler uses, so that all
+ * errors share one shape: {"error":{"code","message","details"},"message"}.
+ *
+ * Handlers run on an h2o worker thread, one request at a time per worker, and may use r->db
+ * (blocking, the worker's own connection). Everything a handler allocates for the reply lives in
+ * req->pool or is freed before it returns.
+ */
+#ifndef RB_CONTROL_API_H
+#define RB_CONTROL_API_H
+
+#include <h2o.h>
+
+#include "common/buf.h"
+#include "common/json.h"
+#include "common/server.h"
+#include "config/config.h"
+#include "control/db.h"
+
+#define CTL_PATH_PARAMS_MAX 4
+#define CTL_PARAM_LEN_MAX   136 /* request ids are up to 128 bytes */
+
+struct st_ctl_supervisor_t;
+
+/** Per-worker state of the API (rb_worker_t.data). */
+typedef struct st_ctl_worker_t {
+    ctl_db_t db;                /* this worker's connection */
+    h2o_timeout_t poll_timeout; /* CTL_STREAM_POLL_MS: log streams look for new lines */
+} ctl_worker_t;
+
+typedef struct st_ctl_app_t {
+    const cfg_t *cfg;                /* borrowed; immutable */
+    struct st_ctl_supervisor_t *sup; /* the VM supervisor (NULL in tools that only read) */
+    int has_master_key;
+    uint8_t master_key[32]; /* encrypts BYOK keys (common/crypto.h rb_master_key_parse) */
+    char master_key_id[17];
+} ctl_app_t;
+
+typedef struct st_ctl_req_t {
+    h2o_req_t *req;
+    ctl_app_t *app;
+    ctl_db_t *db; /* the worker's connection */
+    ctl_worker_t *worker;
+    char params[CTL_PATH_PARAMS_MAX][CTL_PARAM_LEN_MAX]; /* {placeholders} of the path */
+    struct {
+        int ok;    /* a valid API key was presented */
+        int admin; /* its role is admin */
+        char user_id[16];
+        char key_id[48];
+    } auth;
+    rb_json_t *body; /* parsed JSON body (POST/PUT/PATCH), or NULL */
+} ctl_req_t;
+
+/** Registers the API routes under /api/v1 and /api on hc. app is borrowed for the server's life. */
+void ctl_api_register(rb_server_t *server, h2o_hostconf_t *hc, ctl_app_t *app);
+/** Sends a JSON reply. */
+void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json);
+/** Sends the standard error body; details_json is raw JSON or NULL for null. */
+void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
+               const char *details_json);
+/** Sends 500 for an unexpected database failure (logged; clients see no SQL). */
+void ctl_error_db(ctl_req_t *r, rb_err_t err);
+/** Resolves a {id} path parameter that may be "me" to a user id the caller may act on; sends
+ * 403/404 and returns -1 when not allowed. */
+int ctl_resolve_user(ctl_req_t *r, const char *param, char *user_id, size_t cap);
+
+#endif

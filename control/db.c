@@ -1,0 +1,92 @@
+#include "control/db.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "common/pg.h"
+
+void ctl_db_init(ctl_db_t *db, const char *conninfo, int timeout_s)
+{
+    *db = (ctl_db_t){.conninfo = conninfo, .timeout_s = timeout_s};
+}
+
+void ctl_db_close(ctl_db_t *db)
+{
+    if (db->conn != NULL)
+        PQfinish(db->conn);
+    db->conn = NULL;
+}
+
+static rb_err_t ensure_connected(ctl_db_t *db)
+{
+    char err[256];
+    if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK)
+        return RB_OK;
+    ctl_db_close(db);
+    if (rb_pg_connect(db->conninfo, db->timeout_s, &db->conn, err, sizeof(err)) != RB_OK) {
+        rb_log_error("db_connect_failed", "error=\"%s\"", err);
+        db->conn = NULL;
+        return RB_ERR_DB;
+    }
+    return RB_OK;
+}
+
+static rb_err_t classify(ctl_db_t *db, PGresult *res)
+{
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    snprintf(db->sqlstate, sizeof(db->sqlstate), "%s", state != NULL ? state : "");
+    snprintf(db->errmsg, sizeof(db->errmsg), "%s", PQresultErrorMessage(res));
+    if (state == NULL)
+        return RB_ERR_DB;
+    if (strcmp(state, "23505") == 0 || strcmp(state, "RB001") == 0) /* RB001: idempotency */
+        return RB_ERR_CONFLICT;
+    if (strncmp(state, "23", 2) == 0 || strncmp(state, "22", 2) == 0)
+        return RB_ERR_INVAL;
+    return RB_ERR_DB;
+}
+
+rb_err_t ctl_db_query(ctl_db_t *db, const char *sql, int n, const char *const *params,
+                      PGresult **out)
+{
+    PGresult *res = NULL;
+    rb_err_t err = RB_OK;
+
+    RB_ASSERT(n >= 0 && n <= CTL_DB_PARAMS_MAX);
+    db->sqlstate[0] = '\0';
+    for (int attempt = 0; attempt < 2; attempt++) {
+        if ((err = ensure_connected(db)) != RB_OK)
+            continue;
+        res = PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
+        if (PQstatus(db->conn) != CONNECTION_OK) { /* the server went away: retry once */
+            PQclear(res);
+            res = NULL;
+            err = RB_ERR_DB;
+            continue;
+        }
+        break;
+    }
+    if (res == NULL)
+        goto Exit;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK && PQresultStatus(res) != PGRES_COMMAND_OK) {
+        err = classify(db, res);
+        if (err == RB_ERR_DB)
+            rb_log_error("db_query_failed", "sqlstate=%s error=\"%.*s\"", db->sqlstate,
+                         (int)strcspn(db->errmsg, "\n"), db->errmsg);
+        PQclear(res);
+        res = NULL;
+        goto Exit;
+    }
+    err = RB_OK;
+Exit:
+    if (out != NULL)
+        *out = res;
+    else
+        PQclear(res);
+    return err;
+}
+
+rb_err_t ctl_db_exec(ctl_db_t *db, const char *sql)
+{
+    return ctl_db_query(db, sql, 0, NULL, NULL);
+}

@@ -1,0 +1,36 @@
+/*
+ * ctl_db: the control daemon's only libpq user. One ctl_db_t is one PostgreSQL connection owned by
+ * one thread (each API worker has its own); it connects lazily and reconnects once when the server
+ * went away. Queries are parameterised (text parameters) and blocking: the control plane is not a
+ * hot path, and each worker serves one request at a time on its own connection.
+ */
+#ifndef RB_CONTROL_DB_H
+#define RB_CONTROL_DB_H
+
+#include <libpq-fe.h>
+
+#include "common/err.h"
+
+#define CTL_DB_PARAMS_MAX 16
+
+typedef struct st_ctl_db_t {
+    PGconn *conn;         /* NULL until first use */
+    const char *conninfo; /* borrowed from the configuration */
+    int timeout_s;
+    char sqlstate[6]; /* SQLSTATE of the last failed query, "" otherwise */
+    char errmsg[256]; /* the server's message of the last failure (for logs, not clients) */
+} ctl_db_t;
+
+/** Prepares db for lazy connection; borrows conninfo. */
+void ctl_db_init(ctl_db_t *db, const char *conninfo, int timeout_s);
+/** Closes the connection. */
+void ctl_db_close(ctl_db_t *db);
+/** Runs sql with n text parameters (NULL = SQL NULL). On success *out (may be NULL to discard) is
+ * an owned result (free with PQclear). Errors: RB_ERR_CONFLICT (unique violation), RB_ERR_INVAL
+ *  (check/not-null/foreign-key/data violations), RB_ERR_DB (anything else); db->sqlstate tells. */
+rb_err_t ctl_db_query(ctl_db_t *db, const char *sql, int n, const char *const *params,
+                      PGresult **out);
+/** Runs a statement without parameters or results (BEGIN, COMMIT, NOTIFY …). */
+rb_err_t ctl_db_exec(ctl_db_t *db, const char *sql);
+
+#endif

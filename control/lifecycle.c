@@ -1,0 +1,672 @@
+#include "control/lifecycle.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/http.h"
+#include "common/log.h"
+#include "control/limits.h"
+#include "control/states.h"
+#include "control/supervisor.h"
+#include "control/templates.h"
+#include "control/workspaces.h"
+
+/* ---- actions ---- */
+
+/* 402 plan_limit when starting this workspace would pass the owner's running vCPU or RAM cap. */
+static int check_running_limits(ctl_req_t *r, PGresult *ws)
+{
+    const char *params[2] = {PQgetvalue(ws, 0, CTL_WS_COL_USER), PQgetvalue(ws, 0, CTL_WS_COL_ID)};
+    PGresult *res = NULL;
+    ctl_limits_t lim;
+    int64_t vcpus, ram;
+    char msg[160] = "";
+
+    if (ctl_limits_effective(r->db, r->app->cfg, params[0], &lim) != RB_OK ||
+        ctl_db_query(r->db,
+                     "SELECT coalesce(sum(vcpu_count), 0), coalesce(sum(ram_mb), 0) FROM "
+                     "workspaces WHERE user_id = $1 AND id <> $2 AND status IN ('starting', "
+                     "'running', 'stopping')",
+                     2, params, &res) != RB_OK) {
+        ctl_error_db(r, RB_ERR_DB);
+        return -1;
+    }
+    vcpus = strtoll(PQgetvalue(res, 0, 0), NULL, 10) +
+            strtoll(PQgetvalue(ws, 0, CTL_WS_COL_VCPU), NULL, 10);
+    ram = strtoll(PQgetvalue(res, 0, 1), NULL, 10) +
+          strtoll(PQgetvalue(ws, 0, CTL_WS_COL_RAM), NULL, 10);
+    PQclear(res);
+    if (vcpus > lim.max_running_vcpus)
+        snprintf(msg, sizeof(msg), "the limit is %lld running vCPUs",
+                 (long long)lim.max_running_vcpus);
+    else if (ram > lim.max_ram_total_mb)
+        snprintf(msg, sizeof(msg), "the limit is %lld MB of running RAM",
+                 (long long)lim.max_ram_total_mb);
+    if (msg[0] != '\0') {
+        ctl_error(r, 402, "plan_limit", msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Moves the workspace from its current state by ev in PostgreSQL and hands the slow part to the
+ * supervisor. Returns the updated row (owned), or NULL after sending the error. */
+static PGresult *transition(ctl_req_t *r, ctl_ws_event_t ev)
+{
+    PGresult *ws = ctl_workspaces_load(r), *res = NULL, *out = NULL;
+    ctl_ws_state_t from, to;
+    char sql[1536], msg[160];
+    const char *params[4];
+
+    if (ws == NULL)
+        return NULL;
+    RB_ASSERT(r->app->sup != NULL);
+    if (ctl_state_parse(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), &from) != 0 ||
+        ctl_state_next(from, ev, PQgetvalue(ws, 0, CTL_WS_COL_FRETRY)[0] == 't', &to) != 0) {
+        snprintf(msg, sizeof(msg), "cannot %s a workspace that is %s%s", ctl_event_name(ev),
+                 PQgetvalue(ws, 0, CTL_WS_COL_STATUS),
+                 ev == CTL_EV_RETRY && from == CTL_WS_FAILED ? " with a non-retryable failure"
+                                                             : "");
+        ctl_error(r, 409, "invalid_state", msg, NULL);
+        goto Exit;
+    }
+    if ((ev == CTL_EV_START || ev == CTL_EV_RETRY) && check_running_limits(r, ws) != 0)
+        goto Exit;
+    params[0] = PQgetvalue(ws, 0, CTL_WS_COL_ID);
+    params[1] = ctl_state_name(from);
+    params[2] = ctl_state_name(to);
+    params[3] = ctl_supervisor_node(r->app->sup);
+    snprintf(sql, sizeof(sql),
+             "UPDATE workspaces SET status = $3, node_id = CASE WHEN $3 IN ('starting', "
+             "'running', 'stopping') THEN $4 ELSE node_id END WHERE id = $1 AND status = $2 "
+             "RETURNING %s",
+             ctl_workspaces_cols);
+    if (ctl_db_query(r->db, sql, 4, params, &res) != RB_OK) {
+        ctl_error_db(r, RB_ERR_DB);
+        goto Exit;
+    }
+    if (PQntuples(res) != 1) {
+        ctl_error(r, 409, "invalid_state", "the workspace changed state meanwhile; try again",
+                  NULL);
+        goto Exit;
+    }
+    if (ctl_supervisor_submit(r->app->sup, params[0], ev) != RB_OK) {
+        const char *back[3] = {params[0], params[2], params[1]};
+        ctl_db_query(r->db, "UPDATE workspaces SET status = $3 WHERE id = $1 AND status = $2", 3,
+                     back, NULL);
+        ctl_error(r, 503, "busy", "too many workspace operations are queued; try again", NULL);
+        goto Exit;
+    }
+    out = res;
+    res = NULL;
+Exit:
+    PQclear(res);
+    PQclear(ws);
+    return out;
+}
+
+static void act(ctl_req_t *r, ctl_ws_event_t ev)
+{
+    PGresult *res = transition(r, ev);
+    if (res != NULL)
+        ctl_workspaces_reply(r, ev == CTL_EV_DELETE ? 202 : 200, res);
+    PQclear(res);
+}
+
+void ctl_lifecycle_start(ctl_req_t *r)
+{
+    act(r, CTL_EV_START);
+}
+
+void ctl_lifecycle_stop(ctl_req_t *r)
+{
+    act(r, CTL_EV_STOP);
+}
+
+void ctl_lifecycle_restart(ctl_req_t *r)
+{
+    act(r, CTL_EV_RESTART);
+}
+
+void ctl_lifecycle_cancel(ctl_req_t *r)
+{
+    act(r, CTL_EV_CANCEL);
+}
+
+void ctl_lifecycle_retry(ctl_req_t *r)
+{
+    act(r, CTL_EV_RETRY);
+}
+
+void ctl_lifecycle_delete(ctl_req_t *r)
+{
+    act(r, CTL_EV_DELETE);
+}
+
+void ctl_lifecycle_quick_deploy(ctl_req_t *r)
+{
+    PGresult *created = ctl_workspaces_insert(r), *started = NULL;
+    const cfg_template_t *t;
+    rb_buf_t b;
+    rb_jw_t w;
+
+    if (created == NULL)
+        return;
+    snprintf(r->params[0], sizeof(r->params[0]), "%s", PQgetvalue(created, 0, CTL_WS_COL_ID));
+    t = cfg_template_find(r->app->cfg, PQgetvalue(created, 0, CTL_WS_COL_TEMPLATE));
+    PQclear(created);
+    if ((started = transition(r, CTL_EV_START)) == NULL)
+        return;
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "workspace");
+    ctl_workspaces_write(&w, r, started, 0);
+    rb_jw_key(&w, "expected_apps");
+    if (t != NULL)
+        ctl_templates_write_apps(&w, t);
+    else
+        rb_jw_raw(&w, "[]", 2);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, 201, &b);
+    rb_buf_free(&b);
+    PQclear(started);
+}
+
+/* Reads an optional integer field in [min, max]; -1 (400 sent) when malformed. */
+static int opt_range(ctl_req_t *r, const char *key, int64_t min, int64_t max, int64_t *out)
+{
+    int v = rb_json_member(r->body, 0, key);
+    char msg[128];
+    if (v < 0 || rb_json_type(r->body, v) == RB_JSON_NULL)
+        return 0;
+    if (rb_json_int64(r->body, v, out) != 0 || *out < min || *out > max) {
+        snprintf(msg, sizeof(msg), "%s must be an integer from %lld to %lld", key, (long long)min,
+                 (long long)max);
+        ctl_error(r, 400, "invalid_request", msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+void ctl_lifecycle_resources(ctl_req_t *r)
+{
+    PGresult *ws = ctl_workspaces_load(r), *res = NULL;
+    const cfg_template_t *t;
+    int64_t ram, vcpu, disk, old_disk;
+    char sram[24], svcpu[24], sdisk[24], sql[1280];
+    const char *params[4] = {r->params[0], sram, svcpu, sdisk};
+
+    if (ws == NULL)
+        return;
+    if (strcmp(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), "stopped") != 0 &&
+        strcmp(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), "provisioned") != 0) {
+        ctl_error(r, 409, "invalid_state", "stop the workspace before resizing it", NULL);
+        goto Exit;
+    }
+    if (r->body == NULL) {
+        ctl_error(r, 400, "invalid_request", "a JSON body is required", NULL);
+        goto Exit;
+    }
+    t = cfg_template_find(r->app->cfg, PQgetvalue(ws, 0, CTL_WS_COL_TEMPLATE));
+    ram = strtoll(PQgetvalue(ws, 0, CTL_WS_COL_RAM), NULL, 10);
+    vcpu = strtoll(PQgetvalue(ws, 0, CTL_WS_COL_VCPU), NULL, 10);
+    old_disk = disk = strtoll(PQgetvalue(ws, 0, CTL_WS_COL_DISK), NULL, 10);
+    if (opt_range(r, "ram_mb", t != NULL ? t->floor_ram_mb : 128, 1048576, &ram) ||
+        opt_range(r, "vcpu_count", t != NULL ? t->floor_vcpu : 1, 256, &vcpu) ||
+        opt_range(r, "disk_size_mb", old_disk, 16777216, &disk))
+        goto Exit;
+    {
+        ctl_limits_t lim;
+        if (ctl_limits_effective(r->db, r->app->cfg, PQgetvalue(ws, 0, CTL_WS_COL_USER), &lim) !=
+            RB_OK) {
+            ctl_error_db(r, RB_ERR_DB);
+            goto Exit;
+        }
+        if (ram > lim.max_ram_per_vm_mb || vcpu > lim.max_vcpu_per_vm) {
+            ctl_error(r, 402, "plan_limit", "the limits do not allow a workspace this large", NULL);
+            goto Exit;
+        }
+    }
+    snprintf(sram, sizeof(sram), "%lld", (long long)ram);
+    snprintf(svcpu, sizeof(svcpu), "%lld", (long long)vcpu);
+    snprintf(sdisk, sizeof(sdisk), "%lld", (long long)disk);
+    snprintf(sql, sizeof(sql),
+             "UPDATE workspaces SET ram_mb = $2::int, vcpu_count = $3::int, disk_size_mb = $4::int "
+             "WHERE id = $1 AND status IN ('stopped', 'provisioned') RETURNING %s",
+             ctl_workspaces_cols);
+    if (ctl_db_query(r->db, sql, 4, params, &res) != RB_OK || PQntuples(res) != 1) {
+        ctl_error(r, 409, "invalid_state", "the workspace changed state meanwhile", NULL);
+        goto Exit;
+    }
+    ctl_workspaces_reply(r, 200, res);
+Exit:
+    PQclear(res);
+    PQclear(ws);
+}
+
+void ctl_lifecycle_env(ctl_req_t *r)
+{
+    PGresult *ws = ctl_workspaces_load(r), *res = NULL;
+    int env = rb_json_member(r->body, 0, "env_vars"), k = -1, v = -1;
+    const char *raw;
+    size_t len;
+    char *json = NULL;
+
+    if (ws == NULL)
+        return;
+    if (rb_json_type(r->body, env) != RB_JSON_OBJECT) {
+        ctl_error(r, 400, "invalid_request", "env_vars must be an object", NULL);
+        goto Exit;
+    }
+    while (rb_json_next(r->body, env, &k, &v)) {
+        rb_json_type_t ty = rb_json_type(r->body, v);
+        if (ty != RB_JSON_STRING && ty != RB_JSON_NULL) {
+            ctl_error(r, 400, "invalid_request",
+                      "env_vars values must be strings (null removes a variable)", NULL);
+            goto Exit;
+        }
+    }
+    raw = rb_json_raw(r->body, env, &len);
+    json = rb_strndup(raw, len);
+    {
+        /* Merge: given keys replace, null values delete (jsonb_strip_nulls). */
+        const char *params[2] = {r->params[0], json};
+        if (ctl_db_query(r->db,
+                         "UPDATE workspaces SET env_vars = jsonb_strip_nulls(env_vars || "
+                         "$2::jsonb) WHERE id = $1 RETURNING id",
+                         2, params, &res) != RB_OK) {
+            ctl_error(r, 400, "invalid_request",
+                      "env_vars is too large or has invalid names (at most 128, like MY_VAR)",
+                      NULL);
+            goto Exit;
+        }
+    }
+    {
+        rb_buf_t b;
+        rb_buf_init(&b, 0);
+        rb_buf_puts(&b, "{\"message\":\"environment updated; it applies at the next start\"}");
+        ctl_reply(r, 200, &b);
+        rb_buf_free(&b);
+    }
+Exit:
+    free(json);
+    PQclear(res);
+    PQclear(ws);
+}
+
+static void iso_time(int64_t t, char *buf, size_t cap)
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    gmtime_r(&tt, &tm);
+    strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+void ctl_lifecycle_metrics(ctl_req_t *r)
+{
+    PGresult *ws = ctl_workspaces_load(r);
+    ctl_vm_sample_t v = {0};
+    char dir[PATH_MAX], path[PATH_MAX + 16], ts[32];
+    struct stat st;
+    rb_buf_t b;
+    rb_jw_t w;
+    int live;
+
+    if (ws == NULL)
+        return;
+    live = ctl_supervisor_latest(r->app->sup, r->params[0], &v) == 0;
+    if (!live) { /* not running: the disk still has a size */
+        v.ram_total_mb = strtoll(PQgetvalue(ws, 0, CTL_WS_COL_RAM), NULL, 10);
+        v.disk_total_mb = strtoll(PQgetvalue(ws, 0, CTL_WS_COL_DISK), NULL, 10);
+        ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));
+        snprintf(path, sizeof(path), "%s/disk.qcow2", dir);
+        if (stat(path, &st) == 0)
+            v.disk_used_mb = ((int64_t)st.st_blocks * 512 + (1 << 20) - 1) >> 20;
+    }
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "status");
+    rb_jw_str(&w, PQgetvalue(ws, 0, CTL_WS_COL_STATUS));
+    rb_jw_key(&w, "cpu_percent");
+    rb_jw_double(&w, v.cpu_percent);
+    rb_jw_key(&w, "ram_used_mb");
+    rb_jw_int64(&w, v.ram_used_mb);
+    rb_jw_key(&w, "ram_total_mb");
+    rb_jw_int64(&w, v.ram_total_mb);
+    rb_jw_key(&w, "disk_used_mb");
+    rb_jw_int64(&w, v.disk_used_mb);
+    rb_jw_key(&w, "disk_total_mb");
+    rb_jw_int64(&w, v.disk_total_mb);
+    rb_jw_key(&w, "updated_at");
+    if (live) {
+        iso_time(v.t, ts, sizeof(ts));
+        rb_jw_str(&w, ts);
+    } else {
+        rb_jw_null(&w);
+    }
+    rb_jw_obj_end(&w);
+    ctl_reply(r, 200, &b);
+    rb_buf_free(&b);
+    PQclear(ws);
+}
+
+void ctl_lifecycle_series(ctl_req_t *r)
+{
+    static const struct {
+        const char *name;
+        int64_t seconds;
+    } ranges[] = {{"1h", 3600}, {"6h", 21600}, {"24h", 86400}, {"7d", 604800}};
+    PGresult *ws = ctl_workspaces_load(r);
+    char range[8] = "1h", ts[32];
+    int64_t seconds = 0;
+    ctl_vm_sample_t *pts;
+    size_t n;
+    rb_buf_t b;
+    rb_jw_t w;
+
+    if (ws == NULL)
+        return;
+    PQclear(ws);
+    if (rb_http_query(r->req, "range", range, sizeof(range)) < 0)
+        range[0] = '\0';
+    for (size_t i = 0; i < sizeof(ranges) / sizeof(ranges[0]); i++)
+        if (strcmp(range, ranges[i].name) == 0)
+            seconds = ranges[i].seconds;
+    if (seconds == 0) {
+        ctl_error(r, 400, "invalid_request", "range must be 1h, 6h, 24h or 7d", NULL);
+        return;
+    }
+    pts = rb_calloc(CTL_SERIES_MAX, sizeof(*pts));
+    n = ctl_supervisor_series(r->app->sup, r->params[0], seconds, pts, CTL_SERIES_MAX);
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "range");
+    rb_jw_str(&w, range);
+    rb_jw_key(&w, "points");
+    rb_jw_arr_begin(&w);
+    for (size_t i = 0; i < n; i++) {
+        iso_time(pts[i].t, ts, sizeof(ts));
+        rb_jw_obj_begin(&w);
+        rb_jw_key(&w, "t");
+        rb_jw_str(&w, ts);
+        rb_jw_key(&w, "cpu_percent");
+        rb_jw_double(&w, pts[i].cpu_percent);
+        rb_jw_key(&w, "ram_used_mb");
+        rb_jw_int64(&w, pts[i].ram_used_mb);
+        rb_jw_key(&w, "disk_used_mb");
+        rb_jw_int64(&w, pts[i].disk_used_mb);
+        rb_jw_obj_end(&w);
+    }
+    rb_jw_arr_end(&w);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, 200, &b);
+    rb_buf_free(&b);
+    free(pts);
+}
+
+void ctl_lifecycle_capacity(ctl_req_t *r)
+{
+    const char *params[1] = {ctl_supervisor_node(r->app->sup)};
+    PGresult *res = NULL;
+    int64_t used = 0, total = r->app->cfg->vmm.vms_max;
+    rb_buf_t b;
+
+    if (ctl_db_query(r->db,
+                     "SELECT count(*) FROM workspaces WHERE node_id = $1 AND status IN "
+                     "('starting', 'running', 'stopping')",
+                     1, params, &res) == RB_OK)
+        used = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    PQclear(res);
+    rb_buf_init(&b, 0);
+    rb_buf_printf(&b, "{\"available\":%s,\"total\":%lld,\"used\":%lld}",
+                  used < total ? "true" : "false", (long long)total, (long long)used);
+    ctl_reply(r, 200, &b);
+    rb_buf_free(&b);
+}
+
+/* Reads up to CTL_LOG_READ_MAX bytes of path from *offset (or its tail when *offset < 0) into out;
+ * advances *offset past the last complete line. A file shorter than *offset was rotated: restart.
+ */
+static void read_log(const char *path, int64_t *offset, rb_buf_t *out)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    ssize_t n;
+    char *nl;
+
+    if (fd < 0)
+        return;
+    if (fstat(fd, &st) != 0)
+        goto Exit;
+    if (*offset < 0)
+        *offset = st.st_size > CTL_LOG_READ_MAX ? st.st_size - CTL_LOG_READ_MAX : 0;
+    if (*offset > st.st_size)
+        *offset = 0;
+    out->len = 0;
+    if (rb_buf_append(out, "", 0) != 0)
+        goto Exit;
+    {
+        size_t want = (size_t)(st.st_size - *offset);
+        if (want > CTL_LOG_READ_MAX)
+            want = CTL_LOG_READ_MAX;
+        char *tmp = rb_malloc(want + 1);
+        n = pread(fd, tmp, want, *offset);
+        if (n > 0)
+            rb_buf_append(out, tmp, (size_t)n);
+        free(tmp);
+    }
+    /* keep complete lines only */
+    nl = out->len > 0 ? memrchr(out->base, '\n', out->len) : NULL;
+    out->len = nl != NULL ? (size_t)(nl - out->base) + 1 : 0;
+    *offset += (int64_t)out->len;
+Exit:
+    close(fd);
+}
+
+/* Calls fn for each line of buf (without its \r\n) that matches the app filter ("" = all). */
+static void each_line(const rb_buf_t *buf, const char *app,
+                      void (*fn)(void *ctx, const char *line, size_t len), void *ctx)
+{
+    char prefix[96];
+    size_t plen = app[0] != '\0' ? (size_t)snprintf(prefix, sizeof(prefix), "[app:%s] ", app) : 0;
+    const char *p = buf->base, *end = buf->base + buf->len;
+
+    while (p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = (size_t)((nl != NULL ? nl : end) - p);
+        while (len > 0 && (p[len - 1] == '\r'))
+            len--;
+        if (plen == 0 || (len >= plen && memcmp(p, prefix, plen) == 0))
+            fn(ctx, p, len);
+        p = nl != NULL ? nl + 1 : end;
+    }
+}
+
+typedef struct st_lines_t {
+    const char *items[CTL_LOG_LINES_DEFAULT * 50];
+    size_t lens[CTL_LOG_LINES_DEFAULT * 50];
+    size_t n, cap;
+} lines_t;
+
+static void collect(void *ctx, const char *line, size_t len)
+{
+    lines_t *l = ctx;
+    if (l->n == l->cap) { /* keep the newest: drop the oldest */
+        memmove(l->items, l->items + 1, (l->cap - 1) * sizeof(l->items[0]));
+        memmove(l->lens, l->lens + 1, (l->cap - 1) * sizeof(l->lens[0]));
+        l->n--;
+    }
+    l->items[l->n] = line;
+    l->lens[l->n++] = len;
+}
+
+void ctl_lifecycle_logs(ctl_req_t *r)
+{
+    PGresult *ws = ctl_workspaces_load(r);
+    char dir[PATH_MAX], path[PATH_MAX + 16], arg[32], app[64] = "", cursor[32];
+    int64_t offset = -1, lines = CTL_LOG_LINES_DEFAULT;
+    lines_t *l;
+    rb_buf_t data, b;
+    rb_jw_t w;
+
+    if (ws == NULL)
+        return;
+    PQclear(ws);
+    if (rb_http_query(r->req, "lines", arg, sizeof(arg)) == 1) {
+        char *end;
+        lines = strtoll(arg, &end, 10);
+        if (*end != '\0' || lines < 1 || lines > r->app->cfg->control.logs_lines_max ||
+            lines > CTL_LOG_LINES_DEFAULT * 50) {
+            ctl_error(r, 400, "invalid_request",
+                      "lines must be a positive integer within the limit", NULL);
+            return;
+        }
+    }
+    if (rb_http_query(r->req, "cursor", arg, sizeof(arg)) == 1) {
+        char *end;
+        offset = strtoll(arg, &end, 10);
+        if (*end != '\0' || offset < 0) {
+            ctl_error(r, 400, "invalid_request", "cursor is not one this API returned", NULL);
+            return;
+        }
+    }
+    rb_http_query(r->req, "app", app, sizeof(app));
+    ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));
+    snprintf(path, sizeof(path), "%s/console.log", dir);
+    rb_buf_init(&data, 0);
+    read_log(path, &offset, &data);
+    l = rb_calloc(1, sizeof(*l));
+    l->cap = (size_t)lines;
+    each_line(&data, app, collect, l);
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "lines");
+    rb_jw_arr_begin(&w);
+    for (size_t i = 0; i < l->n; i++)
+        rb_jw_strn(&w, l->items[i], l->lens[i]);
+    rb_jw_arr_end(&w);
+    rb_jw_key(&w, "next_cursor");
+    snprintf(cursor, sizeof(cursor), "%lld", (long long)(offset < 0 ? 0 : offset));
+    rb_jw_str(&w, cursor);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, 200, &b);
+    rb_buf_free(&b);
+    rb_buf_free(&data);
+    free(l);
+}
+
+/* ---- GET /workspaces/{id}/logs/stream: SSE ---- */
+
+enum { KEEPALIVE_POLLS = 30 }; /* a comment every 15 s of silence */
+
+typedef struct st_log_stream_t {
+    h2o_generator_t super;
+    h2o_req_t *req;
+    h2o_timeout_t *timeout;
+    h2o_timeout_entry_t te;
+    char path[PATH_MAX];
+    int64_t offset;
+    int idle_polls;
+    int done;      /* the client went away */
+    rb_buf_t data; /* bytes read from the log */
+    rb_buf_t out;  /* the SSE being sent: owned by h2o until proceed */
+} log_stream_t;
+
+static void add_event(void *ctx, const char *line, size_t len)
+{
+    rb_buf_t *out = ctx;
+    rb_buf_puts(out, "data: ");
+    rb_buf_append(out, line, len);
+    rb_buf_puts(out, "\n\n");
+}
+
+/* Sends whatever is new (or a keep-alive comment now and then); then waits for proceed. */
+static void stream_poll(log_stream_t *s)
+{
+    h2o_iovec_t iov;
+
+    s->out.len = 0;
+    read_log(s->path, &s->offset, &s->data);
+    each_line(&s->data, "", add_event, &s->out);
+    if (s->out.len == 0) {
+        if (++s->idle_polls < KEEPALIVE_POLLS) {
+            h2o_timeout_link(s->req->conn->ctx->loop, s->timeout, &s->te);
+            return;
+        }
+        rb_buf_puts(&s->out, ": keep-alive\n\n");
+    }
+    s->idle_polls = 0;
+    iov = h2o_iovec_init(s->out.base, s->out.len);
+    h2o_send(s->req, &iov, 1, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void on_stream_timer(h2o_timeout_entry_t *te)
+{
+    log_stream_t *s = H2O_STRUCT_FROM_MEMBER(log_stream_t, te, te);
+    stream_poll(s);
+}
+
+static void on_stream_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    log_stream_t *s = (log_stream_t *)g;
+    h2o_timeout_link(req->conn->ctx->loop, s->timeout, &s->te);
+}
+
+static void on_stream_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    log_stream_t *s = (log_stream_t *)g;
+    if (h2o_timeout_is_linked(&s->te))
+        h2o_timeout_unlink(&s->te);
+    s->done = 1;
+}
+
+static void on_stream_dispose(void *p)
+{
+    log_stream_t *s = p;
+    if (h2o_timeout_is_linked(&s->te))
+        h2o_timeout_unlink(&s->te);
+    rb_buf_free(&s->data);
+    rb_buf_free(&s->out);
+}
+
+void ctl_lifecycle_logs_stream(ctl_req_t *r)
+{
+    PGresult *ws = ctl_workspaces_load(r);
+    log_stream_t *s;
+    char dir[PATH_MAX];
+    struct stat st;
+
+    if (ws == NULL)
+        return;
+    PQclear(ws);
+    s = h2o_mem_alloc_shared(&r->req->pool, sizeof(*s), on_stream_dispose);
+    *s = (log_stream_t){.super = {on_stream_proceed, on_stream_stop},
+                        .req = r->req,
+                        .timeout = &r->worker->poll_timeout,
+                        .te = {.cb = on_stream_timer}};
+    rb_buf_init(&s->data, CTL_LOG_READ_MAX + 1);
+    rb_buf_init(&s->out, 0);
+    ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));
+    snprintf(s->path, sizeof(s->path), "%.4000s/console.log", dir);
+    /* Start with the recent past (up to 64 KiB), then follow. */
+    s->offset = stat(s->path, &st) == 0 && st.st_size > 65536 ? st.st_size - 65536 : 0;
+    r->req->res.status = 200;
+    r->req->res.reason = "OK";
+    h2o_add_header(&r->req->pool, &r->req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
+                   H2O_STRLIT("text/event-stream"));
+    h2o_add_header(&r->req->pool, &r->req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-cache"));
+    h2o_start_response(r->req, &s->super);
+    rb_buf_puts(&s->out, ": rigbox log stream\n\n");
+    read_log(s->path, &s->offset, &s->data);
+    each_line(&s->data, "", add_event, &s->out);
+    h2o_send(r->req, &(h2o_iovec_t){s->out.base, s->out.len}, 1, H2O_SEND_STATE_IN_PROGRESS);
+}

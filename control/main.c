@@ -1,0 +1,247 @@
+/*
+ * rigbox-control: the control plane daemon (DESIGN.md §1, §4). Loads the configuration, applies the
+ * schema migrations, and serves the /api/v1 REST API. `rigbox-control admin create-key` mints an
+ * API key from the command line (how an operator gets the first admin key).
+ */
+#include <getopt.h>
+#include <string.h>
+
+#include "common/crypto.h"
+#include "common/log.h"
+#include "common/pg.h"
+#include "common/server.h"
+#include "config/config.h"
+#include "control/api.h"
+#include "control/db.h"
+#include "control/lifecycle.h"
+#include "control/supervisor.h"
+#include "control/users.h"
+
+enum { ERRBUF_LEN = 1024, SHUTDOWN_TIMEOUT_MS = 10000 };
+
+typedef struct st_options_t {
+    const char *config_path;
+    const char *schema_dir;
+    const char *role;  /* admin create-key */
+    const char *email; /* admin create-key --user */
+    const char *name;  /* admin create-key --name */
+} options_t;
+
+static void usage(FILE *out)
+{
+    fputs("usage: rigbox-control [--config PATH] [--schema-dir DIR]\n"
+          "       rigbox-control admin create-key --role admin|user [--user EMAIL] [--name NAME]\n"
+          "       rigbox-control --version | --help\n"
+          "\n"
+          "Serves the Rigbox control API (/api/v1) on control.listen (default 127.0.0.1:8081).\n"
+          "--config defaults to $RIGBOX_CONFIG, else config/rigbox.yaml of the source tree.\n"
+          "admin create-key prints a new API key once (only its hash is stored); --user names the\n"
+          "owner's email (created if missing; default admin@rigbox.local).\n",
+          out);
+}
+
+static int parse_args(int argc, char **argv, options_t *o)
+{
+    static const struct option longopts[] = {
+        {"config", required_argument, NULL, 'c'}, {"schema-dir", required_argument, NULL, 's'},
+        {"role", required_argument, NULL, 'r'},   {"user", required_argument, NULL, 'u'},
+        {"name", required_argument, NULL, 'n'},   {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    int c;
+
+    while ((c = getopt_long(argc, argv, "c:h", longopts, NULL)) != -1) {
+        switch (c) {
+        case 'c':
+            o->config_path = optarg;
+            break;
+        case 's':
+            o->schema_dir = optarg;
+            break;
+        case 'r':
+            o->role = optarg;
+            break;
+        case 'u':
+            o->email = optarg;
+            break;
+        case 'n':
+            o->name = optarg;
+            break;
+        case 'V':
+            printf("rigbox-control %s\n", RB_VERSION);
+            exit(0);
+        case 'h':
+            usage(stdout);
+            exit(0);
+        default:
+            usage(stderr);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void on_worker_start(rb_worker_t *w, void *user)
+{
+    const cfg_t *cfg = user;
+    ctl_worker_t *cw = rb_calloc(1, sizeof(*cw));
+    ctl_db_init(&cw->db, cfg->database.url, cfg->database.connect_timeout_s);
+    h2o_timeout_init(w->ctx.loop, &cw->poll_timeout, CTL_STREAM_POLL_MS);
+    w->data = cw;
+}
+
+static void on_worker_stop(rb_worker_t *w, void *user)
+{
+    ctl_worker_t *cw = w->data;
+    ctl_db_close(&cw->db);
+    free(cw);
+    w->data = NULL;
+}
+
+static int admin_create_key(const cfg_t *cfg, const options_t *o)
+{
+    ctl_db_t db;
+    char user_id[16], secret[64], key_id[48];
+    const char *role = o->role != NULL ? o->role : "user";
+    const char *email = o->email != NULL ? o->email : "admin@rigbox.local";
+    int rc = 1;
+
+    if (strcmp(role, "admin") != 0 && strcmp(role, "user") != 0) {
+        fprintf(stderr, "rigbox-control: --role must be admin or user\n");
+        return 2;
+    }
+    ctl_db_init(&db, cfg->database.url, cfg->database.connect_timeout_s);
+    if (ctl_users_ensure(&db, email, cfg->default_plan->name, role, user_id, sizeof(user_id)) !=
+        RB_OK) {
+        fprintf(stderr, "rigbox-control: cannot create user %s: %s\n", email, db.errmsg);
+        goto Exit;
+    }
+    if (ctl_keys_mint(&db, user_id, role, o->name != NULL ? o->name : "cli", secret, sizeof(secret),
+                      key_id, sizeof(key_id)) != RB_OK) {
+        fprintf(stderr, "rigbox-control: cannot create key: %s\n", db.errmsg);
+        goto Exit;
+    }
+    printf("%s\n", secret);
+    fprintf(stderr, "created %s key %s for %s (%s); it is shown only this once\n", role, key_id,
+            email, user_id);
+    rc = 0;
+Exit:
+    ctl_db_close(&db);
+    return rc;
+}
+
+static int migrate(const cfg_t *cfg, const char *schema_dir)
+{
+    PGconn *conn = NULL;
+    char err[ERRBUF_LEN];
+    int applied = 0, rc = -1;
+
+    if (rb_pg_connect(cfg->database.url, cfg->database.connect_timeout_s, &conn, err,
+                      sizeof(err)) != RB_OK) {
+        rb_log_error("db_connect_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    if (rb_pg_migrate(conn, schema_dir, err, sizeof(err), &applied) != RB_OK) {
+        rb_log_error("migration_failed", "error=\"%s\"", err);
+        goto Exit;
+    }
+    rb_log_info("migrations", "applied=%d dir=%s", applied, schema_dir);
+    rc = 0;
+Exit:
+    PQfinish(conn);
+    return rc;
+}
+
+/* Loads the master key from RIGBOX_MASTER_KEY or the key file; without one, BYOK writes are
+ * refused. */
+static void load_master_key(const cfg_t *cfg, ctl_app_t *app)
+{
+    char text[256];
+    size_t len = 0;
+    FILE *f;
+
+    if (cfg->secrets.master_key != NULL) {
+        len = (size_t)snprintf(text, sizeof(text), "%s", cfg->secrets.master_key);
+    } else if ((f = fopen(cfg->secrets.master_key_file, "r")) != NULL) {
+        len = fread(text, 1, sizeof(text) - 1, f);
+        fclose(f);
+    }
+    if (len == 0) {
+        rb_log_warn("master_key_missing", "file=%s byok=disabled", cfg->secrets.master_key_file);
+        return;
+    }
+    if (rb_master_key_parse(text, len, app->master_key, app->master_key_id,
+                            sizeof(app->master_key_id)) != RB_OK) {
+        rb_log_error("master_key_invalid", "expected=\"64 hex characters\" byok=disabled");
+        return;
+    }
+    app->has_master_key = 1;
+    memset(text, 0, sizeof(text));
+}
+
+static int serve(cfg_t *cfg)
+{
+    rb_server_conf_t sc = {.name = "rigbox-control",
+                           .workers = (unsigned)cfg->server.workers,
+                           .max_request_body = 1 << 20,
+                           .shutdown_timeout_ms = SHUTDOWN_TIMEOUT_MS,
+                           .user = cfg,
+                           .on_worker_start = on_worker_start,
+                           .on_worker_stop = on_worker_stop};
+    rb_server_t *server = rb_server_create(&sc);
+    ctl_app_t app = {.cfg = cfg};
+    h2o_hostconf_t *hc;
+    char err[ERRBUF_LEN];
+    int rc = 1;
+
+    if (rb_server_listen(server, cfg->control.listen, &hc, err, sizeof(err)) != RB_OK) {
+        rb_log_error("listen_failed", "error=\"%s\"", err);
+        goto Exit;
+    }
+    if (ctl_supervisor_create(cfg, &app.sup, err, sizeof(err)) != RB_OK) {
+        rb_log_error("supervisor_failed", "error=\"%s\"", err);
+        goto Exit;
+    }
+    load_master_key(cfg, &app);
+    ctl_api_register(server, hc, &app);
+    rb_server_add_builtins(server, hc, "");
+    rc = rb_server_run(server) == RB_OK ? 0 : 1;
+Exit:
+    ctl_supervisor_destroy(app.sup); /* running VMs keep running */
+    rb_server_destroy(server);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    options_t o = {.schema_dir = RB_SOURCE_DIR "/schema"};
+    char err[ERRBUF_LEN];
+    cfg_t *cfg = NULL;
+    int rc = 1;
+
+    if (parse_args(argc, argv, &o) != 0)
+        return 2;
+    if (o.config_path == NULL)
+        o.config_path = cfg_default_path();
+    if (cfg_load(o.config_path, &cfg, err, sizeof(err)) != RB_OK) {
+        fprintf(stderr, "rigbox-control: %s\n", err);
+        return 1;
+    }
+    rb_log_setup(cfg->server.log_level, cfg->server.log_format == CFG_LOG_JSON);
+    if (migrate(cfg, o.schema_dir) != 0)
+        goto Exit;
+    if (optind < argc) {
+        if (optind + 2 == argc && strcmp(argv[optind], "admin") == 0 &&
+            strcmp(argv[optind + 1], "create-key") == 0) {
+            rc = admin_create_key(cfg, &o);
+        } else {
+            usage(stderr);
+            rc = 2;
+        }
+        goto Exit;
+    }
+    rb_log_info("starting", "version=%s config=%s", RB_VERSION, o.config_path);
+    rc = serve(cfg);
+Exit:
+    cfg_free(cfg);
+    return rc;
+}

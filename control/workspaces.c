@@ -1,0 +1,626 @@
+#include "control/workspaces.h"
+
+#include <string.h>
+
+#include "common/crypto.h"
+#include "common/log.h"
+#include "control/limits.h"
+#include "control/templates.h"
+
+#define WS_COLS                                                                                    \
+    "id, name, user_id, coalesce(node_id, ''), image, coalesce(template_id, ''), status, ram_mb, " \
+    "vcpu_count, disk_size_mb, env_vars::text, "                                                   \
+    "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "                   \
+    "to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), "                   \
+    "coalesce(failure_code, ''), coalesce(failure_message, ''), failure_attempts, "                \
+    "coalesce(failure_retryable, false), "                                                         \
+    "coalesce(to_char(failure_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
+
+const char ctl_workspaces_cols[] = WS_COLS;
+
+static void write_failure(rb_jw_t *w, PGresult *res, int row)
+{
+    rb_jw_obj_begin(w);
+    rb_jw_key(w, "code");
+    rb_jw_str(w, PQgetvalue(res, row, CTL_WS_COL_FCODE));
+    rb_jw_key(w, "message");
+    rb_jw_str(w, PQgetvalue(res, row, CTL_WS_COL_FMSG));
+    rb_jw_key(w, "attempts");
+    rb_jw_raw(w, PQgetvalue(res, row, CTL_WS_COL_FATTEMPTS),
+              strlen(PQgetvalue(res, row, CTL_WS_COL_FATTEMPTS)));
+    rb_jw_key(w, "retryable");
+    rb_jw_bool(w, PQgetvalue(res, row, CTL_WS_COL_FRETRY)[0] == 't');
+    rb_jw_key(w, "occurred_at");
+    rb_jw_str(w, PQgetvalue(res, row, CTL_WS_COL_FAT));
+    rb_jw_obj_end(w);
+}
+
+/* The workspace's apps with their forwarded loopback ports. */
+static void write_apps(rb_jw_t *w, ctl_req_t *r, const char *ws_id)
+{
+    const char *params[1] = {ws_id};
+    PGresult *res = NULL;
+
+    rb_jw_arr_begin(w);
+    if (ctl_db_query(r->db,
+                     "SELECT id, name, port, coalesce(host_port, 0), subdomain, visibility, "
+                     "protocol, status FROM apps WHERE workspace_id = $1 ORDER BY name",
+                     1, params, &res) == RB_OK) {
+        for (int i = 0; i < PQntuples(res); i++) {
+            static const char *const keys[] = {"id",        "name",       "port",     "host_port",
+                                               "subdomain", "visibility", "protocol", "status"};
+            rb_jw_obj_begin(w);
+            for (int c = 0; c < 8; c++) {
+                rb_jw_key(w, keys[c]);
+                if (c == 2 || c == 3)
+                    rb_jw_raw(w, PQgetvalue(res, i, c), strlen(PQgetvalue(res, i, c)));
+                else
+                    rb_jw_str(w, PQgetvalue(res, i, c));
+            }
+            rb_jw_obj_end(w);
+        }
+    }
+    PQclear(res);
+    rb_jw_arr_end(w);
+}
+
+void ctl_workspaces_write(rb_jw_t *w, ctl_req_t *r, PGresult *res, int row)
+{
+    static const struct {
+        const char *key;
+        int col;
+        int raw; /* number or JSON: written as is */
+    } fields[] = {{"id", CTL_WS_COL_ID, 0},
+                  {"name", CTL_WS_COL_NAME, 0},
+                  {"user_id", CTL_WS_COL_USER, 0},
+                  {"node_id", CTL_WS_COL_NODE, 0},
+                  {"image", CTL_WS_COL_IMAGE, 0},
+                  {"template_id", CTL_WS_COL_TEMPLATE, 0},
+                  {"status", CTL_WS_COL_STATUS, 0},
+                  {"ram_mb", CTL_WS_COL_RAM, 1},
+                  {"vcpu_count", CTL_WS_COL_VCPU, 1},
+                  {"disk_size_mb", CTL_WS_COL_DISK, 1},
+                  {"env_vars", CTL_WS_COL_ENV, 1},
+                  {"created_at", CTL_WS_COL_CREATED, 0},
+                  {"updated_at", CTL_WS_COL_UPDATED, 0}};
+
+    rb_jw_obj_begin(w);
+    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        const char *v = PQgetvalue(res, row, fields[i].col);
+        rb_jw_key(w, fields[i].key);
+        if (fields[i].raw)
+            rb_jw_raw(w, v, strlen(v));
+        else if (v[0] == '\0')
+            rb_jw_null(w);
+        else
+            rb_jw_str(w, v);
+    }
+    if (strcmp(PQgetvalue(res, row, CTL_WS_COL_STATUS), "failed") == 0) {
+        rb_jw_key(w, "failure");
+        write_failure(w, res, row);
+    }
+    rb_jw_key(w, "apps");
+    write_apps(w, r, PQgetvalue(res, row, CTL_WS_COL_ID));
+    rb_jw_obj_end(w);
+}
+
+void ctl_workspaces_reply(ctl_req_t *r, int status, PGresult *res)
+{
+    rb_buf_t b;
+    rb_jw_t w;
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "vm");
+    ctl_workspaces_write(&w, r, res, 0);
+    if (strcmp(PQgetvalue(res, 0, CTL_WS_COL_STATUS), "failed") == 0) {
+        rb_jw_key(&w, "failure");
+        write_failure(&w, res, 0);
+    }
+    rb_jw_obj_end(&w);
+    ctl_reply(r, status, &b);
+    rb_buf_free(&b);
+}
+
+PGresult *ctl_workspaces_load(ctl_req_t *r)
+{
+    const char *params[3] = {r->params[0], r->auth.user_id, r->auth.admin ? "t" : "f"};
+    PGresult *res = NULL;
+    rb_err_t err = ctl_db_query(r->db,
+                                "SELECT " WS_COLS " FROM workspaces WHERE id = $1 AND "
+                                "(user_id = $2 OR $3::boolean)",
+                                3, params, &res);
+    if (err != RB_OK) {
+        ctl_error_db(r, err);
+        return NULL;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        ctl_error(r, 404, "workspace_not_found", "no such workspace", NULL);
+        return NULL;
+    }
+    return res;
+}
+
+/* Reads an optional positive integer field; -1 and a 400 when malformed. */
+static int opt_int(ctl_req_t *r, const char *key, int64_t max, int64_t *out)
+{
+    int v = rb_json_member(r->body, 0, key);
+    char msg[128];
+    if (v < 0 || rb_json_type(r->body, v) == RB_JSON_NULL)
+        return 0;
+    if (rb_json_int64(r->body, v, out) != 0 || *out < 1 || *out > max) {
+        snprintf(msg, sizeof(msg), "%s must be an integer from 1 to %lld", key, (long long)max);
+        ctl_error(r, 400, "invalid_request", msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+typedef struct st_ws_spec_t {
+    char name[CTL_WS_NAME_MAX + 1];
+    char user_id[CTL_PARAM_LEN_MAX];
+    const cfg_template_t *tmpl;
+    int64_t ram_mb, vcpu, disk_mb;
+    char env_json[4096];
+} ws_spec_t;
+
+/* Validates env_vars: an object of at most CTL_ENV_VARS_MAX string values with POSIX names. */
+static int parse_env(ctl_req_t *r, char *out, size_t cap)
+{
+    int env = rb_json_member(r->body, 0, "env_vars"), k = -1, v = -1;
+    size_t len;
+    const char *raw;
+
+    snprintf(out, cap, "{}");
+    if (env < 0 || rb_json_type(r->body, env) == RB_JSON_NULL)
+        return 0;
+    if (rb_json_type(r->body, env) != RB_JSON_OBJECT ||
+        rb_json_count(r->body, env) > CTL_ENV_VARS_MAX)
+        goto Bad;
+    while (rb_json_next(r->body, env, &k, &v)) {
+        char name[128];
+        if (rb_json_type(r->body, v) != RB_JSON_STRING ||
+            rb_json_str(r->body, k, name, sizeof(name), NULL) != RB_OK || name[0] == '\0' ||
+            strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
+                strlen(name) ||
+            (name[0] >= '0' && name[0] <= '9'))
+            goto Bad;
+    }
+    raw = rb_json_raw(r->body, env, &len);
+    if (len + 1 > cap)
+        goto Bad;
+    memcpy(out, raw, len);
+    out[len] = '\0';
+    return 0;
+Bad:
+    ctl_error(r, 400, "invalid_request",
+              "env_vars must be an object of at most 128 string values with names like MY_VAR",
+              NULL);
+    return -1;
+}
+
+static int parse_spec(ctl_req_t *r, ws_spec_t *s)
+{
+    char tid[CFG_NAME_LEN_MAX] = "base";
+
+    if (rb_json_get_str(r->body, 0, "name", s->name, sizeof(s->name)) != RB_OK ||
+        s->name[0] == '\0') {
+        ctl_error(r, 400, "invalid_request", "name must be a string of 1 to 64 bytes", NULL);
+        return -1;
+    }
+    /* "image" is the deprecated alias of template_id; a failed read empties the buffer */
+    if (rb_json_find(r->body, 0, "template_id") >= 0 || rb_json_find(r->body, 0, "image") >= 0) {
+        const char *key = rb_json_find(r->body, 0, "template_id") >= 0 ? "template_id" : "image";
+        if (rb_json_get_str(r->body, 0, key, tid, sizeof(tid)) != RB_OK)
+            tid[0] = '\0';
+    }
+    if ((s->tmpl = cfg_template_find(r->app->cfg, tid)) == NULL) {
+        ctl_error(r, 400, "template_not_found", "no such template", NULL);
+        return -1;
+    }
+    s->ram_mb = s->tmpl->floor_ram_mb;
+    s->vcpu = s->tmpl->floor_vcpu;
+    s->disk_mb = s->tmpl->floor_disk_mb;
+    if (opt_int(r, "ram_mb", 1048576, &s->ram_mb) || opt_int(r, "vcpu_count", 256, &s->vcpu) ||
+        opt_int(r, "disk_size_mb", 16777216, &s->disk_mb))
+        return -1;
+    /* Resources below the template's floor are raised to it. */
+    if (s->ram_mb < s->tmpl->floor_ram_mb)
+        s->ram_mb = s->tmpl->floor_ram_mb;
+    if (s->vcpu < s->tmpl->floor_vcpu)
+        s->vcpu = s->tmpl->floor_vcpu;
+    if (s->disk_mb < s->tmpl->floor_disk_mb)
+        s->disk_mb = s->tmpl->floor_disk_mb;
+    if (rb_json_get_str(r->body, 0, "user_id", s->user_id, sizeof(s->user_id)) != RB_OK)
+        snprintf(s->user_id, sizeof(s->user_id), "me");
+    if (ctl_resolve_user(r, s->user_id, s->user_id, sizeof(s->user_id)) != 0)
+        return -1;
+    return parse_env(r, s->env_json, sizeof(s->env_json));
+}
+
+/* 402 plan_limit when the new workspace would pass the owner's limits (plan, then overrides). */
+static int check_plan(ctl_req_t *r, const ws_spec_t *s)
+{
+    const char *params[1] = {s->user_id};
+    PGresult *res = NULL;
+    ctl_limits_t lim;
+    int64_t count, disk;
+    char msg[160] = "";
+    rb_err_t err = ctl_limits_effective(r->db, r->app->cfg, s->user_id, &lim);
+
+    if (err == RB_ERR_NOTFOUND) {
+        ctl_error(r, 404, "user_not_found", "no such user", NULL);
+        return -1;
+    }
+    if (err != RB_OK || (err = ctl_db_query(r->db,
+                                            "SELECT count(*), coalesce(sum(disk_size_mb), 0) FROM "
+                                            "workspaces WHERE user_id = $1",
+                                            1, params, &res)) != RB_OK) {
+        ctl_error_db(r, err);
+        return -1;
+    }
+    count = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    disk = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+    PQclear(res);
+    if (count + 1 > lim.max_vms)
+        snprintf(msg, sizeof(msg), "the limit is %lld workspaces", (long long)lim.max_vms);
+    else if (s->ram_mb > lim.max_ram_per_vm_mb)
+        snprintf(msg, sizeof(msg), "the limit is %lld MB of RAM per workspace",
+                 (long long)lim.max_ram_per_vm_mb);
+    else if (s->vcpu > lim.max_vcpu_per_vm)
+        snprintf(msg, sizeof(msg), "the limit is %lld vCPUs per workspace",
+                 (long long)lim.max_vcpu_per_vm);
+    else if (disk + s->disk_mb > lim.max_disk_total_mb)
+        snprintf(msg, sizeof(msg), "the limit is %lld MB of disk in all",
+                 (long long)lim.max_disk_total_mb);
+    if (msg[0] != '\0') {
+        ctl_error(r, 402, "plan_limit", msg, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+PGresult *ctl_workspaces_insert(ctl_req_t *r)
+{
+    ws_spec_t s = {0};
+    char id[16], ram[24], vcpu[24], disk[24];
+    const char *params[8] = {id, s.user_id, s.name, NULL, NULL, ram, vcpu, disk};
+    const char *p9[9];
+    PGresult *res = NULL;
+    rb_err_t err;
+
+    if (parse_spec(r, &s) != 0 || check_plan(r, &s) != 0)
+        return NULL;
+    rb_random_id("ws-", id, sizeof(id));
+    snprintf(ram, sizeof(ram), "%lld", (long long)s.ram_mb);
+    snprintf(vcpu, sizeof(vcpu), "%lld", (long long)s.vcpu);
+    snprintf(disk, sizeof(disk), "%lld", (long long)s.disk_mb);
+    params[3] = s.tmpl->id;
+    params[4] = s.tmpl->image_name;
+    memcpy(p9, params, sizeof(params));
+    p9[8] = s.env_json;
+    err =
+        ctl_db_query(r->db,
+                     "INSERT INTO workspaces (id, user_id, name, template_id, image, ram_mb, "
+                     "vcpu_count, disk_size_mb, env_vars) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, "
+                     "$9::jsonb) RETURNING " WS_COLS,
+                     9, p9, &res);
+    if (err != RB_OK) {
+        ctl_error_db(r, err);
+        return NULL;
+    }
+    return res;
+}
+
+void ctl_workspaces_create(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_insert(r);
+    if (res != NULL)
+        ctl_workspaces_reply(r, 201, res);
+    PQclear(res);
+}
+
+void ctl_workspaces_list(ctl_req_t *r)
+{
+    const char *params[1] = {r->auth.user_id};
+    PGresult *res = NULL;
+    rb_buf_t b;
+    rb_jw_t w;
+    rb_err_t err = ctl_db_query(r->db,
+                                "SELECT " WS_COLS " FROM workspaces WHERE user_id = $1 ORDER BY "
+                                "created_at, id LIMIT 1000",
+                                1, params, &res);
+    if (err != RB_OK) {
+        ctl_error_db(r, err);
+        return;
+    }
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "items");
+    rb_jw_arr_begin(&w);
+    for (int i = 0; i < PQntuples(res); i++)
+        ctl_workspaces_write(&w, r, res, i);
+    rb_jw_arr_end(&w);
+    rb_jw_key(&w, "next_cursor");
+    rb_jw_null(&w);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, 200, &b);
+    rb_buf_free(&b);
+    PQclear(res);
+}
+
+void ctl_workspaces_get(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+    if (res == NULL)
+        return;
+    ctl_workspaces_reply(r, 200, res);
+    PQclear(res);
+}
+
+static void reply_message(ctl_req_t *r, int status, const char *message)
+{
+    rb_buf_t b;
+    rb_jw_t w;
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "message");
+    rb_jw_str(&w, message);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, status, &b);
+    rb_buf_free(&b);
+}
+
+rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, char *secret, size_t cap,
+                                     char *prefix, size_t prefix_cap)
+{
+    char hex[2 * RB_SHA256_LEN + 1];
+    uint8_t digest[RB_SHA256_LEN];
+    const char *params[3] = {ws_id, hex, prefix};
+    rb_err_t err;
+
+    RB_ASSERT(cap >= 64 && prefix_cap >= 16);
+    rb_random_secret("rbw_", secret, cap);
+    rb_sha256(secret, strlen(secret), digest);
+    rb_hex(digest, sizeof(digest), hex, sizeof(hex));
+    snprintf(prefix, prefix_cap, "%.12s", secret);
+    /* One statement: the old token is revoked and the new one inserted atomically. */
+    err = ctl_db_query(db,
+                       "WITH old AS (UPDATE workspace_tokens SET revoked_at = now() WHERE "
+                       "workspace_id = $1 AND revoked_at IS NULL RETURNING 1) "
+                       "INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) SELECT $1, "
+                       "decode($2, 'hex'), $3 FROM (SELECT count(*) FROM old) AS o",
+                       3, params, NULL);
+    if (err == RB_OK)
+        ctl_db_exec(db, "NOTIFY rigbox_identity, 'workspace_token'");
+    return err;
+}
+
+void ctl_workspaces_token_mint(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+    char secret[64], prefix[16];
+    rb_buf_t b;
+    rb_jw_t w;
+    rb_err_t err;
+
+    if (res == NULL)
+        return;
+    PQclear(res);
+    if ((err = ctl_workspaces_rotate_token(r->db, r->params[0], secret, sizeof(secret), prefix,
+                                           sizeof(prefix))) != RB_OK) {
+        ctl_error_db(r, err);
+        return;
+    }
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "token");
+    rb_jw_str(&w, secret);
+    rb_jw_key(&w, "prefix");
+    rb_jw_str(&w, prefix);
+    rb_jw_key(&w, "workspace_id");
+    rb_jw_str(&w, r->params[0]);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, 201, &b);
+    rb_buf_free(&b);
+}
+
+void ctl_workspaces_token_revoke(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+    const char *params[1] = {r->params[0]};
+    rb_err_t err;
+
+    if (res == NULL)
+        return;
+    PQclear(res);
+    err = ctl_db_query(r->db,
+                       "UPDATE workspace_tokens SET revoked_at = now() WHERE workspace_id = $1 AND "
+                       "revoked_at IS NULL RETURNING id",
+                       1, params, &res);
+    if (err != RB_OK) {
+        ctl_error_db(r, err);
+        return;
+    }
+    if (PQntuples(res) == 0) {
+        PQclear(res);
+        ctl_error(r, 404, "token_not_found", "the workspace has no live token", NULL);
+        return;
+    }
+    PQclear(res);
+    ctl_db_exec(r->db, "NOTIFY rigbox_identity, 'workspace_token'");
+    reply_message(r, 200, "token revoked");
+}
+
+static void reply_ai_config(ctl_req_t *r, const char *mode, const char *provider, const char *model,
+                            int has_key)
+{
+    rb_buf_t b;
+    rb_jw_t w;
+    const char *status = strcmp(mode, "byok") != 0 ? "managed_active"
+                         : has_key                 ? "byok_active"
+                                                   : "invalid_missing_key";
+    rb_buf_init(&b, 0);
+    rb_jw_init(&w, &b);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "mode");
+    rb_jw_str(&w, mode);
+    rb_jw_key(&w, "provider");
+    provider[0] != '\0' ? rb_jw_str(&w, provider) : rb_jw_null(&w);
+    rb_jw_key(&w, "model");
+    model[0] != '\0' ? rb_jw_str(&w, model) : rb_jw_null(&w);
+    rb_jw_key(&w, "has_api_key");
+    rb_jw_bool(&w, has_key);
+    rb_jw_key(&w, "status");
+    rb_jw_str(&w, status);
+    rb_jw_obj_end(&w);
+    ctl_reply(r, 200, &b);
+    rb_buf_free(&b);
+}
+
+void ctl_workspaces_ai_get(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+    const char *params[1] = {r->params[0]};
+    rb_err_t err;
+
+    if (res == NULL)
+        return;
+    PQclear(res);
+    err =
+        ctl_db_query(r->db,
+                     "SELECT mode, coalesce(provider, ''), coalesce(model, ''), key_ciphertext IS "
+                     "NOT NULL FROM ai_configs WHERE workspace_id = $1",
+                     1, params, &res);
+    if (err != RB_OK) {
+        ctl_error_db(r, err);
+        return;
+    }
+    if (PQntuples(res) == 0)
+        reply_ai_config(r, "managed", "", "", 0);
+    else
+        reply_ai_config(r, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
+                        PQgetvalue(res, 0, 3)[0] == 't');
+    PQclear(res);
+}
+
+typedef struct st_ai_put_t {
+    char mode[16], provider[CFG_NAME_LEN_MAX], model[201], key[CTL_PROVIDER_KEY_MAX + 1];
+    int has_key;
+    char ct_hex[2 * CTL_PROVIDER_KEY_MAX + 1], nonce_hex[2 * RB_AES_NONCE_LEN + 1],
+        tag_hex[2 * RB_AES_TAG_LEN + 1];
+} ai_put_t;
+
+static int parse_ai_put(ctl_req_t *r, ai_put_t *p)
+{
+    if (rb_json_get_str(r->body, 0, "mode", p->mode, sizeof(p->mode)) != RB_OK ||
+        (strcmp(p->mode, "managed") != 0 && strcmp(p->mode, "byok") != 0)) {
+        ctl_error(r, 400, "invalid_request", "mode must be \"managed\" or \"byok\"", NULL);
+        return -1;
+    }
+    if (rb_json_find(r->body, 0, "provider") >= 0 &&
+        rb_json_type(r->body, rb_json_find(r->body, 0, "provider")) != RB_JSON_NULL &&
+        (rb_json_get_str(r->body, 0, "provider", p->provider, sizeof(p->provider)) != RB_OK ||
+         cfg_provider_find(r->app->cfg, p->provider) == NULL)) {
+        ctl_error(r, 400, "unknown_provider", "provider is not configured", NULL);
+        return -1;
+    }
+    if (rb_json_find(r->body, 0, "model") >= 0 &&
+        rb_json_type(r->body, rb_json_find(r->body, 0, "model")) != RB_JSON_NULL &&
+        (rb_json_get_str(r->body, 0, "model", p->model, sizeof(p->model)) != RB_OK ||
+         cfg_model_find(r->app->cfg, p->model) == NULL)) {
+        ctl_error(r, 400, "model_not_found", "model is not configured", NULL);
+        return -1;
+    }
+    if (rb_json_find(r->body, 0, "api_key") >= 0 &&
+        rb_json_type(r->body, rb_json_find(r->body, 0, "api_key")) != RB_JSON_NULL) {
+        if (rb_json_get_str(r->body, 0, "api_key", p->key, sizeof(p->key)) != RB_OK ||
+            p->key[0] == '\0') {
+            ctl_error(r, 400, "invalid_request", "api_key must be a string of at most 512 bytes",
+                      NULL);
+            return -1;
+        }
+        p->has_key = 1;
+    }
+    if (p->has_key && strcmp(p->mode, "byok") != 0) {
+        ctl_error(r, 400, "invalid_request", "api_key is only accepted with mode \"byok\"", NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Encrypts p->key under the master key into the hex fields. */
+static int seal_key(ctl_req_t *r, ai_put_t *p)
+{
+    uint8_t ct[CTL_PROVIDER_KEY_MAX], nonce[RB_AES_NONCE_LEN], tag[RB_AES_TAG_LEN];
+    size_t len = strlen(p->key);
+
+    if (!r->app->has_master_key) {
+        ctl_error(r, 503, "master_key_missing",
+                  "BYOK needs a master key (secrets.master_key_file or RIGBOX_MASTER_KEY)", NULL);
+        return -1;
+    }
+    if (rb_aes_gcm_seal(r->app->master_key, p->key, len, ct, nonce, tag) != RB_OK) {
+        ctl_error(r, 500, "internal", "internal error", NULL);
+        return -1;
+    }
+    rb_hex(ct, len, p->ct_hex, sizeof(p->ct_hex));
+    rb_hex(nonce, sizeof(nonce), p->nonce_hex, sizeof(p->nonce_hex));
+    rb_hex(tag, sizeof(tag), p->tag_hex, sizeof(p->tag_hex));
+    memset(p->key, 0, sizeof(p->key));
+    return 0;
+}
+
+void ctl_workspaces_ai_put(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+    ai_put_t p = {0};
+    char user_id[16];
+    rb_err_t err;
+
+    if (res == NULL)
+        return;
+    snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, CTL_WS_COL_USER));
+    PQclear(res);
+    if (parse_ai_put(r, &p) != 0 || (p.has_key && seal_key(r, &p) != 0))
+        return;
+    {
+        /* A key given now replaces the stored one; no key keeps it (byok) or clears it (managed).
+         */
+        const char *params[9] = {r->params[0],
+                                 user_id,
+                                 p.mode,
+                                 p.provider[0] != '\0' ? p.provider : NULL,
+                                 p.model[0] != '\0' ? p.model : NULL,
+                                 p.has_key ? p.ct_hex : NULL,
+                                 p.has_key ? p.nonce_hex : NULL,
+                                 p.has_key ? p.tag_hex : NULL,
+                                 p.has_key ? r->app->master_key_id : NULL};
+        err = ctl_db_query(
+            r->db,
+            "INSERT INTO ai_configs AS a (workspace_id, user_id, scope, mode, provider, model, "
+            "key_ciphertext, key_nonce, key_tag, key_id) VALUES ($1, $2, 'workspace', $3, $4, $5, "
+            "decode($6, 'hex'), decode($7, 'hex'), decode($8, 'hex'), $9) "
+            "ON CONFLICT (workspace_id) DO UPDATE SET mode = EXCLUDED.mode, provider = "
+            "EXCLUDED.provider, model = EXCLUDED.model, "
+            "key_ciphertext = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
+            "coalesce(EXCLUDED.key_ciphertext, a.key_ciphertext) END, "
+            "key_nonce = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
+            "coalesce(EXCLUDED.key_nonce, a.key_nonce) END, "
+            "key_tag = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
+            "coalesce(EXCLUDED.key_tag, a.key_tag) END, "
+            "key_id = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
+            "coalesce(EXCLUDED.key_id, a.key_id) END",
+            9, params, NULL);
+    }
+    if (err != RB_OK) {
+        ctl_error_db(r, err);
+        return;
+    }
+    ctl_db_exec(r->db, "NOTIFY rigbox_identity, 'ai_config'");
+    ctl_workspaces_ai_get(r);
+}

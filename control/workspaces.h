@@ -1,0 +1,71 @@
+/*
+ * ctl_workspaces: workspace rows and their lifecycle state (DESIGN.md §4), the workspace's rbw_
+ * token (minted/rotated/revoked here, stored as SHA-256 only) and its AI configuration (mode,
+ * provider, model, and a BYOK key stored AES-256-GCM-encrypted under the master key, never
+ * returned). Changes that the gateway caches are announced with NOTIFY rigbox_identity.
+ */
+#ifndef RB_CONTROL_WORKSPACES_H
+#define RB_CONTROL_WORKSPACES_H
+
+#include "control/api.h"
+
+#define CTL_WS_NAME_MAX      64
+#define CTL_ENV_VARS_MAX     128
+#define CTL_PROVIDER_KEY_MAX 512
+
+/** POST /workspaces {name, template_id?, ram_mb?, vcpu_count?, disk_size_mb?, env_vars?, user_id?}.
+ */
+void ctl_workspaces_create(ctl_req_t *r);
+/** GET /workspaces → {items, next_cursor}. */
+void ctl_workspaces_list(ctl_req_t *r);
+/** GET /workspaces/{id} → {vm, failure?}. */
+void ctl_workspaces_get(ctl_req_t *r);
+/** POST /workspaces/{id}/token → {token, prefix} (shown once; the previous token stops working). */
+void ctl_workspaces_token_mint(ctl_req_t *r);
+/** DELETE /workspaces/{id}/token → revokes the live token. */
+void ctl_workspaces_token_revoke(ctl_req_t *r);
+/** GET /workspaces/{id}/ai-config. */
+void ctl_workspaces_ai_get(ctl_req_t *r);
+/** PUT /workspaces/{id}/ai-config {mode, provider?, model?, api_key?}. */
+void ctl_workspaces_ai_put(ctl_req_t *r);
+
+/** Mints a new rbw_ token for ws_id and revokes the previous one in one statement; writes the
+ *  secret (cap >= 64) and its display prefix (cap >= 16). Announces it with NOTIFY. */
+rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, char *secret, size_t cap,
+                                     char *prefix, size_t prefix_cap);
+
+/** Columns of ctl_workspaces_load's result. */
+enum {
+    CTL_WS_COL_ID,
+    CTL_WS_COL_NAME,
+    CTL_WS_COL_USER,
+    CTL_WS_COL_NODE,
+    CTL_WS_COL_IMAGE,
+    CTL_WS_COL_TEMPLATE,
+    CTL_WS_COL_STATUS,
+    CTL_WS_COL_RAM,
+    CTL_WS_COL_VCPU,
+    CTL_WS_COL_DISK,
+    CTL_WS_COL_ENV,
+    CTL_WS_COL_CREATED,
+    CTL_WS_COL_UPDATED,
+    CTL_WS_COL_FCODE,
+    CTL_WS_COL_FMSG,
+    CTL_WS_COL_FATTEMPTS,
+    CTL_WS_COL_FRETRY,
+    CTL_WS_COL_FAT,
+};
+/** Loads workspace r->params[0] if the caller may see it (owner or admin): an owned result
+ * (PQclear) with the columns above; otherwise sends 404 (or 500) and returns NULL. */
+PGresult *ctl_workspaces_load(ctl_req_t *r);
+/** Sends {vm, failure?} from row 0 of a ctl_workspaces_load-shaped result. */
+void ctl_workspaces_reply(ctl_req_t *r, int status, PGresult *res);
+/** Validates the POST /workspaces body and inserts the row (status provisioned); the new row,
+ * owned, or NULL after sending the error. */
+PGresult *ctl_workspaces_insert(ctl_req_t *r);
+/** Writes one workspace object (with its failure and apps) from row `row` of such a result. */
+void ctl_workspaces_write(rb_jw_t *w, ctl_req_t *r, PGresult *res, int row);
+/** The SELECT list matching the columns above. */
+extern const char ctl_workspaces_cols[];
+
+#endif

@@ -1,0 +1,438 @@
+/*
+ * Provider adapters: see adapter.h. The request is parsed once by inspect, which records byte
+ * spans; rewrite then copies the body with at most four splices, so everything the gateway does not
+ * own stays byte-identical (key order, whitespace, number spelling, unknown fields).
+ */
+#include "gateway/adapter.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "gateway/pricing.h"
+
+/* Most splices one rewrite applies: model, cap, stream_options (+ one spare). */
+#define ADAPTER_SPLICES_MAX 4
+
+typedef struct st_adapter_route_t {
+    const char *name;
+    gw_dialect_t dialect;
+    int can_stream;
+    const char *cap_field;   /* where the cap is written; NULL = the route has none */
+    const char *cap_alt;     /* another cap field the client may use (chat's max_tokens) */
+    const char *required;    /* the content field that must be present */
+    rb_json_type_t req_type; /* its type (RB_JSON_ABSENT = string or array) */
+    int cap_required;        /* Anthropic: max_tokens is mandatory */
+} adapter_route_t;
+
+static const adapter_route_t adapter_routes[GW_ROUTE__COUNT] = {
+    [GW_ROUTE_CHAT] = {"chat", GW_DIALECT_OPENAI, 1, "max_completion_tokens", "max_tokens",
+                       "messages", RB_JSON_ARRAY, 0},
+    [GW_ROUTE_COMPLETIONS] = {"completions", GW_DIALECT_OPENAI, 1, "max_tokens", NULL, "prompt",
+                              RB_JSON_ABSENT, 0},
+    [GW_ROUTE_RESPONSES] = {"responses", GW_DIALECT_OPENAI, 1, "max_output_tokens", NULL, "input",
+                            RB_JSON_ABSENT, 0},
+    [GW_ROUTE_EMBEDDINGS] = {"embeddings", GW_DIALECT_OPENAI, 0, NULL, NULL, "input",
+                             RB_JSON_ABSENT, 0},
+    [GW_ROUTE_MESSAGES] = {"messages", GW_DIALECT_ANTHROPIC, 1, "max_tokens", NULL, "messages",
+                           RB_JSON_ARRAY, 1},
+    [GW_ROUTE_COUNT_TOKENS] = {"count_tokens", GW_DIALECT_ANTHROPIC, 0, NULL, NULL, "messages",
+                               RB_JSON_ARRAY, 0},
+};
+
+/* Keys whose duplicates would make the gateway and the upstream read different requests. */
+static const char *const adapter_unique_keys[] = {
+    "model",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "max_output_tokens",
+    "messages",
+    "input",
+    "prompt",
+};
+
+gw_dialect_t gw_route_dialect(gw_route_t route)
+{
+    RB_ASSERT(route < GW_ROUTE__COUNT);
+    return adapter_routes[route].dialect;
+}
+
+const char *gw_route_name(gw_route_t route)
+{
+    RB_ASSERT(route < GW_ROUTE__COUNT);
+    return adapter_routes[route].name;
+}
+
+__attribute__((format(printf, 5, 6))) static rb_err_t adapter_fail(gw_request_info_t *info,
+                                                                   char *errmsg, size_t errcap,
+                                                                   const char *param,
+                                                                   const char *fmt, ...)
+{
+    va_list ap;
+
+    info->err_param = param;
+    if (errcap > 0) {
+        va_start(ap, fmt);
+        vsnprintf(errmsg, errcap, fmt, ap);
+        va_end(ap);
+    }
+    return RB_ERR_INVAL;
+}
+
+/* How many members of object obj are named key. */
+static size_t adapter_key_count(const rb_json_t *doc, int obj, const char *key)
+{
+    int k = -1, v = -1;
+    size_t n = 0;
+
+    while (rb_json_next(doc, obj, &k, &v))
+        n += rb_json_str_eq(doc, k, key);
+    return n;
+}
+
+static const char *adapter_duplicate_key(const rb_json_t *doc)
+{
+    for (size_t i = 0; i < sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]); i++) {
+        if (adapter_key_count(doc, 0, adapter_unique_keys[i]) > 1)
+            return adapter_unique_keys[i];
+    }
+    if (adapter_key_count(doc, rb_json_member(doc, 0, "stream_options"), "include_usage") > 1)
+        return "stream_options.include_usage";
+    return NULL;
+}
+
+static rb_err_t adapter_model(const rb_json_t *doc, gw_request_info_t *info, char *errmsg,
+                              size_t errcap)
+{
+    int v = rb_json_member(doc, 0, "model");
+    rb_err_t err;
+
+    if (rb_json_type(doc, v) == RB_JSON_ABSENT || rb_json_type(doc, v) == RB_JSON_NULL)
+        return adapter_fail(info, errmsg, errcap, "model", "'model' is required");
+    if (rb_json_type(doc, v) != RB_JSON_STRING)
+        return adapter_fail(info, errmsg, errcap, "model", "'model' must be a string");
+    err = rb_json_str(doc, v, info->model, sizeof(info->model), &info->model_len);
+    if (err == RB_ERR_LIMIT)
+        return adapter_fail(info, errmsg, errcap, "model", "'model' is longer than %d bytes",
+                            GW_MODEL_NAME_MAX);
+    if (err != RB_OK || info->model_len == 0 || memchr(info->model, '\0', info->model_len))
+        return adapter_fail(info, errmsg, errcap, "model", "'model' is not a valid model name");
+    RB_ASSERT(rb_json_span(doc, v, &info->model_start, &info->model_end) == 0);
+    return RB_OK;
+}
+
+/* Reads one cap field: 0 absent/null, 1 valid (into *cap), -1 invalid. */
+static int adapter_cap_value(const rb_json_t *doc, const char *field, int64_t *cap)
+{
+    int v = field != NULL ? rb_json_member(doc, 0, field) : -1;
+    rb_json_type_t t = rb_json_type(doc, v);
+
+    if (t == RB_JSON_ABSENT || t == RB_JSON_NULL)
+        return 0;
+    if (rb_json_int64(doc, v, cap) != 0 || *cap < 1 || *cap > GW_ADAPTER_CAP_MAX)
+        return -1;
+    return 1;
+}
+
+static rb_err_t adapter_cap(const rb_json_t *doc, const adapter_route_t *r, gw_request_info_t *info,
+                            char *errmsg, size_t errcap)
+{
+    int64_t cap = 0, alt = 0;
+    int has_cap = adapter_cap_value(doc, r->cap_field, &cap);
+    int has_alt = adapter_cap_value(doc, r->cap_alt, &alt);
+    int v;
+
+    if (has_cap < 0 || has_alt < 0) {
+        const char *field = has_cap < 0 ? r->cap_field : r->cap_alt;
+        return adapter_fail(info, errmsg, errcap, field, "'%s' must be an integer between 1 and %d",
+                            field, GW_ADAPTER_CAP_MAX);
+    }
+    if (has_cap == 0 && r->cap_required)
+        return adapter_fail(info, errmsg, errcap, r->cap_field, "'%s' is required", r->cap_field);
+    info->max_output = has_cap && has_alt ? (cap > alt ? cap : alt) : has_cap ? cap : alt;
+    if (info->max_output == 0 && info->route == GW_ROUTE_COMPLETIONS)
+        info->max_output = GW_ADAPTER_COMPLETIONS_DEFAULT_CAP;
+    v = r->cap_field != NULL ? rb_json_member(doc, 0, r->cap_field) : -1;
+    if (rb_json_type(doc, v) == RB_JSON_NULL) {
+        info->cap_null = 1;
+        RB_ASSERT(rb_json_span(doc, v, &info->cap_start, &info->cap_end) == 0);
+    }
+    return RB_OK;
+}
+
+static rb_err_t adapter_stream(const rb_json_t *doc, const adapter_route_t *r,
+                               gw_request_info_t *info, char *errmsg, size_t errcap)
+{
+    int v = rb_json_member(doc, 0, "stream"), so, iu;
+    rb_json_type_t t = rb_json_type(doc, v);
+
+    if (!r->can_stream)
+        return RB_OK;
+    if (t != RB_JSON_ABSENT && t != RB_JSON_NULL && rb_json_bool(doc, v, &info->stream) != 0)
+        return adapter_fail(info, errmsg, errcap, "stream", "'stream' must be a boolean");
+    if (info->route != GW_ROUTE_CHAT && info->route != GW_ROUTE_COMPLETIONS)
+        return RB_OK;
+    so = rb_json_member(doc, 0, "stream_options");
+    t = rb_json_type(doc, so);
+    if (t == RB_JSON_ABSENT)
+        return RB_OK;
+    if (t != RB_JSON_NULL && t != RB_JSON_OBJECT)
+        return adapter_fail(info, errmsg, errcap, "stream_options",
+                            "'stream_options' must be an object");
+    info->so_kind = t == RB_JSON_NULL ? 1 : 2;
+    info->so_empty = rb_json_count(doc, so) == 0;
+    RB_ASSERT(rb_json_span(doc, so, &info->so_start, &info->so_end) == 0);
+    iu = rb_json_member(doc, so, "include_usage");
+    t = rb_json_type(doc, iu);
+    if (t == RB_JSON_ABSENT)
+        return RB_OK;
+    if (t != RB_JSON_NULL && rb_json_bool(doc, iu, &info->include_usage) != 0)
+        return adapter_fail(info, errmsg, errcap, "stream_options.include_usage",
+                            "'stream_options.include_usage' must be a boolean");
+    info->iu_present = 1;
+    RB_ASSERT(rb_json_span(doc, iu, &info->iu_start, &info->iu_end) == 0);
+    return RB_OK;
+}
+
+static rb_err_t adapter_content(const rb_json_t *doc, const adapter_route_t *r,
+                                gw_request_info_t *info, char *errmsg, size_t errcap)
+{
+    rb_json_type_t t = rb_json_type(doc, rb_json_member(doc, 0, r->required));
+
+    if (t == RB_JSON_ABSENT || t == RB_JSON_NULL) {
+        /* Responses may run a stored prompt template instead of inline input */
+        if (info->route == GW_ROUTE_RESPONSES &&
+            rb_json_type(doc, rb_json_member(doc, 0, "prompt")) == RB_JSON_OBJECT)
+            return RB_OK;
+        return adapter_fail(info, errmsg, errcap, r->required, "'%s' is required", r->required);
+    }
+    if (r->req_type == RB_JSON_ARRAY && t != RB_JSON_ARRAY)
+        return adapter_fail(info, errmsg, errcap, r->required, "'%s' must be an array",
+                            r->required);
+    if (r->req_type == RB_JSON_ABSENT && t != RB_JSON_STRING && t != RB_JSON_ARRAY)
+        return adapter_fail(info, errmsg, errcap, r->required, "'%s' must be a string or an array",
+                            r->required);
+    return RB_OK;
+}
+
+rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
+                            const rb_json_limits_t *limits, gw_request_info_t *info, char *errmsg,
+                            size_t errcap)
+{
+    rb_err_t err = RB_OK;
+    rb_json_t *doc = NULL;
+    const adapter_route_t *r;
+    const char *dup;
+    size_t end = 0;
+
+    RB_ASSERT(route < GW_ROUTE__COUNT && info != NULL && (body != NULL || len == 0));
+    RB_ASSERT(errmsg != NULL || errcap == 0);
+    r = &adapter_routes[route];
+    *info = (gw_request_info_t){.route = route, .input_bytes = len};
+    if (errcap > 0)
+        errmsg[0] = '\0';
+    if ((err = rb_json_parse(body, len, limits, &doc)) != RB_OK) {
+        adapter_fail(info, errmsg, errcap, NULL,
+                     err == RB_ERR_LIMIT ? "request body is nested too deeply or too large"
+                                         : "request body is not valid JSON");
+        goto Exit;
+    }
+    if (rb_json_type(doc, 0) != RB_JSON_OBJECT) {
+        err = adapter_fail(info, errmsg, errcap, NULL, "request body must be a JSON object");
+        goto Exit;
+    }
+    if ((dup = adapter_duplicate_key(doc)) != NULL) {
+        err = adapter_fail(info, errmsg, errcap, dup, "'%s' appears more than once", dup);
+        goto Exit;
+    }
+    if ((err = adapter_model(doc, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_stream(doc, r, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_cap(doc, r, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_content(doc, r, info, errmsg, errcap)) != RB_OK)
+        goto Exit;
+    RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');
+Exit:
+    rb_json_free(doc);
+    return err;
+}
+
+/* ---- rewrite ---- */
+
+typedef struct st_adapter_splice_t {
+    size_t start, end; /* bytes of the body replaced (start == end: an insertion) */
+    const char *text;
+    size_t text_len;
+} adapter_splice_t;
+
+static void adapter_splice_add(adapter_splice_t *s, size_t *n, size_t start, size_t end,
+                               const char *text, size_t text_len)
+{
+    RB_ASSERT(*n < ADAPTER_SPLICES_MAX && start <= end);
+    s[*n] = (adapter_splice_t){start, end, text, text_len};
+    (*n)++;
+}
+
+/* Copies body to out with the splices applied in offset order. */
+static rb_err_t adapter_splice_apply(const char *body, size_t len, adapter_splice_t *s, size_t n,
+                                     rb_buf_t *out)
+{
+    size_t pos = 0;
+
+    for (size_t i = 1; i < n; i++) { /* insertion sort: n <= 4, stable */
+        adapter_splice_t x = s[i];
+        size_t j = i;
+        for (; j > 0 && s[j - 1].start > x.start; j--)
+            s[j] = s[j - 1];
+        s[j] = x;
+    }
+    for (size_t i = 0; i < n; i++) {
+        RB_ASSERT(s[i].start >= pos && s[i].end <= len);
+        if (rb_buf_append(out, body + pos, s[i].start - pos) != 0 ||
+            rb_buf_append(out, s[i].text, s[i].text_len) != 0)
+            return RB_ERR_LIMIT;
+        pos = s[i].end;
+    }
+    return rb_buf_append(out, body + pos, len - pos) != 0 ? RB_ERR_LIMIT : RB_OK;
+}
+
+/* Builds the members inserted right after the root '{' (each followed by a comma: the root always
+ * has `model`), or the in-place replacement of a null cap into cap_text. */
+static void adapter_root_members(const gw_request_info_t *info, int64_t cap_to_write, int inject,
+                                 rb_buf_t *lead, char *cap_text, size_t cap_cap, size_t *cap_len)
+{
+    const char *field = adapter_routes[info->route].cap_field;
+
+    *cap_len = 0;
+    if (cap_to_write > 0 && info->max_output == 0 && field != NULL) {
+        if (info->cap_null) { /* replace the null in place: a second key would be a duplicate */
+            int k = snprintf(cap_text, cap_cap, "%lld", (long long)cap_to_write);
+            RB_ASSERT(k > 0 && (size_t)k < cap_cap);
+            *cap_len = (size_t)k;
+        } else {
+            rb_buf_printf(lead, "\"%s\":%lld,", field, (long long)cap_to_write);
+        }
+    }
+    if (inject && info->so_kind == 0)
+        rb_buf_puts(lead, "\"stream_options\":{\"include_usage\":true},");
+}
+
+rb_err_t gw_adapter_rewrite(const char *body, size_t len, const gw_request_info_t *info,
+                            const char *upstream_model, int64_t cap_to_write,
+                            int force_include_usage, rb_buf_t *out)
+{
+    static const char iu_member[] = "\"include_usage\":true,";
+    static const char iu_object[] = "{\"include_usage\":true}";
+    adapter_splice_t s[ADAPTER_SPLICES_MAX];
+    char cap_text[32];
+    rb_buf_t model, lead;
+    size_t n = 0, cap_len = 0;
+    int inject;
+    rb_err_t err;
+
+    RB_ASSERT(body != NULL && info != NULL && upstream_model != NULL && out != NULL);
+    RB_ASSERT(info->model_end <= len && info->root_open < len && body[info->root_open] == '{');
+    RB_ASSERT(cap_to_write >= 0);
+    inject = force_include_usage && info->stream && !info->include_usage &&
+             (info->route == GW_ROUTE_CHAT || info->route == GW_ROUTE_COMPLETIONS);
+    rb_buf_init(&model, 0);
+    rb_buf_init(&lead, 0);
+    rb_buf_puts(&model, "\"");
+    rb_json_escape(&model, upstream_model, strlen(upstream_model));
+    rb_buf_puts(&model, "\"");
+    adapter_splice_add(s, &n, info->model_start, info->model_end, model.base, model.len);
+    adapter_root_members(info, cap_to_write, inject, &lead, cap_text, sizeof(cap_text), &cap_len);
+    if (cap_len > 0)
+        adapter_splice_add(s, &n, info->cap_start, info->cap_end, cap_text, cap_len);
+    if (lead.len > 0)
+        adapter_splice_add(s, &n, info->root_open + 1, info->root_open + 1, lead.base, lead.len);
+    if (inject && info->so_kind == 1)
+        adapter_splice_add(s, &n, info->so_start, info->so_end, iu_object, sizeof(iu_object) - 1);
+    if (inject && info->so_kind == 2 && info->iu_present)
+        adapter_splice_add(s, &n, info->iu_start, info->iu_end, "true", 4);
+    if (inject && info->so_kind == 2 && !info->iu_present) /* no trailing comma in an empty {} */
+        adapter_splice_add(s, &n, info->so_start + 1, info->so_start + 1, iu_member,
+                           sizeof(iu_member) - 1 - (size_t)info->so_empty);
+    err = adapter_splice_apply(body, len, s, n, out);
+    rb_buf_free(&model);
+    rb_buf_free(&lead);
+    return err;
+}
+
+/* ---- responses ---- */
+
+/* 1 when some `"key":` in data is followed (after spaces) by the bytes `open`. Real keys only:
+ * inside a JSON string the quotes would be escaped. */
+static int adapter_key_followed_by(const char *data, size_t len, const char *key, const char *open)
+{
+    size_t klen = strlen(key), olen = strlen(open), i = 0;
+    const char *hit;
+
+    while (i < len && (hit = memmem(data + i, len - i, key, klen)) != NULL) {
+        i = (size_t)(hit - data) + klen;
+        for (size_t k = 0; k < olen; k++) {
+            while (i < len &&
+                   (data[i] == ' ' || data[i] == '\t' || data[i] == '\r' || data[i] == '\n'))
+                i++;
+            if (i >= len || data[i] != open[k])
+                break;
+            i++;
+            if (k + 1 == olen)
+                return 1;
+        }
+    }
+    return 0;
+}
+
+int gw_adapter_is_injected_usage_chunk(const char *data, size_t len)
+{
+    rb_json_t *doc = NULL;
+    int yes = 0, choices;
+
+    RB_ASSERT(data != NULL || len == 0);
+    /* cheap scan first: every chunk of the stream passes through here */
+    if (!adapter_key_followed_by(data, len, "\"choices\":", "[]") ||
+        !adapter_key_followed_by(data, len, "\"usage\":", "{"))
+        return 0;
+    if (rb_json_parse(data, len, NULL, &doc) != RB_OK)
+        return 0;
+    choices = rb_json_member(doc, 0, "choices");
+    yes = rb_json_type(doc, 0) == RB_JSON_OBJECT && rb_json_type(doc, choices) == RB_JSON_ARRAY &&
+          rb_json_count(doc, choices) == 0 &&
+          rb_json_type(doc, rb_json_member(doc, 0, "usage")) == RB_JSON_OBJECT;
+    rb_json_free(doc);
+    return yes;
+}
+
+rb_err_t gw_adapter_add_cost(const char *json, size_t len, int64_t cost_micro, rb_buf_t *out)
+{
+    char credits[32], text[96];
+    rb_json_t *doc = NULL;
+    size_t start = 0, end = 0;
+    rb_err_t err = RB_OK;
+    int usage, k;
+
+    RB_ASSERT((json != NULL || len == 0) && out != NULL);
+    if ((err = rb_json_parse(json, len, NULL, &doc)) != RB_OK)
+        goto Exit;
+    usage = rb_json_member(doc, 0, "usage");
+    if (rb_json_type(doc, usage) != RB_JSON_OBJECT)
+        usage = rb_json_find(doc, 0, "response.usage");
+    if (rb_json_type(doc, usage) != RB_JSON_OBJECT) {
+        err = RB_ERR_NOTFOUND;
+        goto Exit;
+    }
+    RB_ASSERT(rb_json_span(doc, usage, &start, &end) == 0 && json[end - 1] == '}');
+    k = gw_pricing_format_credits(cost_micro, credits, sizeof(credits));
+    RB_ASSERT(k > 0);
+    k = snprintf(text, sizeof(text), "%s\"cost_micro\":%lld,\"cost_credits\":\"%s\"",
+                 rb_json_count(doc, usage) > 0 ? "," : "", (long long)cost_micro, credits);
+    RB_ASSERT(k > 0 && (size_t)k < sizeof(text));
+    if (rb_buf_append(out, json, end - 1) != 0 || rb_buf_append(out, text, (size_t)k) != 0 ||
+        rb_buf_append(out, json + end - 1, len - (end - 1)) != 0)
+        err = RB_ERR_LIMIT;
+Exit:
+    rb_json_free(doc);
+    return err;
+}

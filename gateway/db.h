@@ -1,0 +1,102 @@
+/*
+ * gw_db: every PostgreSQL statement of the gateway (the only gateway file that includes libpq).
+ *
+ * A gw_db_t is one connection, used by ONE thread at a time; all calls block, so they run on the
+ * gateway's own threads (the identity thread, the recorder thread) or at start-up, never on an
+ * event loop thread. Errors are returned as rb_err_t with libpq's message in the caller's buffer;
+ * messages never contain the conninfo or any secret.
+ *
+ * Identity (schema/0001_init.sql): a workspace token is looked up in workspace_tokens by
+ * SHA-256 (revoked_at IS NULL), a user key in api_keys (revoked_at IS NULL); the AI config is the
+ * workspace's ai_configs row (scope 'workspace'), else the user's (scope 'user_default'), else none
+ * (managed). Cache invalidation listens on GW_DB_IDENTITY_CHANNEL.
+ */
+#ifndef RB_GATEWAY_DB_H
+#define RB_GATEWAY_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/crypto.h"
+#include "common/err.h"
+
+/* The NOTIFY channel the control plane signals on after any change that affects a gateway's
+ * identity cache: token minted/rotated/revoked, API key revoked, ai-config or ai-defaults changed,
+ * workspace or user deleted. Payload: free text for logs (e.g. "workspace:ws-abcd1234"); the
+ * gateway drops its whole cache on every notification, whatever the payload. */
+#define GW_DB_IDENTITY_CHANNEL "rigbox_identity"
+/* Longest id kept (users, workspaces), NUL included. */
+#define GW_DB_ID_MAX 64
+/* Longest provider name, NUL included. */
+#define GW_DB_PROVIDER_MAX 40
+/* Longest stored BYOK ciphertext (the schema allows 4096). */
+#define GW_DB_KEY_CT_MAX 4096
+/* Longest master key id, NUL included. */
+#define GW_DB_KEY_ID_MAX 72
+/* Longest text field of a usage row (route, model, error code…), NUL included. */
+#define GW_DB_TEXT_MAX 256
+
+typedef struct st_gw_db_t gw_db_t;
+
+/** An identity as stored: who, where, and the AI config that applies. */
+typedef struct st_gw_db_identity_t {
+    char user_id[GW_DB_ID_MAX];
+    char workspace_id[GW_DB_ID_MAX];   /* "" for a user API key */
+    int byok;                          /* the effective mode is byok */
+    char provider[GW_DB_PROVIDER_MAX]; /* the config's provider, "" when none */
+    int has_key;                       /* a stored BYOK key follows */
+    uint8_t key_ct[GW_DB_KEY_CT_MAX];
+    size_t key_ct_len;
+    uint8_t key_nonce[RB_AES_NONCE_LEN];
+    uint8_t key_tag[RB_AES_TAG_LEN];
+    char key_id[GW_DB_KEY_ID_MAX];
+} gw_db_identity_t;
+
+/** One usage_events row; strings are NUL-terminated, "" stands for SQL NULL where nullable. */
+typedef struct st_gw_db_usage_row_t {
+    char request_id[GW_DB_TEXT_MAX];
+    char user_id[GW_DB_ID_MAX];
+    char workspace_id[GW_DB_ID_MAX];     /* nullable */
+    char subject[GW_DB_TEXT_MAX];        /* nullable */
+    char route[GW_DB_TEXT_MAX];          /* "/v1/chat/completions" */
+    char provider[GW_DB_PROVIDER_MAX];   /* nullable */
+    char model[GW_DB_TEXT_MAX];          /* nullable (rejected requests only) */
+    char upstream_model[GW_DB_TEXT_MAX]; /* nullable */
+    int byok;                            /* mode */
+    const char *status;                  /* static: ok|error|client_gone|upstream_error|rejected */
+    int http_status;                     /* 0 = NULL */
+    int64_t input_uncached, cache_read, cache_write_5m, cache_write_1h, output, reasoning, requests;
+    int64_t cost_micro;
+    int billed;
+    const char *usage_source; /* static: provider|estimate|none */
+    int64_t ttfb_ms;          /* -1 = NULL */
+    int64_t duration_ms;
+    char error_code[GW_DB_TEXT_MAX]; /* nullable */
+    int64_t created_at_ms;           /* unix ms */
+} gw_db_usage_row_t;
+
+/** Connects (retrying for up to timeout_s); returns owned in *out (free with gw_db_close). */
+rb_err_t gw_db_connect(const char *url, int timeout_s, gw_db_t **out, char *errbuf, size_t cap);
+/** Closes and frees; NULL is a no-op. */
+void gw_db_close(gw_db_t *db);
+/** Applies pending migrations from dir (rb_pg_migrate); *applied_out may be NULL. */
+rb_err_t gw_db_migrate(gw_db_t *db, const char *dir, int *applied_out, char *errbuf, size_t cap);
+/** 1 when the connection is usable; otherwise tries one reset and reports the result. */
+int gw_db_ensure(gw_db_t *db);
+/** Looks up a secret's identity by SHA-256: workspace_token selects workspace_tokens, else
+ *  api_keys. RB_OK, RB_ERR_NOTFOUND (unknown or revoked) or RB_ERR_DB. */
+rb_err_t gw_db_identity_lookup(gw_db_t *db, int workspace_token, const uint8_t hash[RB_SHA256_LEN],
+                               gw_db_identity_t *out, char *errbuf, size_t cap);
+/** LISTEN on channel (an identifier: [a-z_]+). */
+rb_err_t gw_db_listen(gw_db_t *db, const char *channel, char *errbuf, size_t cap);
+/** Reads what arrived on the socket without blocking; returns the number of notifications
+ *  consumed (>= 0), or -1 when the connection is broken. */
+int gw_db_notifications(gw_db_t *db);
+/** The connection's socket, for poll(2); -1 when closed. */
+int gw_db_socket(const gw_db_t *db);
+/** Inserts n rows in one pipeline (one transaction), ON CONFLICT (request_id) DO NOTHING.
+ *  RB_OK or RB_ERR_DB (nothing committed). */
+rb_err_t gw_db_usage_insert(gw_db_t *db, const gw_db_usage_row_t *rows, size_t n, char *errbuf,
+                            size_t cap);
+
+#endif

@@ -1,0 +1,33 @@
+/*
+ * gw_errors: the gateway's own error answers, written in the caller's dialect (DESIGN.md §3).
+ *
+ *   OpenAI routes:    {"error":{"message":"…","type":"…","param":null|"…","code":null|"…"}}
+ *   Anthropic routes: {"type":"error","error":{"type":"…","message":"…"}}
+ *
+ * The type follows each provider's own conventions for the status (OpenAI: invalid_request_error,
+ * authentication_error, rate_limit_error, api_error…; Anthropic: invalid_request_error,
+ * authentication_error, not_found_error, request_too_large, rate_limit_error, api_error,
+ * overloaded_error…). `code` is the gateway's machine-readable reason (model_not_found,
+ * model_not_priced, invalid_api_key, upstream_unreachable, upstream_timeout…); the Anthropic shape
+ * has no code field, so there the code only picks the type.
+ *
+ * Pure body builders plus one sender; gw_errors_send must run on the request's loop thread.
+ */
+#ifndef RB_GATEWAY_ERRORS_H
+#define RB_GATEWAY_ERRORS_H
+
+#include <h2o.h>
+
+#include "common/buf.h"
+#include "gateway/adapter.h"
+
+/** The error "type" a provider of dialect d uses for an HTTP status (static string). */
+const char *gw_errors_type(gw_dialect_t d, int status);
+/** Appends the dialect's error document to out; code and param may be NULL (JSON null). */
+void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
+                    const char *message, const char *param);
+/** Sends a complete error response (JSON body, X-Rigbox-Request-Id when request_id != NULL). */
+void gw_errors_send(h2o_req_t *req, gw_dialect_t d, int status, const char *code,
+                    const char *message, const char *param, const char *request_id);
+
+#endif

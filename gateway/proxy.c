@@ -1,0 +1,1171 @@
+#include "gateway/proxy.h"
+
+#include <ctype.h>
+#include <inttypes.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/crypto.h"
+#include "common/http.h"
+#include "common/json.h"
+#include "common/log.h"
+#include "gateway/adapter.h"
+#include "gateway/errors.h"
+#include "gateway/pricing.h"
+#include "gateway/sse.h"
+#include "gateway/upstream.h"
+#include "gateway/usage.h"
+
+/* Longest upstream URL. */
+#define GW_PROXY_URL_MAX 4096
+/* Longest upstream response header line kept for the client. */
+#define GW_PROXY_HEADER_LINE_MAX 1024
+/* Room for one request header line sent upstream ("x-api-key: <key>"). */
+#define GW_PROXY_UP_HEADER_MAX (GW_IDENTITY_KEY_MAX + 64)
+/* Request headers we may send upstream besides content-type and auth. */
+#define GW_PROXY_UP_EXTRA_MAX 4
+/* Longest X-Rigbox-Subject accepted (the schema's bound). */
+#define GW_PROXY_SUBJECT_MAX 256
+/* Longest error message built for a client. */
+#define GW_PROXY_MSG_MAX 512
+/* A pseudo-route for GET /v1/models (no upstream call, no usage row). */
+#define GW_ROUTE_MODELS GW_ROUTE__COUNT
+
+static const char KEEPALIVE[] = ": keep-alive\n\n";
+
+typedef struct st_gw_proxy_worker_t {
+    gw_proxy_t *proxy;
+    h2o_loop_t *loop;
+    gw_upstream_t *up;
+    gw_identity_port_t *port;
+    h2o_timeout_t keepalive_timeout;
+    h2o_timeout_t drain_timeout;
+    size_t calls; /* calls alive on this worker */
+} gw_proxy_worker_t;
+
+struct st_gw_proxy_t {
+    const cfg_t *cfg;
+    gw_identity_t *idy;
+    gw_recorder_t *rec;
+    rb_metrics_t *metrics;
+    int drains;       /* atomic: drains running in the process */
+    int forward_mock; /* RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1: tests script the mock provider */
+    rb_metric_t *m_streams, *m_drains, *m_drains_active, *m_drains_refused, *m_bytes_in,
+        *m_bytes_out;
+};
+
+typedef struct st_route_handler_t {
+    h2o_handler_t super;
+    gw_proxy_t *proxy;
+    int route; /* gw_route_t or GW_ROUTE_MODELS */
+} route_handler_t;
+
+typedef struct st_gw_call_t {
+    h2o_generator_t super; /* first: the streaming generator */
+    gw_proxy_worker_t *pw;
+    const cfg_t *cfg;
+    h2o_req_t *req; /* NULL once the client's request is gone */
+    int route;
+    gw_dialect_t dialect;
+    char request_id[GW_PROXY_REQUEST_ID_MAX];
+    char subject[GW_PROXY_SUBJECT_MAX + 1];
+    uint64_t start_ms;
+    int64_t ttfb_ms;
+    /* identity and routing */
+    gw_identity_job_t *job;
+    int have_ident;
+    gw_ident_t ident;
+    gw_request_info_t info;
+    int inspected;
+    const cfg_model_t *model;
+    int byok;
+    /* upstream request */
+    rb_buf_t upbody;
+    char url[GW_PROXY_URL_MAX];
+    char up_headers[2 + GW_PROXY_UP_EXTRA_MAX][GW_PROXY_UP_HEADER_MAX];
+    size_t up_headers_len;
+    gw_xfer_t *xfer;
+    int called; /* the upstream was asked */
+    /* upstream response */
+    int up_status;
+    int headers_done;
+    rb_buf_t resp_headers; /* kept "name: value" lines, '\n'-separated */
+    int event_stream;      /* content-type text/event-stream */
+    int streaming;         /* answered as a stream */
+    int hold_mode;         /* chat/completions: forward only whole events */
+    int strip_usage;       /* drop the injected usage chunk */
+    rb_buf_t pending, sending, hold, body;
+    uint64_t fwd_off; /* stream offset of hold[0] */
+    gw_sse_parser_t sse;
+    int sse_on;
+    gw_usage_observer_t obs;
+    uint64_t sse_fed; /* bytes fed to the parser */
+    gw_usage_t usage; /* non-streamed answers */
+    int usage_done;
+    /* client side */
+    int started, inflight, final_sent, client_gone;
+    int draining, drain_abort, overflow;
+    int64_t bytes_out, drained_bytes;
+    h2o_timeout_entry_t ka_te, drain_te;
+    rb_err_t result;
+    /* record */
+    const char *status;
+    int http_status;
+    const char *error_code;
+    char error_code_buf[32];
+} gw_call_t;
+
+typedef struct st_anchor_t {
+    gw_call_t *call;
+} anchor_t;
+
+static uint64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *route_path(int route)
+{
+    switch (route) {
+    case GW_ROUTE_CHAT:
+        return "/v1/chat/completions";
+    case GW_ROUTE_COMPLETIONS:
+        return "/v1/completions";
+    case GW_ROUTE_RESPONSES:
+        return "/v1/responses";
+    case GW_ROUTE_EMBEDDINGS:
+        return "/v1/embeddings";
+    case GW_ROUTE_MESSAGES:
+        return "/v1/messages";
+    case GW_ROUTE_COUNT_TOKENS:
+        return "/v1/messages/count_tokens";
+    default:
+        return "/v1/models";
+    }
+}
+
+static gw_price_t model_price(const cfg_model_t *m)
+{
+    gw_price_t p = {.input = m->prices.input_micro,
+                    .cached_input = m->prices.cached_input_micro,
+                    .cache_write_5m = m->prices.cache_write_5m_micro,
+                    .cache_write_1h = m->prices.cache_write_1h_micro,
+                    .output = m->prices.output_micro,
+                    .per_request = m->prices.per_request_micro};
+    return p;
+}
+
+/* Sends an error in the caller's dialect and notes it for the usage row. */
+static void call_fail(gw_call_t *c, int status, const char *code, const char *row_status,
+                      const char *message, const char *param)
+{
+    RB_ASSERT(c->req != NULL && !c->final_sent);
+    c->status = row_status;
+    c->http_status = status;
+    c->error_code = code;
+    c->final_sent = 1;
+    gw_errors_send(c->req, c->dialect, status, code, message, param, c->request_id);
+}
+
+/* Usage and its source for the row: the provider's numbers, completed by estimates if needed. */
+static const char *call_usage(gw_call_t *c, gw_usage_t *u)
+{
+    int64_t out_bytes;
+
+    memset(u, 0, sizeof(*u));
+    if (!c->called || c->up_status / 100 != 2 || c->route == GW_ROUTE_COUNT_TOKENS)
+        return "none";
+    if (!c->sse_on && !c->usage_done) {
+        c->usage_done = 1;
+        gw_usage_from_body((gw_route_t)c->route, c->body.base, c->body.len, NULL, &c->usage);
+    }
+    *u = c->sse_on ? c->obs.usage : c->usage;
+    if (u->terminal && u->reported != 0)
+        return "provider";
+    out_bytes = c->sse_on ? c->obs.output_bytes : (int64_t)c->body.len;
+    return gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, out_bytes,
+                                  c->cfg->credits.chars_per_token)
+               ? "estimate"
+               : "provider";
+}
+
+/* Bounded copy; a longer source is cut (ids and names are far below every cap). */
+static void copy_str(char *dst, size_t cap, const char *src)
+{
+    size_t n = src != NULL ? strlen(src) : 0;
+    if (n > cap - 1)
+        n = cap - 1;
+    memcpy(dst, src != NULL ? src : "", n);
+    dst[n] = '\0';
+}
+
+static void call_record(gw_call_t *c)
+{
+    gw_db_usage_row_t *row;
+    gw_usage_t u;
+    uint64_t end = now_ms();
+
+    if (!c->have_ident || c->route == GW_ROUTE_MODELS)
+        return;
+    row = rb_calloc(1, sizeof(*row));
+    copy_str(row->request_id, sizeof(row->request_id), c->request_id);
+    copy_str(row->user_id, sizeof(row->user_id), c->ident.user_id);
+    copy_str(row->workspace_id, sizeof(row->workspace_id), c->ident.workspace_id);
+    copy_str(row->subject, sizeof(row->subject), c->subject);
+    copy_str(row->route, sizeof(row->route), route_path(c->route));
+    if (c->model != NULL) {
+        copy_str(row->provider, sizeof(row->provider), c->model->provider->name);
+        copy_str(row->model, sizeof(row->model), c->model->name);
+        copy_str(row->upstream_model, sizeof(row->upstream_model), c->model->upstream);
+    }
+    row->byok = c->byok;
+    row->status = c->status != NULL ? c->status : (c->client_gone ? "client_gone" : "error");
+    row->http_status = c->http_status;
+    row->usage_source = call_usage(c, &u);
+    row->input_uncached = u.input_uncached;
+    row->cache_read = u.cache_read;
+    row->cache_write_5m = u.cache_write_5m;
+    row->cache_write_1h = u.cache_write_1h;
+    row->output = u.output;
+    row->reasoning = u.reasoning > u.output ? u.output : u.reasoning;
+    row->requests = u.requests;
+    if (c->model != NULL && c->model->priced) {
+        gw_price_t p = model_price(c->model);
+        if (gw_pricing_cost(&p, &u, &row->cost_micro) != RB_OK)
+            row->cost_micro = 0;
+    }
+    row->billed = !c->byok && c->model != NULL && c->model->priced && c->called;
+    row->ttfb_ms = c->ttfb_ms;
+    row->duration_ms = (int64_t)(end - c->start_ms);
+    if (row->ttfb_ms > row->duration_ms)
+        row->ttfb_ms = row->duration_ms;
+    if (strcmp(row->status, "ok") != 0)
+        copy_str(row->error_code, sizeof(row->error_code),
+                 c->error_code != NULL ? c->error_code : "client_gone");
+    row->created_at_ms = (int64_t)c->start_ms;
+    gw_recorder_submit(c->pw->proxy->rec, row);
+    free(row);
+}
+
+static void call_metrics(gw_call_t *c)
+{
+    char labels[512];
+    rb_metric_t *m;
+    gw_proxy_t *p = c->pw->proxy;
+
+    snprintf(labels, sizeof(labels), "route=\"%s\",model=\"%s\",status=\"%d\"",
+             c->route == GW_ROUTE_MODELS ? "models" : gw_route_name((gw_route_t)c->route),
+             c->model != NULL ? c->model->name : "", c->http_status);
+    m = rb_metrics_get(p->metrics, RB_METRIC_COUNTER, "rigbox_gateway_requests_total",
+                       "AI requests by route, model and HTTP status", labels);
+    rb_metric_add(m, 1);
+    rb_metric_add(p->m_bytes_out, c->bytes_out);
+    if (c->called && c->route != GW_ROUTE_MODELS) {
+        snprintf(labels, sizeof(labels), "route=\"%s\"", gw_route_name((gw_route_t)c->route));
+        m = rb_metrics_get(p->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_duration",
+                           "Upstream call duration (microseconds)", labels);
+        rb_metric_observe_us(m, (int64_t)(now_ms() - c->start_ms) * 1000);
+        if (c->ttfb_ms >= 0) {
+            m = rb_metrics_get(p->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_ttfb",
+                               "Time to the provider's response headers (microseconds)", labels);
+            rb_metric_observe_us(m, c->ttfb_ms * 1000);
+        }
+    }
+}
+
+/* Frees the call once nothing refers to it: request gone, transfer ended, lookup answered. */
+static void call_maybe_free(gw_call_t *c)
+{
+    gw_proxy_t *p = c->pw->proxy;
+
+    if (c->req != NULL || c->xfer != NULL || c->job != NULL)
+        return;
+    if (c->draining) {
+        __atomic_sub_fetch(&p->drains, 1, __ATOMIC_ACQ_REL);
+        rb_metric_add(p->m_drains_active, -1);
+    }
+    if (c->streaming && c->started)
+        rb_metric_add(p->m_streams, -1);
+    if (h2o_timeout_is_linked(&c->drain_te))
+        h2o_timeout_unlink(&c->drain_te);
+    if (h2o_timeout_is_linked(&c->ka_te))
+        h2o_timeout_unlink(&c->ka_te);
+    call_record(c);
+    call_metrics(c);
+    gw_identity_wipe(&c->ident);
+    explicit_bzero(c->up_headers, sizeof(c->up_headers));
+    rb_buf_free(&c->upbody);
+    rb_buf_free(&c->resp_headers);
+    rb_buf_free(&c->pending);
+    rb_buf_free(&c->sending);
+    rb_buf_free(&c->hold);
+    rb_buf_free(&c->body);
+    gw_sse_parser_dispose(&c->sse);
+    RB_ASSERT(c->pw->calls > 0);
+    c->pw->calls--;
+    free(c);
+}
+
+static void on_drain_timeout(h2o_timeout_entry_t *te)
+{
+    gw_call_t *c = H2O_STRUCT_FROM_MEMBER(gw_call_t, drain_te, te);
+
+    if (c->xfer != NULL) {
+        gw_xfer_cancel(c->xfer);
+        c->xfer = NULL;
+    }
+    c->error_code = "client_gone";
+    call_maybe_free(c);
+}
+
+/* The client left while the provider is still answering: drain for usage, or cancel. */
+static void call_start_drain(gw_call_t *c)
+{
+    gw_proxy_t *p = c->pw->proxy;
+    const cfg_gateway_limits_t *lim = &c->cfg->gateway.limits;
+    int usage_known = c->streaming ? c->obs.usage.terminal : 0;
+
+    if (!usage_known && __atomic_add_fetch(&p->drains, 1, __ATOMIC_ACQ_REL) <= lim->drains_max) {
+        c->draining = 1;
+        rb_metric_add(p->m_drains, 1);
+        rb_metric_add(p->m_drains_active, 1);
+        h2o_timeout_link(c->pw->loop, &c->pw->drain_timeout, &c->drain_te);
+        c->pending.len = 0;
+        c->hold.len = 0;
+        if (gw_xfer_paused(c->xfer))
+            gw_xfer_resume(c->xfer);
+        return;
+    }
+    if (!usage_known) {
+        __atomic_sub_fetch(&p->drains, 1, __ATOMIC_ACQ_REL);
+        rb_metric_add(p->m_drains_refused, 1);
+    }
+    gw_xfer_cancel(c->xfer);
+    c->xfer = NULL;
+}
+
+static void on_anchor_dispose(void *obj)
+{
+    gw_call_t *c = ((anchor_t *)obj)->call;
+
+    c->req = NULL;
+    if (h2o_timeout_is_linked(&c->ka_te))
+        h2o_timeout_unlink(&c->ka_te);
+    if (c->job != NULL) {
+        gw_identity_cancel(c->job);
+        c->job = NULL;
+    }
+    if (c->xfer != NULL) {
+        c->client_gone = 1;
+        if (c->status == NULL)
+            c->status = "client_gone";
+        call_start_drain(c);
+    }
+    call_maybe_free(c);
+}
+
+/* ---- upstream callbacks (on_header/on_body run inside curl: no h2o calls there) ---- */
+
+static int header_kept(const char *name, size_t len)
+{
+    static const char *const exact[] = {"content-type", "retry-after", "request-id", "x-request-id",
+                                        "openai-processing-ms"};
+    static const char *const prefix[] = {"x-ratelimit-", "anthropic-ratelimit-"};
+
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+        if (len == strlen(exact[i]) && strncasecmp(name, exact[i], len) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof(prefix) / sizeof(prefix[0]); i++)
+        if (len > strlen(prefix[i]) && strncasecmp(name, prefix[i], strlen(prefix[i])) == 0)
+            return 1;
+    return 0;
+}
+
+static void on_up_header(void *ctx, const char *line, size_t len)
+{
+    gw_call_t *c = ctx;
+    const char *colon;
+
+    while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+        len--;
+    if (len >= 5 && memcmp(line, "HTTP/", 5) == 0) {
+        const char *sp = memchr(line, ' ', len);
+        c->up_status = sp != NULL ? (int)strtol(sp + 1, NULL, 10) : 0;
+        c->resp_headers.len = 0;
+        c->event_stream = 0;
+        return;
+    }
+    if (len == 0) {
+        if (c->up_status >= 200 && !c->headers_done) {
+            c->headers_done = 1;
+            c->ttfb_ms = (int64_t)(now_ms() - c->start_ms);
+        }
+        return;
+    }
+    if ((colon = memchr(line, ':', len)) == NULL || len >= GW_PROXY_HEADER_LINE_MAX ||
+        !header_kept(line, (size_t)(colon - line)))
+        return;
+    if ((size_t)(colon - line) == 12 && strncasecmp(line, "content-type", 12) == 0) {
+        const char *v = colon + 1;
+        while (v < line + len && *v == ' ')
+            v++;
+        c->event_stream =
+            (size_t)(line + len - v) >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
+    }
+    rb_buf_append(&c->resp_headers, line, len);
+    rb_buf_append(&c->resp_headers, "\n", 1);
+}
+
+/* Decides, once the headers are in, how the answer travels. */
+static void call_decide(gw_call_t *c)
+{
+    const cfg_gateway_limits_t *lim = &c->cfg->gateway.limits;
+
+    if (c->sse_on || c->streaming || !c->headers_done || c->up_status / 100 != 2 ||
+        !c->event_stream)
+        return;
+    gw_sse_parser_init(&c->sse, lim->sse_line_max_bytes);
+    gw_usage_observer_init(&c->obs, (gw_route_t)c->route, NULL);
+    c->sse_on = 1;
+    c->streaming = c->info.stream;
+    c->hold_mode = c->route == GW_ROUTE_CHAT || c->route == GW_ROUTE_COMPLETIONS;
+}
+
+static void on_sse_event(void *ctx, const gw_sse_event_t *ev)
+{
+    gw_call_t *c = ctx;
+    size_t pre;
+
+    gw_usage_observe(&c->obs, ev->name, ev->name_len, ev->data, ev->data_len);
+    if (!c->hold_mode || c->req == NULL ||
+        !gw_adapter_is_injected_usage_chunk(ev->data, ev->data_len))
+        return;
+    RB_ASSERT(ev->start_off >= c->fwd_off && ev->end_off - c->fwd_off <= c->hold.len);
+    pre = (size_t)(ev->start_off - c->fwd_off);
+    rb_buf_append(&c->pending, c->hold.base, pre);
+    if (!c->strip_usage) { /* the client asked for usage: give it the cost too */
+        int64_t cost = 0;
+        size_t mark = c->pending.len;
+        if (c->model->priced) {
+            gw_price_t p = model_price(c->model);
+            gw_pricing_cost(&p, &c->obs.usage, &cost);
+        }
+        rb_buf_puts(&c->pending, "data: ");
+        if (gw_adapter_add_cost(ev->data, ev->data_len, cost, &c->pending) == RB_OK) {
+            rb_buf_puts(&c->pending, "\n\n");
+        } else {
+            c->pending.len = mark;
+            rb_buf_append(&c->pending, c->hold.base + pre, (size_t)(ev->end_off - ev->start_off));
+        }
+    }
+    rb_buf_consume(&c->hold, (size_t)(ev->end_off - c->fwd_off));
+    c->fwd_off = ev->end_off;
+}
+
+static int sse_feed(gw_call_t *c, const char *bytes, size_t len)
+{
+    c->sse_fed += len;
+    return gw_sse_feed(&c->sse, bytes, len, on_sse_event, c) == RB_OK ? 0 : -1;
+}
+
+/* Streaming with a client: queue bytes for it, holding back partial events in hold mode. */
+static void stream_take(gw_call_t *c, const char *bytes, size_t len)
+{
+    uint64_t limit;
+
+    if (!c->hold_mode) {
+        rb_buf_append(&c->pending, bytes, len);
+        if (c->sse_on)
+            sse_feed(c, bytes, len); /* on failure the usage seen so far is kept */
+        return;
+    }
+    rb_buf_append(&c->hold, bytes, len);
+    if (sse_feed(c, bytes, len) != 0) { /* the parser gave up: forward as is from now on */
+        rb_buf_append(&c->pending, c->hold.base, c->hold.len);
+        c->hold.len = 0;
+        c->hold_mode = 0;
+        return;
+    }
+    limit = gw_sse_pending_start(&c->sse);
+    RB_ASSERT(limit >= c->fwd_off && limit - c->fwd_off <= c->hold.len);
+    rb_buf_append(&c->pending, c->hold.base, (size_t)(limit - c->fwd_off));
+    rb_buf_consume(&c->hold, (size_t)(limit - c->fwd_off));
+    c->fwd_off = limit;
+}
+
+static int on_up_body(void *ctx, const char *bytes, size_t len)
+{
+    gw_call_t *c = ctx;
+    const cfg_gateway_limits_t *lim = &c->cfg->gateway.limits;
+
+    rb_metric_add(c->pw->proxy->m_bytes_in, (int64_t)len);
+    call_decide(c);
+    if (c->req == NULL) { /* draining: only the usage matters */
+        c->drained_bytes += (int64_t)len;
+        if ((size_t)c->drained_bytes > lim->drain_bytes_max)
+            c->drain_abort = 1;
+        if (c->sse_on)
+            sse_feed(c, bytes, len);
+        else if (rb_buf_append(&c->body, bytes, len) != 0)
+            c->drain_abort = 1;
+        return 0;
+    }
+    if (c->streaming) {
+        if (c->pending.len >= lim->stream_high_water_bytes)
+            return 1; /* backpressure: curl offers these bytes again after resume */
+        stream_take(c, bytes, len);
+        return 0;
+    }
+    if (c->sse_on)
+        sse_feed(c, bytes, len); /* an event stream the client did not ask to stream */
+    if (rb_buf_append(&c->body, bytes, len) != 0)
+        c->overflow = 1;
+    return 0;
+}
+
+/* ---- answering the client (loop only) ---- */
+
+/* Adds the kept provider headers; returns the content-type value (pool memory) or NULL. */
+static const char *add_pass_headers(gw_call_t *c)
+{
+    const char *p = c->resp_headers.base, *end = p + c->resp_headers.len, *ctype = NULL;
+    h2o_req_t *req = c->req;
+
+    while (p != NULL && p < end) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p)),
+                   *colon = memchr(p, ':', (size_t)(nl - p));
+        const char *v = colon + 1;
+        h2o_iovec_t name, value;
+        while (v < nl && *v == ' ')
+            v++;
+        name = h2o_strdup(&req->pool, p, (size_t)(colon - p));
+        value = h2o_strdup(&req->pool, v, (size_t)(nl - v));
+        h2o_strtolower(name.base, name.len);
+        if (name.len == 12 && memcmp(name.base, "content-type", 12) == 0)
+            ctype = value.base;
+        else
+            h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 0, NULL,
+                                  value.base, value.len);
+        p = nl + 1;
+    }
+    return ctype;
+}
+
+static void stream_start(gw_call_t *c)
+{
+    h2o_req_t *req = c->req;
+    const char *ctype = add_pass_headers(c);
+
+    req->res.status = c->up_status;
+    req->res.reason = rb_http_reason(c->up_status);
+    ctype = ctype != NULL ? ctype : "text/event-stream";
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, ctype,
+                   strlen(ctype));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CACHE_CONTROL, NULL,
+                   H2O_STRLIT("no-cache"));
+    rb_http_add_header(req, "x-rigbox-request-id", c->request_id);
+    h2o_start_response(req, &c->super);
+    c->started = 1;
+    c->http_status = c->up_status;
+    rb_metric_add(c->pw->proxy->m_streams, 1);
+}
+
+static void keepalive_relink(gw_call_t *c)
+{
+    if (h2o_timeout_is_linked(&c->ka_te))
+        h2o_timeout_unlink(&c->ka_te);
+    if (c->req != NULL && !c->final_sent)
+        h2o_timeout_link(c->pw->loop, &c->pw->keepalive_timeout, &c->ka_te);
+}
+
+static void stream_flush(gw_call_t *c)
+{
+    h2o_iovec_t v;
+
+    if (c->req == NULL || c->inflight || c->final_sent)
+        return;
+    if (!c->started)
+        stream_start(c);
+    if (c->xfer == NULL) { /* the provider is done: the last send, from pool memory */
+        rb_buf_append(&c->pending, c->hold.base, c->hold.len); /* a trailing partial event */
+        c->hold.len = 0;
+        v = h2o_strdup(&c->req->pool, c->pending.base != NULL ? c->pending.base : "",
+                       c->pending.len);
+        c->bytes_out += (int64_t)v.len;
+        c->pending.len = 0;
+        c->final_sent = 1;
+        h2o_send(c->req, &v, 1, c->result == RB_OK ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_ERROR);
+        return;
+    }
+    if (c->pending.len == 0)
+        return;
+    {
+        rb_buf_t t = c->sending;
+        c->sending = c->pending;
+        c->pending = t;
+        c->pending.len = 0;
+    }
+    c->inflight = 1;
+    c->bytes_out += (int64_t)c->sending.len;
+    v = h2o_iovec_init(c->sending.base, c->sending.len);
+    h2o_send(c->req, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void on_proceed(h2o_generator_t *g, h2o_req_t *req)
+{
+    gw_call_t *c = (gw_call_t *)g;
+
+    c->inflight = 0;
+    c->sending.len = 0;
+    if (c->xfer != NULL && gw_xfer_paused(c->xfer) &&
+        c->pending.len < c->cfg->gateway.limits.stream_low_water_bytes)
+        gw_xfer_resume(c->xfer); /* may append to pending right away */
+    stream_flush(c);
+    keepalive_relink(c);
+}
+
+static void on_stop(h2o_generator_t *g, h2o_req_t *req)
+{
+    /* nothing: the pool anchor's dispose handles a client that left */
+}
+
+/* Upstream silent for keepalive_interval_ms: an SSE comment, only between events. */
+static void on_keepalive(h2o_timeout_entry_t *te)
+{
+    gw_call_t *c = H2O_STRUCT_FROM_MEMBER(gw_call_t, ka_te, te);
+    h2o_iovec_t v = h2o_iovec_init(KEEPALIVE, sizeof(KEEPALIVE) - 1);
+    int boundary = c->hold_mode ? c->hold.len == 0 : gw_sse_pending_start(&c->sse) == c->sse_fed;
+
+    if (c->req == NULL || !c->started || c->inflight || c->final_sent || c->pending.len > 0 ||
+        !c->sse_on || !boundary) {
+        keepalive_relink(c);
+        return;
+    }
+    c->inflight = 1;
+    c->bytes_out += (int64_t)v.len;
+    h2o_send(c->req, &v, 1, H2O_SEND_STATE_IN_PROGRESS);
+}
+
+static void respond_upstream_failure(gw_call_t *c)
+{
+    if (c->overflow)
+        call_fail(c, 502, "upstream_response_too_large", "upstream_error",
+                  "the provider's answer is larger than the gateway buffers", NULL);
+    else if (!c->headers_done && c->result == RB_ERR_TIMEOUT)
+        call_fail(c, 504, "upstream_timeout", "upstream_error",
+                  "the provider did not answer in time", NULL);
+    else if (!c->headers_done)
+        call_fail(c, 502, "upstream_unreachable", "upstream_error", "could not reach the provider",
+                  NULL);
+    else
+        call_fail(c, 502, "upstream_interrupted", "upstream_error",
+                  "the provider's answer was cut short", NULL);
+}
+
+/* The whole answer is in c->body: pass it on, with the cost when it succeeded. */
+static void respond_buffered(gw_call_t *c)
+{
+    h2o_req_t *req = c->req;
+    const char *ctype;
+    rb_buf_t out;
+    int64_t cost = 0;
+    char num[GW_PRICING_CREDITS_STR_MAX];
+
+    if (c->overflow || c->result != RB_OK || !c->headers_done) {
+        respond_upstream_failure(c);
+        return;
+    }
+    ctype = add_pass_headers(c);
+    rb_http_add_header(req, "x-rigbox-request-id", c->request_id);
+    rb_buf_init(&out, 0);
+    if (c->up_status / 100 == 2) {
+        gw_usage_t u;
+        call_usage(c, &u);
+        if (c->model->priced) {
+            gw_price_t p = model_price(c->model);
+            gw_pricing_cost(&p, &u, &cost);
+        }
+        snprintf(num, sizeof(num), "%" PRId64, cost);
+        rb_http_add_header(req, "x-rigbox-cost-micro", num);
+        gw_pricing_format_credits(cost, num, sizeof(num));
+        rb_http_add_header(req, "x-rigbox-cost-credits", num);
+        if (c->sse_on || gw_adapter_add_cost(c->body.base, c->body.len, cost, &out) != RB_OK)
+            out.len = 0;
+        c->status = "ok";
+    } else {
+        c->status = "upstream_error";
+        snprintf(c->error_code_buf, sizeof(c->error_code_buf), "upstream_http_%d", c->up_status);
+        c->error_code = c->error_code_buf;
+    }
+    c->http_status = c->up_status;
+    c->final_sent = 1;
+    c->bytes_out += (int64_t)(out.len > 0 ? out.len : c->body.len);
+    rb_http_send(req, c->up_status, ctype != NULL ? ctype : "application/json",
+                 out.len > 0 ? out.base : (c->body.base != NULL ? c->body.base : ""),
+                 out.len > 0 ? out.len : c->body.len);
+    rb_buf_free(&out);
+}
+
+static void on_up_flush(void *ctx)
+{
+    gw_call_t *c = ctx;
+
+    if (c->req == NULL) {
+        if (c->drain_abort && c->xfer != NULL) { /* drain_bytes_max: give up on the usage */
+            gw_xfer_cancel(c->xfer);
+            c->xfer = NULL;
+            call_maybe_free(c);
+        }
+        return;
+    }
+    if (c->overflow && c->xfer != NULL) {
+        gw_xfer_cancel(c->xfer);
+        c->xfer = NULL;
+        respond_buffered(c);
+        return;
+    }
+    if (c->streaming)
+        stream_flush(c);
+}
+
+static void on_up_done(void *ctx, rb_err_t result, const char *errmsg)
+{
+    gw_call_t *c = ctx;
+
+    c->xfer = NULL;
+    c->result = result;
+    call_decide(c);
+    if (result != RB_OK)
+        rb_log_warn("upstream_failed", "request_id=%s provider=%s error=\"%s\"", c->request_id,
+                    c->model->provider->name, errmsg);
+    if (c->req == NULL) {
+        call_maybe_free(c);
+        return;
+    }
+    if (c->streaming && c->headers_done) {
+        if (c->status == NULL)
+            c->status = result == RB_OK && !c->obs.provider_error ? "ok" : "upstream_error";
+        if (result != RB_OK)
+            c->error_code = "stream_interrupted";
+        else if (c->obs.provider_error)
+            c->error_code = "provider_error";
+        stream_flush(c);
+        return;
+    }
+    respond_buffered(c);
+}
+
+static const gw_xfer_cb_t XFER_CB = {.on_header = on_up_header,
+                                     .on_body = on_up_body,
+                                     .on_flush = on_up_flush,
+                                     .on_done = on_up_done};
+
+/* ---- the request path ---- */
+
+static int add_up_header(gw_call_t *c, const char *name, const char *value, size_t len)
+{
+    char *line;
+
+    if (c->up_headers_len >= sizeof(c->up_headers) / sizeof(c->up_headers[0]) ||
+        strlen(name) + len + 3 > GW_PROXY_UP_HEADER_MAX || memchr(value, '\r', len) != NULL ||
+        memchr(value, '\n', len) != NULL)
+        return -1;
+    line = c->up_headers[c->up_headers_len++];
+    snprintf(line, GW_PROXY_UP_HEADER_MAX, "%s: %.*s", name, (int)len, value);
+    return 0;
+}
+
+/* The provider auth for this call; only the headers the provider needs, never the caller's token.
+ */
+static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
+{
+    const cfg_provider_t *prov = c->model->provider;
+    const char *v;
+    size_t vlen;
+
+    c->up_headers_len = 0;
+    if (prov->kind == CFG_PROVIDER_ANTHROPIC) {
+        if (add_up_header(c, "x-api-key", key, key_len) != 0)
+            return -1;
+        if ((v = rb_http_header(c->req, "anthropic-version", &vlen)) == NULL) {
+            v = prov->anthropic_version;
+            vlen = strlen(v);
+        }
+        if (add_up_header(c, "anthropic-version", v, vlen) != 0)
+            return -1;
+        if ((v = rb_http_header(c->req, "anthropic-beta", &vlen)) != NULL &&
+            add_up_header(c, "anthropic-beta", v, vlen) != 0)
+            return -1;
+    } else {
+        char bearer[GW_PROXY_UP_HEADER_MAX];
+        if (key_len + 8 > sizeof(bearer))
+            return -1;
+        snprintf(bearer, sizeof(bearer), "Bearer %.*s", (int)key_len, key);
+        if (add_up_header(c, "Authorization", bearer, strlen(bearer)) != 0)
+            return -1;
+        explicit_bzero(bearer, sizeof(bearer));
+        /* an organization or project only means something with the caller's own key */
+        if (c->byok && (v = rb_http_header(c->req, "openai-organization", &vlen)) != NULL)
+            add_up_header(c, "OpenAI-Organization", v, vlen);
+        if (c->byok && (v = rb_http_header(c->req, "openai-project", &vlen)) != NULL)
+            add_up_header(c, "OpenAI-Project", v, vlen);
+    }
+    if (c->pw->proxy->forward_mock &&
+        (v = rb_http_header(c->req, "x-mock-behavior", &vlen)) != NULL)
+        add_up_header(c, "X-Mock-Behavior", v, vlen);
+    return add_up_header(c, "Content-Type", "application/json", 16);
+}
+
+/* Picks the key (per-call header, stored BYOK, managed); answers the refusal itself. */
+static int choose_key(gw_call_t *c, const char **key, size_t *key_len)
+{
+    const cfg_provider_t *prov = c->model->provider;
+    char msg[GW_PROXY_MSG_MAX];
+
+    if ((*key = rb_http_header(c->req, "x-rigbox-provider-key", key_len)) != NULL && *key_len > 0) {
+        c->byok = 1;
+        return 0;
+    }
+    if (c->ident.byok) {
+        c->byok = 1;
+        if (c->ident.key_state == GW_IDENTITY_KEY_OK &&
+            (c->ident.provider[0] == '\0' || strcmp(c->ident.provider, prov->name) == 0)) {
+            *key = c->ident.key;
+            *key_len = c->ident.key_len;
+            return 0;
+        }
+        snprintf(msg, sizeof(msg), "BYOK is on but no usable %s key is stored for this %s",
+                 prov->name, c->ident.workspace_id[0] ? "workspace" : "user");
+        call_fail(c, 400, "byok_key_missing", "rejected", msg, NULL);
+        return -1;
+    }
+    if (!c->model->priced) {
+        snprintf(msg, sizeof(msg), "model %s has no price configured; managed calls are refused",
+                 c->model->name);
+        call_fail(c, 400, "model_not_priced", "rejected", msg, "model");
+        return -1;
+    }
+    if (prov->api_key == NULL || prov->api_key[0] == '\0') {
+        snprintf(msg, sizeof(msg), "provider %s has no operator key configured", prov->name);
+        call_fail(c, 503, "provider_key_missing", "error", msg, NULL);
+        return -1;
+    }
+    *key = prov->api_key;
+    *key_len = strlen(prov->api_key);
+    return 0;
+}
+
+/* Routes the inspected request to its model; answers refusals itself. */
+static int choose_model(gw_call_t *c)
+{
+    char msg[GW_PROXY_MSG_MAX];
+    int anthropic_route = c->dialect == GW_DIALECT_ANTHROPIC;
+
+    if ((c->model = cfg_model_find(c->cfg, c->info.model)) == NULL) {
+        snprintf(msg, sizeof(msg), "The model `%s` does not exist or you do not have access to it.",
+                 c->info.model);
+        call_fail(c, 404, "model_not_found", "rejected", msg, "model");
+        return -1;
+    }
+    if (anthropic_route != (c->model->provider->kind == CFG_PROVIDER_ANTHROPIC)) {
+        snprintf(msg, sizeof(msg), "model %s is served by the %s API; call %s instead",
+                 c->model->name, anthropic_route ? "OpenAI" : "Anthropic Messages",
+                 anthropic_route ? "/v1/chat/completions" : "/v1/messages");
+        c->model = NULL;
+        call_fail(c, 400, "model_route_mismatch", "rejected", msg, "model");
+        return -1;
+    }
+    if ((c->route == GW_ROUTE_EMBEDDINGS) != (c->model->type == CFG_MODEL_EMBEDDING)) {
+        snprintf(msg, sizeof(msg), "model %s is %san embedding model", c->model->name,
+                 c->route == GW_ROUTE_EMBEDDINGS ? "not " : "");
+        c->model = NULL;
+        call_fail(c, 400, "model_wrong_type", "rejected", msg, "model");
+        return -1;
+    }
+    return 0;
+}
+
+static void call_forward(gw_call_t *c)
+{
+    const cfg_gateway_limits_t *lim = &c->cfg->gateway.limits;
+    rb_json_limits_t jl = {(unsigned)lim->json_depth_max, (unsigned)lim->json_tokens_max};
+    char msg[GW_ADAPTER_ERRMSG_MAX];
+    const char *key = NULL;
+    size_t key_len = 0;
+    int64_t cap;
+    int force_usage;
+    gw_xfer_req_t xr = {0};
+
+    if (gw_adapter_inspect((gw_route_t)c->route, c->req->entity.base, c->req->entity.len, &jl,
+                           &c->info, msg, sizeof(msg)) != RB_OK) {
+        call_fail(c, 400, "invalid_request", "rejected", msg, c->info.err_param);
+        return;
+    }
+    if (choose_model(c) != 0 || choose_key(c, &key, &key_len) != 0)
+        return;
+    cap = !c->byok && c->info.max_output == 0 ? c->model->max_output_default : 0;
+    force_usage = c->info.stream && !c->info.include_usage;
+    c->strip_usage = force_usage;
+    rb_buf_init(&c->upbody, lim->body_max_bytes + GW_PROXY_URL_MAX);
+    if (gw_adapter_rewrite(c->req->entity.base, c->req->entity.len, &c->info, c->model->upstream,
+                           cap, force_usage, &c->upbody) != RB_OK ||
+        build_up_headers(c, key, key_len) != 0) {
+        call_fail(c, 413, "request_too_large", "rejected", "the request is too large", NULL);
+        return;
+    }
+    snprintf(c->url, sizeof(c->url), "%s%s", c->model->provider->base_url, route_path(c->route));
+    xr.url = c->url;
+    for (size_t i = 0; i < c->up_headers_len; i++)
+        xr.headers[i] = c->up_headers[i];
+    xr.headers_len = c->up_headers_len;
+    xr.body = c->upbody.base != NULL ? c->upbody.base : "";
+    xr.body_len = c->upbody.len;
+    c->called = 1;
+    c->xfer = gw_xfer_start(c->pw->up, &xr, &XFER_CB, c);
+    explicit_bzero(c->up_headers, sizeof(c->up_headers)); /* curl copied them */
+}
+
+static void respond_models(gw_call_t *c)
+{
+    rb_buf_t out;
+    rb_jw_t w;
+
+    rb_buf_init(&out, 0);
+    rb_jw_init(&w, &out);
+    rb_jw_obj_begin(&w);
+    rb_jw_key(&w, "object");
+    rb_jw_str(&w, "list");
+    rb_jw_key(&w, "data");
+    rb_jw_arr_begin(&w);
+    for (size_t i = 0; i < c->cfg->models_len; i++) {
+        const cfg_model_t *m = &c->cfg->models[i];
+        rb_jw_obj_begin(&w);
+        rb_jw_key(&w, "id");
+        rb_jw_str(&w, m->name);
+        rb_jw_key(&w, "object");
+        rb_jw_str(&w, "model");
+        rb_jw_key(&w, "created");
+        rb_jw_int64(&w, 0);
+        rb_jw_key(&w, "owned_by");
+        rb_jw_str(&w, m->provider->name);
+        rb_jw_obj_end(&w);
+    }
+    rb_jw_arr_end(&w);
+    rb_jw_obj_end(&w);
+    c->status = "ok";
+    c->http_status = 200;
+    c->final_sent = 1;
+    rb_http_add_header(c->req, "x-rigbox-request-id", c->request_id);
+    rb_http_send_json(c->req, 200, &out);
+    rb_buf_free(&out);
+}
+
+/* The caller is known (or not): go on with the request. */
+static void call_identified(gw_call_t *c, rb_err_t err, const gw_ident_t *id)
+{
+    if (err == RB_ERR_AUTH) {
+        call_fail(c, 401, "invalid_api_key", "rejected", "invalid or revoked Rigbox token", NULL);
+        return;
+    }
+    if (err != RB_OK) {
+        call_fail(c, 503, "identity_unavailable", "error",
+                  "the gateway cannot check tokens right now; retry shortly", NULL);
+        return;
+    }
+    c->ident = *id;
+    c->have_ident = 1;
+    if (c->route == GW_ROUTE_MODELS)
+        respond_models(c);
+    else
+        call_forward(c);
+}
+
+static void on_identity(void *ctx, rb_err_t err, const gw_ident_t *id)
+{
+    gw_call_t *c = ctx;
+
+    c->job = NULL;
+    RB_ASSERT(c->req != NULL); /* a gone request cancels its lookup */
+    call_identified(c, err, id);
+}
+
+/* The bearer secret from Authorization: Bearer … or x-api-key: …; NULL when neither. */
+static const char *find_secret(h2o_req_t *req, size_t *len)
+{
+    const char *v = rb_http_header(req, "authorization", len);
+
+    if (v != NULL && *len > 7 && strncasecmp(v, "Bearer ", 7) == 0) {
+        v += 7;
+        *len -= 7;
+        while (*len > 0 && *v == ' ') {
+            v++;
+            (*len)--;
+        }
+        return v;
+    }
+    return rb_http_header(req, "x-api-key", len);
+}
+
+static gw_call_t *call_new(gw_proxy_worker_t *pw, h2o_req_t *req, int route)
+{
+    gw_call_t *c = rb_calloc(1, sizeof(*c));
+    anchor_t *a = h2o_mem_alloc_shared(&req->pool, sizeof(*a), on_anchor_dispose);
+    const char *subj;
+    size_t subj_len;
+
+    a->call = c;
+    c->pw = pw;
+    c->cfg = pw->proxy->cfg;
+    c->req = req;
+    c->route = route;
+    c->dialect = route == GW_ROUTE_MODELS ? GW_DIALECT_OPENAI : gw_route_dialect((gw_route_t)route);
+    c->super.proceed = on_proceed;
+    c->super.stop = on_stop;
+    c->ka_te.cb = on_keepalive;
+    c->drain_te.cb = on_drain_timeout;
+    c->start_ms = now_ms();
+    c->ttfb_ms = -1;
+    rb_random_secret("req_", c->request_id, sizeof(c->request_id));
+    rb_buf_init(&c->resp_headers, GW_PROXY_PASS_HEADERS_MAX * GW_PROXY_HEADER_LINE_MAX);
+    rb_buf_init(&c->body, GW_PROXY_RESPONSE_MAX);
+    rb_buf_init(&c->pending, 0);
+    rb_buf_init(&c->sending, 0);
+    rb_buf_init(&c->hold, 0);
+    if ((subj = rb_http_header(req, "x-rigbox-subject", &subj_len)) != NULL && subj_len > 0 &&
+        subj_len <= GW_PROXY_SUBJECT_MAX) {
+        int ok = 1;
+        for (size_t i = 0; i < subj_len; i++)
+            ok &= !iscntrl((unsigned char)subj[i]);
+        if (ok)
+            snprintf(c->subject, sizeof(c->subject), "%.*s", (int)subj_len, subj);
+    }
+    pw->calls++;
+    return c;
+}
+
+static int on_ai_request(h2o_handler_t *self, h2o_req_t *req)
+{
+    route_handler_t *h = (route_handler_t *)self;
+    gw_proxy_worker_t *pw = rb_server_worker(req)->data;
+    gw_call_t *c;
+    const char *secret;
+    size_t len = 0;
+    gw_ident_t id;
+    rb_err_t err = RB_OK;
+    h2o_iovec_t path = rb_http_path(req);
+
+    if (!h2o_memis(path.base, path.len, route_path(h->route), strlen(route_path(h->route))))
+        return -1; /* a longer path under this prefix: not ours */
+    c = call_new(pw, req, h->route);
+    if (!rb_http_method_is(req, h->route == GW_ROUTE_MODELS ? "GET" : "POST")) {
+        call_fail(c, 405, "method_not_allowed", "rejected", "method not allowed on this route",
+                  NULL);
+        return 0;
+    }
+    if ((secret = find_secret(req, &len)) == NULL || len == 0) {
+        call_fail(c, 401, "missing_api_key", "rejected",
+                  "missing token: send Authorization: Bearer rbw_… or x-api-key", NULL);
+        return 0;
+    }
+    if (gw_identity_resolve(pw->port, secret, len, &id, &err, on_identity, c, &c->job)) {
+        call_identified(c, err, &id);
+        gw_identity_wipe(&id);
+    }
+    return 0;
+}
+
+void gw_proxy_register(gw_proxy_t *p, h2o_hostconf_t *hc)
+{
+    static const int routes[] = {GW_ROUTE_CHAT,       GW_ROUTE_COMPLETIONS,  GW_ROUTE_RESPONSES,
+                                 GW_ROUTE_EMBEDDINGS, GW_ROUTE_COUNT_TOKENS, GW_ROUTE_MESSAGES,
+                                 GW_ROUTE_MODELS};
+
+    /* count_tokens before messages: the first registered prefix that matches wins */
+    for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
+        route_handler_t *h = (route_handler_t *)rb_server_route(hc, route_path(routes[i]),
+                                                                on_ai_request, sizeof(*h));
+        h->proxy = p;
+        h->route = routes[i];
+    }
+}
+
+gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t *rec,
+                            rb_metrics_t *metrics)
+{
+    gw_proxy_t *p = rb_calloc(1, sizeof(*p));
+
+    RB_ASSERT(cfg != NULL && idy != NULL && rec != NULL && metrics != NULL);
+    p->cfg = cfg;
+    p->idy = idy;
+    p->rec = rec;
+    p->metrics = metrics;
+    p->forward_mock = getenv("RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR") != NULL &&
+                      strcmp(getenv("RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR"), "1") == 0;
+    if (p->forward_mock)
+        rb_log_warn("test_mode", "X-Mock-Behavior is forwarded upstream (tests only)");
+    p->m_streams = rb_metrics_get(metrics, RB_METRIC_GAUGE, "rigbox_gateway_active_streams",
+                                  "Streamed answers in progress", "");
+    p->m_drains = rb_metrics_get(metrics, RB_METRIC_COUNTER, "rigbox_gateway_drains_total",
+                                 "Upstream answers drained after the client left", "");
+    p->m_drains_active = rb_metrics_get(metrics, RB_METRIC_GAUGE, "rigbox_gateway_active_drains",
+                                        "Drains in progress", "");
+    p->m_drains_refused =
+        rb_metrics_get(metrics, RB_METRIC_COUNTER, "rigbox_gateway_drains_refused_total",
+                       "Client departures not drained (drains_max reached)", "");
+    p->m_bytes_in =
+        rb_metrics_get(metrics, RB_METRIC_COUNTER, "rigbox_gateway_upstream_bytes_total",
+                       "Response bytes received from providers", "");
+    p->m_bytes_out = rb_metrics_get(metrics, RB_METRIC_COUNTER, "rigbox_gateway_client_bytes_total",
+                                    "Response bytes sent to clients", "");
+    return p;
+}
+
+void gw_proxy_destroy(gw_proxy_t *p)
+{
+    free(p);
+}
+
+void gw_proxy_on_worker_start(rb_worker_t *w, void *user)
+{
+    gw_proxy_t *p = user;
+    const cfg_gateway_limits_t *lim = &p->cfg->gateway.limits;
+    gw_proxy_worker_t *pw = rb_calloc(1, sizeof(*pw));
+    gw_upstream_conf_t uc = {.connect_timeout_ms = lim->upstream_connect_timeout_ms,
+                             .total_timeout_ms = lim->upstream_total_timeout_ms,
+                             .first_byte_timeout_ms = lim->upstream_first_byte_timeout_ms,
+                             .connections_max = lim->upstream_connections_max};
+
+    pw->proxy = p;
+    pw->loop = w->ctx.loop;
+    pw->up = gw_upstream_create(w->ctx.loop, &uc);
+    pw->port = gw_identity_port_create(p->idy, w->ctx.queue);
+    h2o_timeout_init(w->ctx.loop, &pw->keepalive_timeout, (uint64_t)lim->keepalive_interval_ms);
+    h2o_timeout_init(w->ctx.loop, &pw->drain_timeout, (uint64_t)lim->drain_timeout_ms);
+    w->data = pw;
+}
+
+void gw_proxy_on_worker_stop(rb_worker_t *w, void *user)
+{
+    gw_proxy_worker_t *pw = w->data;
+
+    if (pw->calls > 0)
+        rb_log_warn("worker_stop_busy", "worker=%u calls=%zu", w->index, pw->calls);
+    gw_upstream_destroy(pw->up);
+    gw_identity_port_destroy(pw->port);
+    w->data = NULL;
+    free(pw);
+}
+
+int32_t gw_proxy_loop_wait_ms(rb_worker_t *w, void *user)
+{
+    gw_proxy_worker_t *pw = w->data;
+    return pw != NULL ? gw_upstream_wait_ms(pw->up) : INT32_MAX;
+}
+
+int gw_proxy_busy(rb_worker_t *w, void *user)
+{
+    gw_proxy_worker_t *pw = w->data;
+    return pw != NULL && pw->calls > 0;
+}

@@ -1,0 +1,401 @@
+#include "gateway/upstream.h"
+
+#include <curl/curl.h>
+#include <string.h>
+
+#include "common/log.h"
+
+#if H2O_USE_LIBUV
+#error "the gateway drives libcurl from h2o's own event loop: build with -DH2O_USE_LIBUV=0"
+#endif
+
+/* The loop's longest sleep when curl has no timer pending. */
+#define GW_UPSTREAM_IDLE_WAIT_MS INT32_MAX
+
+/* One curl socket, wrapped for the h2o loop. curl owns the fd. */
+typedef struct st_curl_sock_t {
+    gw_upstream_t *u;
+    curl_socket_t fd;
+    h2o_socket_t *sock;
+    int what; /* CURL_POLL_* curl asked for last */
+    int busy; /* inside curl_multi_socket_action for this fd */
+    int dead; /* curl dropped it while busy: free when busy drops to 0 */
+} curl_sock_t;
+
+struct st_gw_upstream_t {
+    h2o_loop_t *loop;
+    CURLM *multi;
+    gw_upstream_conf_t conf;
+    h2o_timeout_t zero_timeout;
+    h2o_timeout_entry_t curl_te;
+    uint64_t curl_deadline; /* h2o_now of curl's next timeout; 0 = none */
+    h2o_timeout_t first_byte_timeout;
+    h2o_linklist_t dirty; /* transfers whose owner must flush */
+    h2o_linklist_t all;
+    size_t active;
+};
+
+struct st_gw_xfer_t {
+    gw_upstream_t *u;
+    CURL *easy;
+    struct curl_slist *headers;
+    gw_xfer_cb_t cb;
+    void *ctx;
+    h2o_linklist_t dirty_link;
+    h2o_linklist_t all_link;
+    h2o_timeout_entry_t fb_te;
+    int paused;
+    int got_status; /* written inside curl, read on the loop: same thread */
+    char errbuf[CURL_ERROR_SIZE];
+};
+
+static void after_action(gw_upstream_t *u);
+static void cs_on_write(h2o_socket_t *sock, const char *err);
+
+void gw_upstream_global_init(void)
+{
+    RB_ASSERT(curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK);
+}
+
+void gw_upstream_global_cleanup(void)
+{
+    curl_global_cleanup();
+}
+
+/* Unregisters the fd from the loop WITHOUT closing it: curl owns the fd. */
+static void cs_detach(curl_sock_t *cs)
+{
+    h2o_socket_export_t info;
+
+    if (cs->sock == NULL)
+        return;
+    cs->sock->_cb.write = NULL; /* export asserts !is_writing; a pending notify_write counts */
+    if (h2o_socket_export(cs->sock, &info) == 0)
+        h2o_buffer_dispose(&info.input);
+    cs->sock = NULL;
+}
+
+static void cs_action(curl_sock_t *cs, int ev)
+{
+    gw_upstream_t *u = cs->u;
+    int running = 0;
+
+    cs->busy++;
+    curl_multi_socket_action(u->multi, cs->fd, ev, &running);
+    cs->busy--;
+    if (cs->dead) {
+        if (cs->busy == 0)
+            free(cs);
+    } else if (cs->sock != NULL && (cs->what & CURL_POLL_OUT) && cs->sock->_cb.write == NULL) {
+        /* notify_write is one-shot and curl reports only changes: re-arm while it wants OUT */
+        h2o_socket_notify_write(cs->sock, cs_on_write);
+    }
+    after_action(u);
+}
+
+static void cs_on_read(h2o_socket_t *sock, const char *err)
+{
+    curl_sock_t *cs = sock->data;
+    cs_action(cs, err != NULL ? CURL_CSELECT_IN | CURL_CSELECT_ERR : CURL_CSELECT_IN);
+}
+
+static void cs_on_write(h2o_socket_t *sock, const char *err)
+{
+    curl_sock_t *cs = sock->data;
+    if (!(cs->what & CURL_POLL_OUT))
+        return; /* a stale one-shot notification: h2o cannot cancel notify_write */
+    cs_action(cs, err != NULL ? CURL_CSELECT_OUT | CURL_CSELECT_ERR : CURL_CSELECT_OUT);
+}
+
+static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+    gw_upstream_t *u = userp;
+    curl_sock_t *cs = socketp;
+
+    if (what == CURL_POLL_REMOVE) { /* also on pause and when a connection goes idle */
+        if (cs != NULL) {
+            cs_detach(cs);
+            curl_multi_assign(u->multi, fd, NULL);
+            if (cs->busy)
+                cs->dead = 1;
+            else
+                free(cs);
+        }
+        return 0;
+    }
+    if (cs == NULL) {
+        cs = rb_calloc(1, sizeof(*cs));
+        cs->u = u;
+        cs->fd = fd;
+        curl_multi_assign(u->multi, fd, cs);
+    }
+    if (cs->sock == NULL) {
+        cs->sock = h2o_evloop_socket_create(u->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
+        cs->sock->data = cs;
+    }
+    cs->what = what;
+    if (what & CURL_POLL_IN)
+        h2o_socket_read_start(cs->sock, cs_on_read);
+    else if (h2o_socket_is_reading(cs->sock))
+        h2o_socket_read_stop(cs->sock);
+    if ((what & CURL_POLL_OUT) && cs->sock->_cb.write == NULL)
+        h2o_socket_notify_write(cs->sock, cs_on_write);
+    return 0;
+}
+
+/* Never calls curl: it only schedules (notes §3, "Timer"). */
+static int on_curl_timer(CURLM *m, long ms, void *userp)
+{
+    gw_upstream_t *u = userp;
+
+    if (ms == 0) {
+        u->curl_deadline = 0;
+        if (!h2o_timeout_is_linked(&u->curl_te))
+            h2o_timeout_link(u->loop, &u->zero_timeout, &u->curl_te);
+    } else {
+        if (h2o_timeout_is_linked(&u->curl_te))
+            h2o_timeout_unlink(&u->curl_te);
+        u->curl_deadline = ms < 0 ? 0 : h2o_now(u->loop) + (uint64_t)ms;
+    }
+    return 0;
+}
+
+/* Runs inside h2o_evloop_run, so h2o sends made from here are written promptly. */
+static void on_curl_timeout(h2o_timeout_entry_t *te)
+{
+    gw_upstream_t *u = H2O_STRUCT_FROM_MEMBER(gw_upstream_t, curl_te, te);
+    int running = 0;
+
+    curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    after_action(u);
+}
+
+int32_t gw_upstream_wait_ms(gw_upstream_t *u)
+{
+    uint64_t now;
+
+    if (u->curl_deadline == 0)
+        return GW_UPSTREAM_IDLE_WAIT_MS;
+    now = h2o_now(u->loop);
+    if (now < u->curl_deadline)
+        return (int32_t)(u->curl_deadline - now > INT32_MAX ? INT32_MAX : u->curl_deadline - now);
+    u->curl_deadline = 0;
+    if (!h2o_timeout_is_linked(&u->curl_te))
+        h2o_timeout_link(u->loop, &u->zero_timeout, &u->curl_te);
+    return 0;
+}
+
+size_t gw_upstream_active(const gw_upstream_t *u)
+{
+    return u->active;
+}
+
+/* Detaches x from curl and the lists, then frees it. */
+static void xfer_free(gw_xfer_t *x)
+{
+    gw_upstream_t *u = x->u;
+
+    curl_multi_remove_handle(u->multi, x->easy);
+    curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->headers);
+    if (h2o_linklist_is_linked(&x->dirty_link))
+        h2o_linklist_unlink(&x->dirty_link);
+    if (h2o_linklist_is_linked(&x->all_link))
+        h2o_linklist_unlink(&x->all_link);
+    if (h2o_timeout_is_linked(&x->fb_te))
+        h2o_timeout_unlink(&x->fb_te);
+    RB_ASSERT(u->active > 0);
+    u->active--;
+    free(x);
+}
+
+static void xfer_finish(gw_xfer_t *x, rb_err_t result, const char *msg)
+{
+    gw_xfer_cb_t cb = x->cb;
+    void *ctx = x->ctx;
+    char errmsg[GW_XFER_ERRMSG_MAX];
+
+    snprintf(errmsg, sizeof(errmsg), "%s", msg != NULL ? msg : "");
+    xfer_free(x); /* first: the owner may start another transfer from on_done */
+    cb.on_done(ctx, result, errmsg);
+}
+
+static void check_multi_info(gw_upstream_t *u)
+{
+    CURLMsg *msg;
+    int left;
+
+    while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+        gw_xfer_t *x = NULL;
+        CURLcode rc;
+        rb_err_t err;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        rc = msg->data.result; /* read before remove_handle invalidates msg */
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+        RB_ASSERT(x != NULL && x->easy == msg->easy_handle);
+        err = rc == CURLE_OK                   ? RB_OK
+              : rc == CURLE_OPERATION_TIMEDOUT ? RB_ERR_TIMEOUT
+                                               : RB_ERR_UPSTREAM;
+        xfer_finish(x, err,
+                    rc == CURLE_OK ? NULL : (x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc)));
+    }
+}
+
+static void flush_dirty(gw_upstream_t *u)
+{
+    while (!h2o_linklist_is_empty(&u->dirty)) {
+        gw_xfer_t *x = H2O_STRUCT_FROM_MEMBER(gw_xfer_t, dirty_link, u->dirty.next);
+        h2o_linklist_unlink(&x->dirty_link);
+        x->cb.on_flush(x->ctx);
+    }
+}
+
+static void after_action(gw_upstream_t *u)
+{
+    check_multi_info(u);
+    flush_dirty(u);
+}
+
+static void on_first_byte_timeout(h2o_timeout_entry_t *te)
+{
+    gw_xfer_t *x = H2O_STRUCT_FROM_MEMBER(gw_xfer_t, fb_te, te);
+
+    if (x->got_status)
+        return;
+    xfer_finish(x, RB_ERR_TIMEOUT, "no response from the provider before first_byte_timeout");
+}
+
+gw_upstream_t *gw_upstream_create(h2o_loop_t *loop, const gw_upstream_conf_t *conf)
+{
+    gw_upstream_t *u = rb_calloc(1, sizeof(*u));
+
+    RB_ASSERT(loop != NULL && conf != NULL);
+    u->loop = loop;
+    u->conf = *conf;
+    u->multi = curl_multi_init();
+    RB_ASSERT(u->multi != NULL);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, on_curl_socket);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, on_curl_timer);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS,
+                      (long)(conf->connections_max > 0 ? conf->connections_max : 16));
+    h2o_timeout_init(loop, &u->zero_timeout, 0);
+    h2o_timeout_init(loop, &u->first_byte_timeout,
+                     conf->first_byte_timeout_ms > 0 ? (uint64_t)conf->first_byte_timeout_ms : 1);
+    u->curl_te.cb = on_curl_timeout;
+    h2o_linklist_init_anchor(&u->dirty);
+    h2o_linklist_init_anchor(&u->all);
+    return u;
+}
+
+void gw_upstream_destroy(gw_upstream_t *u)
+{
+    if (u == NULL)
+        return;
+    while (!h2o_linklist_is_empty(&u->all))
+        xfer_free(H2O_STRUCT_FROM_MEMBER(gw_xfer_t, all_link, u->all.next));
+    if (h2o_timeout_is_linked(&u->curl_te))
+        h2o_timeout_unlink(&u->curl_te);
+    curl_multi_cleanup(u->multi);
+    free(u);
+}
+
+static size_t on_curl_header(char *b, size_t size, size_t n, void *ud)
+{
+    gw_xfer_t *x = ud;
+    size_t len = size * n;
+
+    if (len >= 5 && memcmp(b, "HTTP/", 5) == 0)
+        x->got_status = 1;
+    x->cb.on_header(x->ctx, b, len);
+    return len;
+}
+
+static size_t on_curl_write(char *b, size_t size, size_t n, void *ud)
+{
+    gw_xfer_t *x = ud;
+    size_t len = size * n;
+
+    if (x->cb.on_body(x->ctx, b, len) != 0) {
+        x->paused = 1;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (!h2o_linklist_is_linked(&x->dirty_link))
+        h2o_linklist_insert(&x->u->dirty, &x->dirty_link);
+    return len;
+}
+
+static void xfer_setopts(gw_xfer_t *x, const gw_xfer_req_t *req)
+{
+    const gw_upstream_conf_t *c = &x->u->conf;
+
+    curl_easy_setopt(x->easy, CURLOPT_URL, req->url);
+    curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_curl_write);
+    curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_curl_header);
+    curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_PROXY, ""); /* never *_proxy from the environment */
+    curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
+    if (c->total_timeout_ms > 0)
+        curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)c->total_timeout_ms);
+    curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (req->body != NULL) {
+        curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
+        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, req->body); /* not copied: borrowed */
+    }
+}
+
+gw_xfer_t *gw_xfer_start(gw_upstream_t *u, const gw_xfer_req_t *req, const gw_xfer_cb_t *cb,
+                         void *ctx)
+{
+    gw_xfer_t *x = rb_calloc(1, sizeof(*x));
+
+    RB_ASSERT(req->url != NULL && req->headers_len <= GW_XFER_HEADERS_MAX);
+    RB_ASSERT(cb->on_header && cb->on_body && cb->on_flush && cb->on_done);
+    x->u = u;
+    x->cb = *cb;
+    x->ctx = ctx;
+    x->fb_te.cb = on_first_byte_timeout;
+    x->easy = curl_easy_init();
+    RB_ASSERT(x->easy != NULL);
+    for (size_t i = 0; i < req->headers_len; i++) {
+        x->headers = curl_slist_append(x->headers, req->headers[i]);
+        RB_ASSERT(x->headers != NULL);
+    }
+    x->headers = curl_slist_append(x->headers, "Expect:"); /* no 100-continue round trip */
+    RB_ASSERT(x->headers != NULL);
+    xfer_setopts(x, req);
+    curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->headers);
+    h2o_linklist_insert(&u->all, &x->all_link);
+    u->active++;
+    if (u->conf.first_byte_timeout_ms > 0)
+        h2o_timeout_link(u->loop, &u->first_byte_timeout, &x->fb_te);
+    RB_ASSERT(curl_multi_add_handle(u->multi, x->easy) == CURLM_OK); /* fires timer(0) */
+    return x;
+}
+
+void gw_xfer_resume(gw_xfer_t *x)
+{
+    RB_ASSERT(x->paused);
+    x->paused = 0;
+    curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may call on_body (and pause again) */
+}
+
+int gw_xfer_paused(const gw_xfer_t *x)
+{
+    return x->paused;
+}
+
+void gw_xfer_cancel(gw_xfer_t *x)
+{
+    RB_ASSERT(x != NULL && x->u != NULL);
+    xfer_free(x);
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# e2e: PostgreSQL (RB_TEST_PGHOST), the mock provider, rigbox-control and rigbox-gateway, then the
+# official SDKs (node --test sdk.test.mjs). usage: run.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+build=$1
+src=$2
+. "$src/tests/integration/lib.sh"
+rb_db_create
+if [[ ! -d $src/tests/e2e/node_modules ]]; then
+    (cd "$src/tests/e2e" && npm install --no-audit --no-fund --loglevel=error) || exit 1
+fi
+
+mock_port=$(rb_free_port)
+ctl_port=$(rb_free_port)
+ai_port=$(rb_free_port)
+apps_port=$(rb_free_port)
+export RIGBOX_DATABASE_URL=$RB_DB_URL RIGBOX_CONTROL_LISTEN=127.0.0.1:$ctl_port
+export RIGBOX_AI_LISTEN=127.0.0.1:$ai_port RIGBOX_APPS_LISTEN=127.0.0.1:$apps_port
+export MOCK_URL=http://127.0.0.1:$mock_port
+export OPERATOR_OPENAI_KEY=sk-operator-openai-e2e OPERATOR_ANTHROPIC_KEY=sk-ant-operator-e2e
+export RIGBOX_OPENAI_BASE_URL=$MOCK_URL RIGBOX_OPENAI_API_KEY=$OPERATOR_OPENAI_KEY
+export RIGBOX_ANTHROPIC_BASE_URL=$MOCK_URL RIGBOX_ANTHROPIC_API_KEY=$OPERATOR_ANTHROPIC_KEY
+
+rb_spawn mock "$build/tools/mock-provider/mock-provider" --listen "127.0.0.1:$mock_port"
+rb_spawn control "$build/control/rigbox-control" --config "$src/config/rigbox.yaml"
+rb_wait_http "$MOCK_URL/mock/healthz" && rb_wait_http "http://127.0.0.1:$ctl_port/api/v1/healthz" ||
+    { cat "$RB_TMP"/*.log; exit 1; }
+rb_spawn gateway "$build/gateway/rigbox-gateway" --config "$src/config/rigbox.yaml"
+rb_wait_http "http://127.0.0.1:$ai_port/healthz" || { cat "$RB_TMP"/*.log; exit 1; }
+
+api=http://127.0.0.1:$ctl_port/api/v1
+admin=$("$build/control/rigbox-control" --config "$src/config/rigbox.yaml" admin create-key --role admin 2>/dev/null)
+auth=(-H "Authorization: Bearer $admin")
+user=$(curl -fsS "${auth[@]}" -X POST "$api/users" -d '{"email":"e2e@example.com"}' | jq -r .user.id)
+ws=$(curl -fsS "${auth[@]}" -X POST "$api/workspaces" -d "{\"name\":\"e2e\",\"user_id\":\"$user\"}" | jq -r .vm.id)
+export WORKSPACE_ID=$ws
+export RIGBOX_WS_TOKEN
+RIGBOX_WS_TOKEN=$(curl -fsS "${auth[@]}" -X POST "$api/workspaces/$ws/token" | jq -r .token)
+export RIGBOX_GATEWAY_URL=http://127.0.0.1:$ai_port
+export PSQL_ARGS="[\"-h\",\"$RB_TEST_PGHOST\",\"-U\",\"postgres\",\"-d\",\"$RB_DB\"]"
+if [[ ! $RIGBOX_WS_TOKEN =~ ^rbw_ ]]; then
+    echo "setup failed: no workspace token"
+    cat "$RB_TMP"/*.log
+    exit 1
+fi
+
+cd "$src/tests/e2e" && node --test --test-reporter=spec sdk.test.mjs
+rc=$?
+if [[ $rc -ne 0 ]]; then
+    echo "--- gateway log"; tail -n 40 "$RB_TMP/gateway.log"
+fi
+exit $rc

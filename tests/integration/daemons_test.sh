@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Foundation: both daemons start on a fresh database, apply the migrations once, serve /healthz,
+# /metrics and the templates, mint and honour API keys, refuse a taken port, and stop cleanly on SIGTERM.
+# usage: daemons_test.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+build=$1
+src=$2
+. "$src/tests/integration/lib.sh"
+rb_db_create
+
+ctl_port=$(rb_free_port)
+ai_port=$(rb_free_port)
+apps_port=$(rb_free_port)
+export RIGBOX_DATABASE_URL=$RB_DB_URL RIGBOX_CONTROL_LISTEN=127.0.0.1:$ctl_port
+export RIGBOX_AI_LISTEN=127.0.0.1:$ai_port RIGBOX_APPS_LISTEN=127.0.0.1:$apps_port
+control=$build/control/rigbox-control
+gateway=$build/gateway/rigbox-gateway
+api=http://127.0.0.1:$ctl_port/api/v1
+
+check "control --version" bash -c "$control --version | grep -q '^rigbox-control '"
+check "gateway --version" bash -c "$gateway --version | grep -q '^rigbox-gateway '"
+
+rb_spawn control "$control" --config "$src/config/rigbox.yaml"
+ctl_pid=$RB_LAST_PID
+check "control answers /api/v1/healthz" rb_wait_http "$api/healthz"
+rb_spawn gateway "$gateway" --config "$src/config/rigbox.yaml"
+gw_pid=$RB_LAST_PID
+check "gateway answers /healthz" rb_wait_http "http://127.0.0.1:$ai_port/healthz"
+check "control logs its listener" grep -q "event=listening.*:$ctl_port" "$RB_TMP/control.log"
+check "gateway logs its listener" grep -q "event=listening.*:$ai_port" "$RB_TMP/gateway.log"
+
+migrations=$(ls "$src"/schema/[0-9][0-9][0-9][0-9]_*.sql | wc -l)
+check "every migration recorded once" \
+    test "$(rb_sql 'SELECT count(*) FROM schema_migrations')" = "$migrations"
+
+t=$(curl -fsS "$api/templates")
+check "five templates" test "$(jq '.items | length' <<<"$t")" = 5
+for id in base dev ai-agent-starter openclaw web-fullstack; do
+    check "template $id has floors and apps" jq -e --arg id "$id" \
+        '.items[] | select(.id == $id) | .floors.ram_mb > 0 and .floors.vcpu_count > 0 and
+         .floors.disk_size_mb > 0 and (.expected_apps | length) > 0' <<<"$t" >/dev/null
+done
+check "templates also under /api" bash -c "curl -fsS http://127.0.0.1:$ctl_port/api/templates | jq -e '.items|length==5' >/dev/null"
+check "metrics in Prometheus text" bash -c "curl -fsS http://127.0.0.1:$ai_port/metrics | grep -q '^# TYPE '"
+code=$(curl -s -o "$RB_TMP/404.json" -w '%{http_code}' "$api/nope")
+check "unknown endpoint is 404 with the error shape" \
+    bash -c "[ $code = 404 ] && jq -e '.error.code==\"not_found\" and .message' $RB_TMP/404.json >/dev/null"
+
+code=$(curl -s -o "$RB_TMP/401.json" -w '%{http_code}' "$api/api-keys")
+check "no key is 401" test "$code" = 401
+key=$("$control" --config "$src/config/rigbox.yaml" admin create-key --role admin 2>/dev/null)
+check "admin create-key prints an rb_ key" bash -c "[[ '$key' =~ ^rb_[0-9A-Za-z]{40}$ ]]"
+check "the key is stored only as a hash" \
+    test "$(rb_sql "SELECT count(*) FROM api_keys WHERE position('$key' in encode(key_hash,'escape')) > 0")" = 0
+code=$(curl -s -o "$RB_TMP/keys.json" -w '%{http_code}' -H "Authorization: Bearer $key" "$api/api-keys")
+check "the admin key authenticates" bash -c "[ $code = 200 ] && jq -e '.items|length==1' $RB_TMP/keys.json >/dev/null"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${key}x" "$api/api-keys")
+check "a wrong key is 401" test "$code" = 401
+code=$(curl -s -o "$RB_TMP/user.json" -w '%{http_code}' -H "Authorization: Bearer $key" \
+    -X POST "$api/users" -d '{"email":"Alice@Example.com"}')
+check "admin creates a user (201, lowercased email, u- id)" bash -c \
+    "[ $code = 201 ] && jq -e '.user.email==\"alice@example.com\" and (.user.id|test(\"^u-[0-9a-z]{8}$\"))' $RB_TMP/user.json >/dev/null"
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" -X POST "$api/users" \
+    -d '{"email":"alice@example.com"}')
+check "a second user with that email is 409" test "$code" = 409
+code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $key" -X POST "$api/users" -d '{"email":')
+check "bad JSON is 400" test "$code" = 400
+
+# A second control on the same port must refuse to start, and must not apply migrations twice.
+"$control" --config "$src/config/rigbox.yaml" >"$RB_TMP/control2.log" 2>&1
+rc=$?
+check "a taken port is refused with a clear message" \
+    bash -c "[ $rc -ne 0 ] && grep -q 'cannot listen on 127.0.0.1:$ctl_port' $RB_TMP/control2.log"
+check "a restart applies no migration" grep -q "event=migrations applied=0" "$RB_TMP/control2.log"
+
+kill -TERM "$ctl_pid" "$gw_pid"
+wait "$ctl_pid"
+rc1=$?
+wait "$gw_pid"
+rc2=$?
+check "control exits 0 on SIGTERM" test "$rc1" = 0
+check "gateway exits 0 on SIGTERM" test "$rc2" = 0
+RB_PIDS=()
+rb_finish

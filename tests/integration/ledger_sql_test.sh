@@ -1,0 +1,253 @@
+#!/usr/bin/env bash
+# The ledger's SQL contract (schema/0002_credits.sql), exercised directly with psql: the functions
+# the gateway calls (rb_lease_take, rb_lease_renew, rb_usage_post, rb_lease_return, rb_lease_sweep)
+# and the ones control calls (rb_grant, rb_grant_expire). Covers concurrency (parallel lease takes
+# against one small balance, parallel batches over shared accounts), idempotent replays, overrun,
+# sweeping, grant expiry and burn-down order, append-only transfers, NOTIFY, and after every step the
+# ledger identity: account counters = sums over credit_transfers, and no overdraft.
+# usage: ledger_sql_test.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+src=$2
+. "$src/tests/integration/lib.sh"
+rb_db_create
+
+PSQL=(psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt -v ON_ERROR_STOP=1)
+for f in "$src"/schema/[0-9][0-9][0-9][0-9]_*.sql; do
+    "${PSQL[@]}" -1 -f "$f" >/dev/null || { fail "migration $f applies"; rb_finish; exit 1; }
+done
+# sqlstate SQL: prints the SQLSTATE the statement fails with ("" when it succeeds).
+sqlstate() {
+    "${PSQL[@]}" -v VERBOSITY=verbose -c '\set VERBOSITY verbose' -c "$1" 2>&1 >/dev/null |
+        sed -n 's/^ERROR:  \([0-9A-Z]\{5\}\):.*/\1/p' | head -1
+}
+eq() { # eq "description" WANT SQL
+    local got
+    got=$(rb_sql "$3" 2>&1)
+    if [[ $got == "$2" ]]; then ok "$1"; else fail "$1 (want '$2', got '$got')"; fi
+}
+
+# The ledger identity, per account: the counters equal the sums over the transfers, grants cover
+# what is left, and leases agree with their transfers. Prints the number of broken rows (0 = good).
+identity() {
+    rb_sql "
+    WITH t AS (
+        SELECT user_id,
+               coalesce(sum(amount_micro) FILTER (WHERE kind = 'grant'), 0) AS granted,
+               coalesce(sum(amount_micro) FILTER (WHERE kind IN ('usage', 'expire', 'adjust')), 0) AS posted,
+               coalesce(sum(amount_micro) FILTER (WHERE kind = 'hold'), 0)
+                 - coalesce(sum(pending_micro) FILTER (WHERE kind = 'usage'), 0)
+                 - coalesce(sum(amount_micro) FILTER (WHERE kind = 'void'), 0) AS pending,
+               coalesce(sum(overrun_micro) FILTER (WHERE kind = 'usage'), 0) AS overrun
+          FROM credit_transfers GROUP BY user_id),
+    g AS (SELECT user_id, sum(remaining_micro) AS left_ FROM credit_grants GROUP BY user_id),
+    bad_accounts AS (
+        SELECT a.user_id FROM credit_accounts a
+          FULL JOIN t ON t.user_id = a.user_id LEFT JOIN g ON g.user_id = a.user_id
+         WHERE a.user_id IS NULL
+            OR a.credits_posted <> coalesce(t.granted, 0) OR a.debits_posted <> coalesce(t.posted, 0)
+            OR a.debits_pending <> coalesce(t.pending, 0) OR a.overrun_micro <> coalesce(t.overrun, 0)
+            OR a.credits_posted - a.debits_posted - a.debits_pending < 0
+            OR coalesce(g.left_, 0) <> a.credits_posted - a.debits_posted),
+    bad_leases AS (
+        SELECT l.id FROM credit_leases l
+         WHERE l.used_micro <> (SELECT coalesce(sum(pending_micro), 0) FROM credit_transfers
+                                 WHERE kind = 'usage' AND lease_id = l.id)
+            OR l.amount_micro <> (SELECT amount_micro FROM credit_transfers WHERE id = 'hold:' || l.id)
+            OR l.released_micro <> (SELECT coalesce(sum(amount_micro), 0) FROM credit_transfers
+                                     WHERE kind = 'void' AND pending_id = 'hold:' || l.id))
+    SELECT (SELECT count(*) FROM bad_accounts) + (SELECT count(*) FROM bad_leases)"
+}
+check_identity() {
+    local n
+    n=$(identity 2>&1)
+    if [[ $n == 0 ]]; then ok "ledger identity holds: $1"; else fail "ledger identity holds: $1 ($n)"; fi
+}
+
+users=""
+for i in 1 2 3 4 5 6 7 8; do users+="${users:+,}('u-user000$i', 'user$i@example.com')"; done
+rb_sql "INSERT INTO users (id, email) VALUES $users"
+u1=u-user0001 u2=u-user0002 u3=u-user0003 u4=u-user0004 u5=u-user0005 u6=u-user0006
+u7=u-user0007 u8=u-user0008
+
+# ---- grants ----
+eq "a grant returns its row" "g-1|$u1|10000000|paid|f" \
+    "SELECT id, user_id, amount_micro, category, replayed FROM rb_grant('g-1', '$u1', 10000000, 'paid', NULL, 'n')"
+eq "a replay returns the original, marked replayed" "g-1|10000000|t" \
+    "SELECT id, amount_micro, replayed FROM rb_grant('g-1', '$u1', 10000000, 'paid', NULL, 'n')"
+check "the same id with another amount raises RB001" \
+    test "$(sqlstate "SELECT * FROM rb_grant('g-1', '$u1', 20000000, 'paid', NULL, 'n')")" = RB001
+check "the same id for another user raises RB001" \
+    test "$(sqlstate "SELECT * FROM rb_grant('g-1', '$u2', 10000000, 'paid', NULL, 'n')")" = RB001
+check "a zero grant is 22023" \
+    test "$(sqlstate "SELECT * FROM rb_grant('g-0', '$u1', 0, 'paid', NULL, NULL)")" = 22023
+check "a grant to nobody is a foreign-key violation" \
+    test "$(sqlstate "SELECT * FROM rb_grant('g-x', 'u-nobody00', 5, 'paid', NULL, NULL)")" = 23503
+eq "one grant, counted once" "10000000|0|0" \
+    "SELECT credits_posted, debits_posted, debits_pending FROM credit_accounts WHERE user_id = '$u1'"
+check_identity "after grants"
+rb_sql "ALTER TABLE credit_accounts DISABLE TRIGGER USER; UPDATE credit_accounts SET credits_posted = credits_posted + 1 WHERE user_id = '$u1'"
+check "the identity check catches a counter that disagrees with the transfers" test "$(identity)" = 1
+rb_sql "UPDATE credit_accounts SET credits_posted = credits_posted - 1 WHERE user_id = '$u1'; ALTER TABLE credit_accounts ENABLE TRIGGER USER"
+
+# ---- append-only ----
+check "UPDATE of a transfer is refused" test "$(sqlstate "UPDATE credit_transfers SET note = 'x'")" = RB002
+check "DELETE of a transfer is refused" test "$(sqlstate "DELETE FROM credit_transfers")" = RB002
+check "TRUNCATE of transfers is refused" test "$(sqlstate "TRUNCATE credit_transfers CASCADE")" = RB002
+check "the no-overdraft CHECK holds even for hand-written SQL" \
+    test "$(sqlstate "UPDATE credit_accounts SET debits_pending = credits_posted + 1 WHERE user_id = '$u1'")" = 23514
+
+# ---- leases: take, replay, usage, return ----
+eq "a lease takes the whole chunk" 4000000 "SELECT rb_lease_take('L1', 'gw-a', '$u1', 4000000, 60)"
+eq "a replayed take returns the same lease, reserves nothing more" "4000000|4000000|1" \
+    "SELECT rb_lease_take('L1', 'gw-a', '$u1', 4000000, 60), (SELECT debits_pending FROM credit_accounts WHERE user_id = '$u1'), (SELECT count(*) FROM credit_transfers WHERE kind = 'hold')"
+ev() { # ev REQUEST_ID USER COST LEASE(json) [BILLED]
+    printf '{"request_id":"%s","user_id":"%s","route":"/v1/messages","model":"m","mode":"%s","status":"ok","cost_micro":%s,"billed":%s,"usage_source":"provider","output":5,"lease_id":%s}' \
+        "$1" "$2" "$([[ ${5:-true} == true ]] && echo managed || echo byok)" "$3" "${5:-true}" "$4"
+}
+b1="[$(ev r1 "$u1" 1000000 '"L1"'),$(ev r2 "$u1" 500000 '"L1"'),$(ev r3 "$u1" 700000 '"L1"' false)]"
+eq "a batch posts billed usage against the lease" "r1|1000000|0|f
+r2|500000|0|f" "SELECT request_id, posted_micro, overrun_micro, replayed FROM rb_usage_post('$b1') ORDER BY 1"
+eq "a replayed batch bills nothing twice" "r1|1000000|t
+r2|500000|t" "SELECT request_id, posted_micro, replayed FROM rb_usage_post('$b1') ORDER BY 1"
+eq "usage rows are stored once, BYOK too" 3 "SELECT count(*) FROM usage_events"
+eq "the account moved 1.5 from pending to posted" "10000000|1500000|2500000" \
+    "SELECT credits_posted, debits_posted, debits_pending FROM credit_accounts WHERE user_id = '$u1'"
+eq "the lease records what it paid" "4000000|1500000|0" \
+    "SELECT amount_micro, used_micro, extra_micro FROM credit_leases WHERE id = 'L1'"
+check_identity "after usage"
+eq "return releases the unused part" 2500000 "SELECT rb_lease_return('L1')"
+eq "a second return releases nothing more" "2500000|0|1" \
+    "SELECT rb_lease_return('L1'), (SELECT debits_pending FROM credit_accounts WHERE user_id = '$u1'), (SELECT count(*) FROM credit_transfers WHERE kind = 'void')"
+eq "returning an unknown lease is a no-op" 0 "SELECT rb_lease_return('never-taken')"
+check "a hold is voided at most once (unique index)" \
+    test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, pending_id) VALUES ('void2', '$u1', 'void', 1, 'hold:L1')")" = 23505
+eq "renewing a closed lease says so" f "SELECT rb_lease_renew('L1', 60)"
+check_identity "after return"
+
+# ---- the last credits: smaller chunks, p_min, nothing when empty ----
+rb_sql "SELECT count(*) FROM rb_grant('g-2', '$u2', 3000000, 'paid', NULL, NULL)" >/dev/null
+eq "a take larger than the balance gets what is left" 3000000 "SELECT rb_lease_take('L2a', 'gw-a', '$u2', 5000000, 60)"
+eq "an empty balance gives 0 and writes nothing" "0|0" \
+    "SELECT rb_lease_take('L2b', 'gw-a', '$u2', 5000000, 60), (SELECT count(*) FROM credit_leases WHERE id = 'L2b')"
+eq "a user without an account gets 0" 0 "SELECT rb_lease_take('L7', 'gw-a', '$u7', 5000000, 60)"
+rb_sql "SELECT rb_lease_return('L2a')" >/dev/null
+eq "p_min refuses a smaller remainder" 0 "SELECT rb_lease_take('L2c', 'gw-a', '$u2', 5000000, 60, 4000000)"
+check "bad arguments are 22023" test "$(sqlstate "SELECT rb_lease_take('L2d', 'gw-a', '$u2', 0, 60)")" = 22023
+
+# ---- concurrency: 20 clients take leases from one 10-credit balance ----
+rb_sql "SELECT count(*) FROM rb_grant('g-3', '$u3', 10000000, 'paid', NULL, NULL)" >/dev/null
+for i in $(seq 1 20); do
+    "${PSQL[@]}" -c "SELECT rb_lease_take('C$i', 'gw-$i', '$u3', 1500000, 60)" >"$RB_TMP/take.$i" 2>&1 &
+done
+wait
+sum=0
+errors=0
+for i in $(seq 1 20); do
+    v=$(cat "$RB_TMP/take.$i")
+    if [[ $v =~ ^[0-9]+$ ]]; then sum=$((sum + v)); else errors=$((errors + 1)); fi
+done
+check "20 parallel takes: no errors" test "$errors" = 0
+check "20 parallel takes reserve exactly the balance, never more (got $sum)" test "$sum" = 10000000
+eq "the account's pending equals the leases" "10000000|10000000" \
+    "SELECT debits_pending, (SELECT sum(amount_micro) FROM credit_leases WHERE user_id = '$u3') FROM credit_accounts WHERE user_id = '$u3'"
+check_identity "after parallel takes"
+
+# ---- overrun: cost beyond the lease, then beyond the balance ----
+rb_sql "SELECT count(*) FROM rb_grant('g-4', '$u4', 1000000, 'paid', NULL, NULL)" >/dev/null
+eq "a half-credit lease" 500000 "SELECT rb_lease_take('L4', 'gw-a', '$u4', 500000, 60)"
+eq "a cost beyond the lease is posted from the free balance" "800000|0" \
+    "SELECT posted_micro, overrun_micro FROM rb_usage_post('[$(ev o1 "$u4" 800000 '"L4"')]')"
+eq "the lease shows used and extra" "500000|300000|0" \
+    "SELECT used_micro, extra_micro, overrun_micro FROM credit_leases WHERE id = 'L4'"
+eq "a cost beyond the balance posts what is left and records the rest" "200000|1800000" \
+    "SELECT posted_micro, overrun_micro FROM rb_usage_post('[$(ev o2 "$u4" 2000000 '"L4"')]')"
+eq "the account is exactly empty, the overrun recorded" "1000000|1000000|0|1800000" \
+    "SELECT credits_posted, debits_posted, debits_pending, overrun_micro FROM credit_accounts WHERE user_id = '$u4'"
+eq "usage with nothing left is still recorded (posted 0)" "0|300000" \
+    "SELECT posted_micro, overrun_micro FROM rb_usage_post('[$(ev o3 "$u4" 300000 null)]')"
+eq "usage of a user with no account: all overrun, an account appears" "0|900000" \
+    "SELECT posted_micro, overrun_micro FROM rb_usage_post('[$(ev o4 "$u8" 900000 null)]')"
+eq "a lease id of another user is ignored (no reserve taken from it)" "0|100000" \
+    "SELECT posted_micro, overrun_micro FROM rb_usage_post('[$(ev o5 "$u8" 100000 '"L4"')]')"
+eq "every cost is accounted: posted + overrun = cost" 0 \
+    "SELECT count(*) FROM credit_transfers WHERE kind = 'usage' AND amount_micro + overrun_micro <> cost_micro"
+check_identity "after overruns"
+
+# ---- sweep: a lease that is not renewed expires and releases its reserve ----
+rb_sql "SELECT count(*) FROM rb_grant('g-5', '$u5', 5000000, 'paid', NULL, NULL)" >/dev/null
+rb_sql "SELECT rb_lease_take('L5dead', 'gw-dead', '$u5', 2000000, 1), rb_lease_take('L5live', 'gw-live', '$u5', 1000000, 1)" >/dev/null
+rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev s1 "$u5" 600000 '"L5dead"')]')" >/dev/null
+eq "renewing a live lease" t "SELECT rb_lease_renew('L5live', 60)"
+sleep 1.3
+eq "the sweep closes only the expired lease" 1 "SELECT rb_lease_sweep()"
+eq "its unused part is released, the live one still reserved" "1400000|1000000" \
+    "SELECT released_micro, (SELECT debits_pending FROM credit_accounts WHERE user_id = '$u5') FROM credit_leases WHERE id = 'L5dead'"
+eq "a second sweep finds nothing" 0 "SELECT rb_lease_sweep()"
+eq "usage settled after the sweep is posted from the free balance" "300000|0" \
+    "SELECT posted_micro, overrun_micro FROM rb_usage_post('[$(ev s2 "$u5" 300000 '"L5dead"')]')"
+eq "the swept lease shows it as extra, used unchanged" "600000|300000" \
+    "SELECT used_micro, extra_micro FROM credit_leases WHERE id = 'L5dead'"
+check_identity "after sweep"
+
+# ---- grant expiry and burn-down order ----
+rb_sql "SELECT count(*) FROM rb_grant('g-6paid', '$u6', 5000000, 'paid', NULL, NULL)" >/dev/null
+rb_sql "SELECT count(*) FROM rb_grant('g-6promo', '$u6', 2000000, 'promo', now() + interval '1.5 seconds', NULL)" >/dev/null
+check "a grant expiring in the past is 22023" \
+    test "$(sqlstate "SELECT * FROM rb_grant('g-6old', '$u6', 1, 'promo', now() - interval '1 second', NULL)")" = 22023
+rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev e1 "$u6" 500000 null)]')" >/dev/null
+eq "spending burns the expiring promo grant first" "g-6paid|5000000
+g-6promo|1500000" "SELECT grant_id, remaining_micro FROM credit_grants WHERE user_id = '$u6' ORDER BY 1"
+eq "a lease reserves all but 0.5 credit" 6000000 "SELECT rb_lease_take('L6', 'gw-a', '$u6', 6000000, 60)"
+sleep 1.6
+eq "expiry is capped by the reserved part (no overdraft)" 500000 "SELECT rb_grant_expire()"
+eq "nothing more can expire while reserved" 0 "SELECT rb_grant_expire('$u6')"
+rb_sql "SELECT rb_lease_return('L6')" >/dev/null
+eq "after the return the rest expires" 1000000 "SELECT rb_grant_expire()"
+eq "the promo grant is gone, paid intact" "5000000|5000000|2000000|1500000" \
+    "SELECT credits_posted - debits_posted - debits_pending, (SELECT remaining_micro FROM credit_grants WHERE grant_id = 'g-6paid'), credits_posted - 5000000, (SELECT sum(amount_micro) FROM credit_transfers WHERE kind = 'expire' AND user_id = '$u6')
+       FROM credit_accounts WHERE user_id = '$u6'"
+eq "expiring again is a no-op" 0 "SELECT rb_grant_expire()"
+check_identity "after expiry"
+
+# ---- parallel batches over shared accounts: no deadlock, no double billing ----
+for u in $u1 $u2 $u3 $u5 $u6; do
+    rb_sql "SELECT count(*) FROM rb_grant('gp-$u', '$u', 3000000, 'paid', NULL, NULL)" >/dev/null
+done
+for c in $(seq 1 8); do
+    evs=""
+    for u in $(printf '%s\n' $u1 $u2 $u3 $u5 $u6 | shuf); do
+        for k in 1 2 3; do evs+="${evs:+,}$(ev "p$c-$u-$k" "$u" $((100000 * k + c)) null)"; done
+    done
+    "${PSQL[@]}" -c "SELECT count(*) FROM rb_usage_post('[$evs]')" >"$RB_TMP/batch.$c" 2>&1 &
+done
+wait
+errors=$(cat "$RB_TMP"/batch.* | grep -vc '^15$')
+check "8 parallel batches over 5 shared accounts: no deadlock or error" test "$errors" = 0
+eq "all 120 of their requests are billed" 120 "SELECT count(*) FROM credit_transfers WHERE id LIKE 'usage:p%'"
+for c in 1 2; do # the same batch twice at once
+    "${PSQL[@]}" -c "SELECT count(*) FROM rb_usage_post('[$(ev dup-1 "$u1" 12345 null)]')" >"$RB_TMP/dup.$c" 2>&1 &
+done
+wait
+eq "the same request posted by two clients at once is billed once" 1 \
+    "SELECT count(*) FROM credit_transfers WHERE id = 'usage:dup-1'"
+check "neither of the two clients failed" bash -c "cat $RB_TMP/dup.* | grep -qv '^1$' && exit 1 || exit 0"
+eq "every billed usage event has exactly one usage transfer" 0 \
+    "SELECT count(*) FROM usage_events e WHERE billed AND cost_micro > 0 AND NOT EXISTS (SELECT 1 FROM credit_transfers t WHERE t.id = 'usage:' || e.request_id)"
+check_identity "after parallel batches"
+
+# ---- NOTIFY ----
+{ echo "LISTEN rigbox_limits; LISTEN rigbox_credits;"; sleep 1.5; echo "SELECT 1;"; } |
+    psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt >"$RB_TMP/listen.txt" 2>&1 &
+listener=$!
+sleep 0.5
+rb_sql "INSERT INTO user_limits (user_id, rpm) VALUES ('$u7', 5)"
+rb_sql "UPDATE users SET plan = 'pro' WHERE id = '$u8'"
+rb_sql "SELECT count(*) FROM rb_grant('g-7', '$u7', 1, 'paid', NULL, NULL)" >/dev/null
+wait "$listener"
+check "a user_limits change notifies rigbox_limits" grep -q "\"rigbox_limits\" with payload \"$u7\"" "$RB_TMP/listen.txt"
+check "a plan change notifies rigbox_limits" grep -q "\"rigbox_limits\" with payload \"$u8\"" "$RB_TMP/listen.txt"
+check "a grant notifies rigbox_credits" grep -q "\"rigbox_credits\" with payload \"$u7\"" "$RB_TMP/listen.txt"
+
+eq "no account is overdrawn" 0 \
+    "SELECT count(*) FROM credit_accounts WHERE debits_pending + debits_posted > credits_posted"
+rb_finish

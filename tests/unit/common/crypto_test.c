@@ -1,0 +1,73 @@
+#include <string.h>
+
+#include "common/crypto.h"
+#include "test.h"
+
+static void test_sha256_known_vector(void)
+{
+    uint8_t d[RB_SHA256_LEN];
+    char hex[2 * RB_SHA256_LEN + 1];
+    rb_sha256("abc", 3, d);
+    rb_hex(d, sizeof(d), hex, sizeof(hex));
+    CHECK_STR_EQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+}
+
+static void test_ids_and_secrets(void)
+{
+    char id[16], id2[16], secret[64];
+    rb_random_id("ws-", id, sizeof(id));
+    rb_random_id("ws-", id2, sizeof(id2));
+    CHECK_INT_EQ(strlen(id), 11);
+    CHECK(strncmp(id, "ws-", 3) == 0);
+    CHECK(strspn(id + 3, "0123456789abcdefghijklmnopqrstuvwxyz") == 8);
+    CHECK(strcmp(id, id2) != 0);
+    rb_random_secret("rbw_", secret, sizeof(secret));
+    CHECK_INT_EQ(strlen(secret), 4 + RB_SECRET_BODY_LEN);
+    CHECK(strspn(secret + 4, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") ==
+          RB_SECRET_BODY_LEN);
+}
+
+static void test_ct_equal_and_hex(void)
+{
+    uint8_t a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 5}, out[4];
+    CHECK(rb_ct_equal(a, a, 4));
+    CHECK(!rb_ct_equal(a, b, 4));
+    CHECK(rb_ct_equal(a, b, 3));
+    CHECK_INT_EQ(rb_unhex("0102ff0A", 8, out, 4), 0);
+    CHECK(out[2] == 0xff && out[3] == 0x0a);
+    CHECK_INT_EQ(rb_unhex("0102ff0", 7, out, 4), -1);
+    CHECK_INT_EQ(rb_unhex("0102fg0a", 8, out, 4), -1);
+}
+
+static void test_aes_gcm_round_trip_and_tamper(void)
+{
+    uint8_t key[RB_AES_KEY_LEN], ct[32], nonce[RB_AES_NONCE_LEN], tag[RB_AES_TAG_LEN], pt[32];
+    const char *msg = "sk-test-provider-key";
+    size_t n = strlen(msg);
+
+    rb_random_bytes(key, sizeof(key));
+    CHECK(rb_aes_gcm_seal(key, msg, n, ct, nonce, tag) == RB_OK);
+    CHECK(memcmp(ct, msg, n) != 0);
+    CHECK(rb_aes_gcm_open(key, ct, n, nonce, tag, pt) == RB_OK);
+    CHECK(memcmp(pt, msg, n) == 0);
+    ct[0] ^= 1;
+    CHECK(rb_aes_gcm_open(key, ct, n, nonce, tag, pt) == RB_ERR_CRYPTO);
+    ct[0] ^= 1;
+    key[5] ^= 1;
+    CHECK(rb_aes_gcm_open(key, ct, n, nonce, tag, pt) == RB_ERR_CRYPTO);
+}
+
+static void test_master_key_parse(void)
+{
+    uint8_t key[RB_AES_KEY_LEN];
+    char id[17];
+    const char *hex = "  00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
+    CHECK(rb_master_key_parse(hex, strlen(hex), key, id, sizeof(id)) == RB_OK);
+    CHECK(key[0] == 0x00 && key[1] == 0x11 && key[31] == 0xff);
+    CHECK_INT_EQ(strlen(id), 16);
+    CHECK(rb_master_key_parse("abcd", 4, key, id, sizeof(id)) == RB_ERR_CONFIG);
+    CHECK(rb_master_key_parse(hex, 20, key, id, sizeof(id)) == RB_ERR_CONFIG);
+}
+
+TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_ct_equal_and_hex,
+          test_aes_gcm_round_trip_and_tamper, test_master_key_parse)

@@ -1,0 +1,128 @@
+/* Unit tests for vmm/vm.c that need no guest: spec validation, failures of the QEMU and qemu-img
+ * processes, adoption of dead or foreign pids, and file deletion. The real boot is tests/vm/. */
+#include "vmm/vm.h"
+
+#include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#define DIR_A "/tmp/rb-vm-test-a"
+
+static void touch(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (f != NULL) {
+        fputs(text, f);
+        fclose(f);
+    }
+}
+
+static vmm_vm_spec_t spec(void)
+{
+    return (vmm_vm_spec_t){.dir = DIR_A,
+                           .accel = VMM_ACCEL_TCG,
+                           .vcpus = 1,
+                           .ram_mb = 128,
+                           .kernel = "/nonexistent/vmlinux",
+                           .tsc_khz = 2000000,
+                           .guest = {.workspace_id = "ws-test"},
+                           .start_timeout_ms = 5000};
+}
+
+static void test_bad_spec(void)
+{
+    vmm_vm_spec_t s = spec();
+    vmm_vm_t *vm = NULL;
+
+    s.dir = "relative/dir";
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
+    s.dir = "/tmp/a,b";
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
+    s.dir = "/tmp/"
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
+    s = spec();
+    s.accel = VMM_ACCEL_AUTO;
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
+    s = spec();
+    s.vcpus = 0;
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
+    s = spec();
+    s.guest.workspace_id = NULL;
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
+    CHECK(vm == NULL);
+    vmm_vm_delete_files(DIR_A);
+}
+
+static void test_qemu_fails(void)
+{
+    vmm_vm_spec_t s = spec();
+    vmm_vm_t *vm = NULL;
+    struct stat st;
+
+    s.qemu_binary = "false"; /* exits 1 like a QEMU that rejects its arguments */
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS);
+    CHECK(vm == NULL);
+    CHECK(stat(DIR_A "/config", &st) == 0 && (st.st_mode & 0777) == 0600);
+    s.qemu_binary = "/nonexistent/qemu";
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS);
+    touch("/tmp/rb-vm-test-hang.sh", "#!/bin/sh\nexec sleep 5\n"); /* a QEMU that never returns */
+    chmod("/tmp/rb-vm-test-hang.sh", 0700);
+    s.qemu_binary = "/tmp/rb-vm-test-hang.sh";
+    s.start_timeout_ms = 300;
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_TIMEOUT);
+    unlink("/tmp/rb-vm-test-hang.sh");
+    CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
+    CHECK(access(DIR_A, F_OK) != 0);
+}
+
+static void test_overlay_fails(void)
+{
+    vmm_vm_spec_t s = spec();
+    vmm_vm_t *vm = NULL;
+
+    s.base_image = "/nonexistent/base.ext4";
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_NOTFOUND);
+    s.base_image = "/etc/hostname"; /* exists; the qemu-img stand-in fails */
+    s.qemu_img = "false";
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS);
+    CHECK(access(DIR_A "/disk.qcow2", F_OK) != 0); /* no half-made overlay left behind */
+    CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
+}
+
+static void test_adopt(void)
+{
+    vmm_vm_t *vm = NULL;
+    char pid[32];
+
+    CHECK_INT_EQ(vmm_vm_adopt("/tmp/rb-vm-test-none", &vm), RB_ERR_NOTFOUND);
+    mkdir(DIR_A, 0700);
+    touch(DIR_A "/qemu.pid", "garbage");
+    CHECK_INT_EQ(vmm_vm_adopt(DIR_A, &vm), RB_ERR_NOTFOUND);
+    snprintf(pid, sizeof(pid), "%d\n", (int)getpid()); /* alive, but not this VM's QEMU */
+    touch(DIR_A "/qemu.pid", pid);
+    CHECK_INT_EQ(vmm_vm_adopt(DIR_A, &vm), RB_ERR_NOTFOUND);
+    CHECK(vm == NULL);
+    CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK); /* a foreign pid does not block deletion */
+}
+
+static void test_delete(void)
+{
+    CHECK_INT_EQ(vmm_vm_delete_files("/tmp/rb-vm-test-none"), RB_OK);
+    CHECK_INT_EQ(vmm_vm_delete_files("relative"), RB_ERR_INVAL);
+    mkdir(DIR_A, 0700);
+    touch(DIR_A "/disk.qcow2", "x");
+    touch(DIR_A "/console.log", "x");
+    touch(DIR_A "/unknown", "x");
+    CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_ERR_SYS); /* never removes files it does not know */
+    CHECK(access(DIR_A "/unknown", F_OK) == 0);
+    CHECK(access(DIR_A "/disk.qcow2", F_OK) != 0);
+    unlink(DIR_A "/unknown");
+    CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
+}
+
+TEST_MAIN(test_bad_spec, test_qemu_fails, test_overlay_fails, test_adopt, test_delete)

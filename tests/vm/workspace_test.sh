@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# vm: a `base` workspace through the control API on a real QEMU (TCG here; KVM where it works):
+# running, the app's forwarded port answers, a file written in the guest survives stop/start, metrics
+# and logs (and the SSE stream) show the app, stop is a graceful powerdown, a killed QEMU makes the
+# workspace `failed` and retry brings it back, restarting control keeps the VM running, delete removes
+# every file. usage: workspace_test.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+build=$1
+src=$2
+. "$src/tests/integration/lib.sh"
+rb_db_create
+"$src/tools/mkimage" --out "$src/var/images" >"$RB_TMP/mkimage.log" 2>&1 ||
+    { cat "$RB_TMP/mkimage.log"; echo "0 passed, 1 failed"; exit 1; }
+
+ctl_port=$(rb_free_port)
+export RIGBOX_DATABASE_URL=$RB_DB_URL RIGBOX_CONTROL_LISTEN=127.0.0.1:$ctl_port
+cfg=$RB_TMP/rigbox.yaml
+cat >"$cfg" <<YAML
+models: $src/config/models.yaml
+templates: $src/config/templates
+vmm:
+  accel: ${RB_TEST_ACCEL:-tcg}
+  image_dir: $src/var/images
+  state_dir: $RB_TMP/vms
+  stop_timeout_ms: 10000
+YAML
+control=$build/control/rigbox-control
+api=http://127.0.0.1:$ctl_port/api/v1
+start_control() {
+    rb_spawn control "$control" --config "$cfg"
+    ctl_pid=$RB_LAST_PID
+    rb_wait_http "$api/healthz"
+}
+check "control starts" start_control
+key=$("$control" --config "$cfg" admin create-key --role admin 2>/dev/null)
+H=(-H "Authorization: Bearer $key")
+user=$(curl -fsS "${H[@]}" -X POST "$api/users" -d '{"email":"vm@example.com","plan":"pro"}' | jq -r .user.id)
+ws=$(curl -fsS "${H[@]}" -X POST "$api/workspaces" -d "{\"name\":\"vm\",\"template_id\":\"base\",\"user_id\":\"$user\"}" | jq -r .vm.id)
+dir=$RB_TMP/vms/$ws
+
+status() { curl -fsS "${H[@]}" "$api/workspaces/$ws" | jq -r .vm.status; }
+wait_status() { # wait_status WANT [tries of 0.5 s]
+    local s
+    for ((i = 0; i < ${2:-120}; i++)); do
+        s=$(status)
+        [[ $s == "$1" ]] && return 0
+        sleep 0.5
+    done
+    echo "  status is $s, wanted $1" >&2
+    return 1
+}
+console() { # console "command": runs it on the guest's serial console, prints the output
+    python3 - "$dir/console.sock" "$1" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.settimeout(0.5)
+s.sendall(b"\n" + sys.argv[2].encode() + b"\n")
+out, end = b"", time.time() + 3
+while time.time() < end:
+    try:
+        out += s.recv(4096)
+    except socket.timeout:
+        pass
+print(out.decode(errors="replace"))
+PY
+}
+app_port() { curl -fsS "${H[@]}" "$api/workspaces/$ws" | jq -r '.vm.apps[] | select(.name=="www") | .host_port'; }
+app_answers() {
+    local p
+    p=$(app_port)
+    for ((i = 0; i < 40; i++)); do
+        curl -fsS -m 2 "http://127.0.0.1:$p/" 2>/dev/null | grep -q "Hello from a Rigbox workspace" && return 0
+        sleep 0.5
+    done
+    return 1
+}
+
+code=$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" -X POST "$api/workspaces/$ws/stop")
+check "stopping a provisioned workspace is 409" test "$code" = 409
+check "start answers at once with starting" \
+    test "$(curl -fsS "${H[@]}" -X POST "$api/workspaces/$ws/start" | jq -r .vm.status)" = starting
+check "the workspace reaches running" wait_status running
+check "the forwarded app port answers" app_answers
+check "a file written in the guest" grep -q "^persisted-$ws" <(console "echo persisted-$ws > /root/marker; sync; cat /root/marker")
+sleep 2.5
+m=$(curl -fsS "${H[@]}" "$api/workspaces/$ws/metrics")
+check "metrics are non-zero" jq -e '.ram_used_mb > 0 and .ram_total_mb == 512 and .disk_used_mb > 0 and .cpu_percent >= 0 and .updated_at != null' <<<"$m"
+check "metrics series has points" jq -e '.points | length > 0' <(curl -fsS "${H[@]}" "$api/workspaces/$ws/metrics/series?range=1h")
+check "logs show the app's output" jq -e '[.lines[] | select(contains("[app:www] www: serving"))] | length > 0' \
+    <(curl -fsS "${H[@]}" "$api/workspaces/$ws/logs?lines=500")
+check "logs filtered by app" jq -e '(.lines | length > 0) and all(.lines[]; startswith("[app:www]"))' \
+    <(curl -fsS "${H[@]}" "$api/workspaces/$ws/logs?app=www")
+timeout 3 curl -sN "${H[@]}" "$api/workspaces/$ws/logs/stream" >"$RB_TMP/stream.txt" 2>/dev/null
+check "the SSE log stream shows the app's output" grep -q "^data: \[app:www\] www: serving" "$RB_TMP/stream.txt"
+
+curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/stop"
+check "the workspace stops" wait_status stopped 60
+check "stop was a graceful powerdown" grep -q "event=workspace_stopped workspace=$ws how=powerdown" "$RB_TMP/control.log"
+check "no QEMU left after stop" bash -c "! pgrep -f '$dir/qmp.sock' >/dev/null"
+curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/start"
+check "it starts again" wait_status running
+check "the file survived stop and start" grep -q "^persisted-$ws" <(console "cat /root/marker")
+
+qemu_pid=$(cat "$dir/qemu.pid")
+kill -TERM "$ctl_pid"
+wait "$ctl_pid"
+check "the VM outlives a control restart" kill -0 "$qemu_pid"
+check "control starts again" start_control
+check "control adopted the VM" grep -q "event=vm_adopted workspace=$ws" "$RB_TMP/control.log"
+check "still running after the restart" wait_status running 4
+check "the app still answers" app_answers
+
+kill -KILL "$qemu_pid"
+check "a killed QEMU makes the workspace failed" wait_status failed 20
+check "the failure says it crashed and may be retried" \
+    jq -e '.failure.code == "vm_crashed" and .failure.retryable == true' <(curl -fsS "${H[@]}" "$api/workspaces/$ws")
+curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/retry"
+check "retry brings it back" wait_status running
+check "the app answers after retry" app_answers
+
+code=$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" -X DELETE "$api/workspaces/$ws")
+check "delete is accepted (202)" test "$code" = 202
+for ((i = 0; i < 60; i++)); do
+    [[ $(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" "$api/workspaces/$ws") == 404 ]] && break
+    sleep 0.5
+done
+check "a deleted workspace is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" "$api/workspaces/$ws")" = 404
+check "delete removed every file of the VM" test ! -e "$dir"
+check "no QEMU left after delete" bash -c "! pgrep -f '$dir/qmp.sock' >/dev/null"
+rb_finish

@@ -11,8 +11,8 @@ RB_TMP=$(mktemp -d /tmp/rigbox-it.XXXXXX)
 
 ok() { RB_PASSED=$((RB_PASSED + 1)); echo "ok   - $*"; }
 fail() { RB_FAILED=$((RB_FAILED + 1)); echo "FAIL - $*"; }
-# check "description" command...: passes when the command succeeds.
-check() { local d=$1; shift; if "$@"; then ok "$d"; else fail "$d"; fi; }
+# check "description" command...: passes when the command succeeds (its stdout is dropped).
+check() { local d=$1; shift; if "$@" >/dev/null; then ok "$d"; else fail "$d"; fi; }
 
 rb_cleanup() {
     local pid

@@ -63,6 +63,7 @@ while time.time() < end:
 print(out.decode(errors="replace"))
 PY
 }
+no_qemu() { ! pgrep -f "${dir}/qm[p].sock" >/dev/null; } # [p]: never matches pgrep's own caller
 app_port() { curl -fsS "${H[@]}" "$api/workspaces/$ws" | jq -r '.vm.apps[] | select(.name=="www") | .host_port'; }
 app_answers() {
     local p
@@ -95,7 +96,7 @@ check "the SSE log stream shows the app's output" grep -q "^data: \[app:www\] ww
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/stop"
 check "the workspace stops" wait_status stopped 60
 check "stop was a graceful powerdown" grep -q "event=workspace_stopped workspace=$ws how=powerdown" "$RB_TMP/control.log"
-check "no QEMU left after stop" bash -c "! pgrep -f '$dir/qmp.sock' >/dev/null"
+check "no QEMU left after stop" no_qemu
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/start"
 check "it starts again" wait_status running
 check "the file survived stop and start" grep -q "^persisted-$ws" <(console "cat /root/marker")
@@ -125,5 +126,5 @@ for ((i = 0; i < 60; i++)); do
 done
 check "a deleted workspace is 404" test "$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" "$api/workspaces/$ws")" = 404
 check "delete removed every file of the VM" test ! -e "$dir"
-check "no QEMU left after delete" bash -c "! pgrep -f '$dir/qmp.sock' >/dev/null"
+check "no QEMU left after delete" no_qemu
 rb_finish

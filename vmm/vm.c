@@ -28,8 +28,9 @@ extern char **environ;
 
 /* The files of a VM directory (vm.h). */
 static const char *const vm_files[] = {
-    "qemu.pid", "qmp.sock", "console.sock", "console.log",    "console.log.1", "disk.qcow2",
-    "config",   "vm.meta",  "qemu.err",     "disk.qcow2.tmp", "config.tmp",    "vm.meta.tmp"};
+    "qemu.pid",   "qmp.sock",    "console.sock",     "console.log", "console.log.1",
+    "disk.qcow2", "config",      "vm.meta",          "qemu.err",    "disk.qcow2.tmp",
+    "config.tmp", "vm.meta.tmp", "console.log.1.tmp"};
 
 struct st_vmm_vm_t {
     char dir[VMM_VM_DIR_MAX + 1];

@@ -200,24 +200,14 @@ static long file_len(const char *path)
     return stat(path, &st) == 0 ? (long)st.st_size : -1;
 }
 
-static void test_lifecycle(void)
+/* Checks on a running first boot: console capture and its cap, metrics, QMP, adoption. */
+static void check_running(vmm_vm_t *vm)
 {
-    vmm_vm_t *vm = NULL, *adopted = NULL;
+    vmm_vm_t *adopted = NULL;
     vmm_metrics_t m;
     vmm_qmp_msg_t reply;
-    vmm_stop_how_t how = 0;
-    char body[512], status[32], log[128], log1[128];
-    double ready = 0, http = 0, t0;
-    pid_t pid;
+    char status[32], log[128], log1[128];
 
-    /* first boot, with egress: the gateway and other host ports are reachable at 10.0.2.2 */
-    CHECK(boot(&vm, 0, &ready, &http, body, sizeof(body)));
-    if (vm == NULL)
-        return;
-    printf("boot 1: ready %.2f s, app answering %.2f s\n", ready, http);
-    CHECK_STR_EQ(body, "boot\n");
-    CHECK(http_get("/gw", body, sizeof(body)) && strstr(body, "gw-ok") != NULL);
-    CHECK(http_get("/other", body, sizeof(body)) && strstr(body, "other-ok") != NULL);
     snprintf(log, sizeof(log), "%s/console.log", g_dir);
     CHECK(file_has(log, "[app:web] web-started")); /* app output mirrored on the console */
 
@@ -249,6 +239,27 @@ static void test_lifecycle(void)
     CHECK(adopted != NULL && vmm_vm_pid(adopted) == vmm_vm_pid(vm));
     CHECK(adopted != NULL && vmm_vm_alive(adopted));
     vmm_vm_free(adopted);
+}
+
+static void test_lifecycle(void)
+{
+    vmm_vm_t *vm = NULL;
+    vmm_metrics_t m;
+    vmm_stop_how_t how = 0;
+    char body[512], log[128];
+    double ready = 0, http = 0, t0;
+    pid_t pid;
+
+    /* first boot, with egress: the gateway and other host ports are reachable at 10.0.2.2 */
+    CHECK(boot(&vm, 0, &ready, &http, body, sizeof(body)));
+    if (vm == NULL)
+        return;
+    printf("boot 1: ready %.2f s, app answering %.2f s\n", ready, http);
+    CHECK_STR_EQ(body, "boot\n");
+    CHECK(http_get("/gw", body, sizeof(body)) && strstr(body, "gw-ok") != NULL);
+    CHECK(http_get("/other", body, sizeof(body)) && strstr(body, "other-ok") != NULL);
+    check_running(vm);
+    snprintf(log, sizeof(log), "%s/console.log", g_dir);
 
     /* graceful stop: the guest must power itself off */
     t0 = mono_s();

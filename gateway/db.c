@@ -2,22 +2,16 @@
 
 #include <inttypes.h>
 #include <libpq-fe.h>
-#include <poll.h>
 #include <string.h>
 
 #include "common/log.h"
 #include "common/pg.h"
 
-/* Columns of usage_events the recorder writes. */
-#define GW_DB_USAGE_PARAMS 25
 /* Room for one integer parameter as text. */
 #define GW_DB_NUM_MAX 24
-/* How long one flush of a pipeline may wait for the socket (ms). */
-#define GW_DB_POLL_MS 1000
 
 struct st_gw_db_t {
     PGconn *conn;
-    int usage_prepared;
 };
 
 static const char IDENTITY_CONFIG[] =
@@ -26,15 +20,6 @@ static const char IDENTITY_CONFIG[] =
     "   WHERE (a.scope = 'workspace' AND a.workspace_id = %s)"
     "      OR (a.scope = 'user_default' AND a.user_id = %s)"
     "   ORDER BY (a.scope = 'workspace') DESC LIMIT 1) c ON true";
-
-static const char USAGE_INSERT[] =
-    "INSERT INTO usage_events (request_id, user_id, workspace_id, subject, route, provider, model,"
-    " upstream_model, mode, status, http_status, input_uncached, cache_read, cache_write_5m,"
-    " cache_write_1h, output, reasoning, requests, cost_micro, billed, usage_source, ttfb_ms,"
-    " duration_ms, error_code, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,"
-    " $11::int, $12::bigint, $13::bigint, $14::bigint, $15::bigint, $16::bigint, $17::bigint,"
-    " $18::bigint, $19::bigint, $20::boolean, $21, $22::int, $23::int, $24,"
-    " to_timestamp($25::bigint / 1000.0)) ON CONFLICT (request_id) DO NOTHING";
 
 rb_err_t gw_db_connect(const char *url, int timeout_s, gw_db_t **out, char *errbuf, size_t cap)
 {
@@ -68,7 +53,6 @@ int gw_db_ensure(gw_db_t *db)
     if (PQstatus(db->conn) == CONNECTION_OK)
         return 1;
     PQreset(db->conn);
-    db->usage_prepared = 0;
     return PQstatus(db->conn) == CONNECTION_OK;
 }
 
@@ -195,151 +179,119 @@ int gw_db_notifications(gw_db_t *db)
     return count;
 }
 
-static rb_err_t usage_prepare(gw_db_t *db, char *errbuf, size_t cap)
+/* Runs one statement with text parameters; on success *out holds the result (PQclear it). */
+static rb_err_t query(gw_db_t *db, const char *what, const char *sql, int n, const char *const *v,
+                      PGresult **out, char *errbuf, size_t cap)
 {
+    PGresult *r = PQexecParams(db->conn, sql, n, NULL, v, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        rb_pg_error(db->conn, r, what, errbuf, cap);
+        PQclear(r);
+        *out = NULL;
+        return RB_ERR_DB;
+    }
+    *out = r;
+    return RB_OK;
+}
+
+/* The first column of the first row as an int64 (0 when NULL or absent). */
+static int64_t first_int64(const PGresult *r)
+{
+    if (PQntuples(r) < 1 || PQgetisnull(r, 0, 0))
+        return 0;
+    return strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+}
+
+rb_err_t gw_db_usage_post(gw_db_t *db, const char *json, size_t len, char *errbuf, size_t cap)
+{
+    const char *v[1] = {json};
+    int lengths[1], formats[1] = {0};
     PGresult *r;
     rb_err_t err = RB_OK;
 
-    if (db->usage_prepared)
-        return RB_OK;
-    r = PQprepare(db->conn, "gw_usage_insert", USAGE_INSERT, GW_DB_USAGE_PARAMS, NULL);
-    if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-        rb_pg_error(db->conn, r, "prepare usage insert", errbuf, cap);
+    RB_ASSERT(json != NULL && len > 1 && json[0] == '[' && json[len] == '\0');
+    lengths[0] = (int)len;
+    /* count(*): the function's rows are consumed server side, only the number travels back */
+    r = PQexecParams(db->conn, "SELECT count(*) FROM rb_usage_post($1::jsonb)", 1, NULL, v, lengths,
+                     formats, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rb_pg_error(db->conn, r, "usage post", errbuf, cap);
         err = RB_ERR_DB;
-    } else {
-        db->usage_prepared = 1;
     }
     PQclear(r);
     return err;
 }
 
-static const char *nullable(const char *s)
+rb_err_t gw_db_lease_take(gw_db_t *db, const char *lease_id, const char *node, const char *user,
+                          int64_t amount, int ttl_s, int64_t min, int64_t *got, char *errbuf,
+                          size_t cap)
 {
-    return s[0] != '\0' ? s : NULL;
+    char a[GW_DB_NUM_MAX], t[GW_DB_NUM_MAX], m[GW_DB_NUM_MAX];
+    const char *v[6] = {lease_id, node, user, a, t, m};
+    PGresult *r = NULL;
+    rb_err_t err;
+
+    RB_ASSERT(amount > 0 && min > 0 && min <= amount && ttl_s > 0);
+    snprintf(a, sizeof(a), "%" PRId64, amount);
+    snprintf(t, sizeof(t), "%d", ttl_s);
+    snprintf(m, sizeof(m), "%" PRId64, min);
+    err =
+        query(db, "lease take", "SELECT rb_lease_take($1, $2, $3, $4::bigint, $5::int, $6::bigint)",
+              6, v, &r, errbuf, cap);
+    if (err == RB_OK)
+        *got = first_int64(r);
+    PQclear(r);
+    RB_ASSERT(err != RB_OK || (*got >= 0 && *got <= amount));
+    return err;
 }
 
-/* Queues one row's INSERT on the pipeline (libpq copies the parameters). */
-static int usage_send(gw_db_t *db, const gw_db_usage_row_t *row)
+rb_err_t gw_db_lease_renew(gw_db_t *db, const char *lease_id, int ttl_s, int *alive, char *errbuf,
+                           size_t cap)
 {
-    char num[10][GW_DB_NUM_MAX];
-    const int64_t nums[] = {row->input_uncached, row->cache_read, row->cache_write_5m,
-                            row->cache_write_1h, row->output,     row->reasoning,
-                            row->requests,       row->cost_micro, row->duration_ms,
-                            row->created_at_ms};
-    char http_status[GW_DB_NUM_MAX], ttfb[GW_DB_NUM_MAX];
-    const char *v[GW_DB_USAGE_PARAMS];
+    char t[GW_DB_NUM_MAX];
+    const char *v[2] = {lease_id, t};
+    PGresult *r = NULL;
+    rb_err_t err;
 
-    for (size_t i = 0; i < 10; i++)
-        snprintf(num[i], sizeof(num[i]), "%" PRId64, nums[i]);
-    snprintf(http_status, sizeof(http_status), "%d", row->http_status);
-    snprintf(ttfb, sizeof(ttfb), "%" PRId64, row->ttfb_ms);
-    v[0] = row->request_id;
-    v[1] = row->user_id;
-    v[2] = nullable(row->workspace_id);
-    v[3] = nullable(row->subject);
-    v[4] = row->route;
-    v[5] = nullable(row->provider);
-    v[6] = nullable(row->model);
-    v[7] = nullable(row->upstream_model);
-    v[8] = row->byok ? "byok" : "managed";
-    v[9] = row->status;
-    v[10] = row->http_status > 0 ? http_status : NULL;
-    for (size_t i = 0; i < 8; i++)
-        v[11 + i] = num[i];
-    v[19] = row->billed ? "true" : "false";
-    v[20] = row->usage_source;
-    v[21] = row->ttfb_ms >= 0 ? ttfb : NULL;
-    v[22] = num[8];
-    v[23] = nullable(row->error_code);
-    v[24] = num[9];
-    return PQsendQueryPrepared(db->conn, "gw_usage_insert", GW_DB_USAGE_PARAMS, v, NULL, NULL, 0);
+    snprintf(t, sizeof(t), "%d", ttl_s);
+    err =
+        query(db, "lease renew", "SELECT rb_lease_renew($1, $2::int)::int", 2, v, &r, errbuf, cap);
+    if (err == RB_OK)
+        *alive = first_int64(r) != 0;
+    PQclear(r);
+    return err;
 }
 
-/* Pushes libpq's output buffer out while reading what the server answers (no deadlock). */
-static int pipeline_flush(gw_db_t *db)
-{
-    int rc;
-
-    while ((rc = PQflush(db->conn)) == 1) {
-        struct pollfd p = {.fd = PQsocket(db->conn), .events = POLLIN | POLLOUT};
-        if (poll(&p, 1, GW_DB_POLL_MS) < 0)
-            return -1;
-        if ((p.revents & POLLIN) && !PQconsumeInput(db->conn))
-            return -1;
-    }
-    return rc;
-}
-
-/* Reads every result up to the sync; returns 0 when all inserts succeeded. */
-static int pipeline_results(gw_db_t *db, size_t n, char *errbuf, size_t cap)
-{
-    int failed = 0;
-
-    for (size_t i = 0; i < n; i++) {
-        PGresult *r = PQgetResult(db->conn);
-        if (r == NULL)
-            return -1;
-        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
-            if (!failed && PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
-                rb_pg_error(db->conn, r, "usage insert", errbuf, cap);
-            failed = 1;
-        }
-        PQclear(r);
-        if ((r = PQgetResult(db->conn)) != NULL) { /* each query ends with a NULL */
-            PQclear(r);
-            return -1;
-        }
-    }
-    for (;;) { /* the sync */
-        PGresult *r = PQgetResult(db->conn);
-        ExecStatusType st;
-        if (r == NULL)
-            return -1;
-        st = PQresultStatus(r);
-        PQclear(r);
-        if (st == PGRES_PIPELINE_SYNC)
-            break;
-    }
-    return failed ? -1 : 0;
-}
-
-rb_err_t gw_db_usage_insert(gw_db_t *db, const gw_db_usage_row_t *rows, size_t n, char *errbuf,
+rb_err_t gw_db_lease_return(gw_db_t *db, const char *lease_id, int64_t *released, char *errbuf,
                             size_t cap)
 {
-    rb_err_t err = RB_OK;
-    int in_pipeline = 0;
+    const char *v[1] = {lease_id};
+    PGresult *r = NULL;
+    rb_err_t err;
 
-    RB_ASSERT(rows != NULL && n > 0);
-    snprintf(errbuf, cap, "usage insert failed");
-    if ((err = usage_prepare(db, errbuf, cap)) != RB_OK)
-        goto Exit;
-    if (PQsetnonblocking(db->conn, 1) != 0 || !PQenterPipelineMode(db->conn)) {
-        rb_pg_error(db->conn, NULL, "pipeline", errbuf, cap);
-        err = RB_ERR_DB;
-        goto Exit;
-    }
-    in_pipeline = 1;
-    for (size_t i = 0; i < n; i++) {
-        if (!usage_send(db, &rows[i])) {
-            rb_pg_error(db->conn, NULL, "usage insert", errbuf, cap);
-            err = RB_ERR_DB;
-            goto Exit;
-        }
-    }
-    if (!PQpipelineSync(db->conn) || pipeline_flush(db) != 0) {
-        rb_pg_error(db->conn, NULL, "usage insert sync", errbuf, cap);
-        err = RB_ERR_DB;
-        goto Exit;
-    }
-    PQsetnonblocking(db->conn, 0);
-    if (pipeline_results(db, n, errbuf, cap) != 0)
-        err = RB_ERR_DB;
-Exit:
-    if (in_pipeline && !PQexitPipelineMode(db->conn)) {
-        /* results still unread (a broken connection): start over on the next call */
-        PQreset(db->conn);
-        db->usage_prepared = 0;
-    }
-    PQsetnonblocking(db->conn, 0);
+    err = query(db, "lease return", "SELECT rb_lease_return($1)", 1, v, &r, errbuf, cap);
+    if (err == RB_OK)
+        *released = first_int64(r);
+    PQclear(r);
+    return err;
+}
+
+rb_err_t gw_db_node_heartbeat(gw_db_t *db, const char *id, const char *hostname, int ttl_s,
+                              char *errbuf, size_t cap)
+{
+    char t[GW_DB_NUM_MAX];
+    const char *v[4] = {id, hostname, RB_VERSION, t};
+    PGresult *r = NULL;
+    rb_err_t err;
+
+    snprintf(t, sizeof(t), "%d", ttl_s);
+    err = query(db, "node heartbeat",
+                "INSERT INTO nodes (id, hostname, kind, version, lease_expires_at) VALUES ($1, $2,"
+                " 'gateway', $3, now() + make_interval(secs => $4::int)) ON CONFLICT (id) DO"
+                " UPDATE SET heartbeat_at = now(), lease_expires_at = EXCLUDED.lease_expires_at",
+                4, v, &r, errbuf, cap);
+    PQclear(r);
     return err;
 }

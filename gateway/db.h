@@ -6,6 +6,10 @@
  * event loop thread. Errors are returned as rb_err_t with libpq's message in the caller's buffer;
  * messages never contain the conninfo or any secret.
  *
+ * Credits (schema/0002_credits.sql): leases are taken, renewed and returned through rb_lease_take,
+ * rb_lease_renew and rb_lease_return; settled usage is posted with one rb_usage_post(jsonb) call
+ * per batch (idempotent by request_id).
+ *
  * Identity (schema/0001_init.sql): a workspace token is looked up in workspace_tokens by
  * SHA-256 (revoked_at IS NULL), a user key in api_keys (revoked_at IS NULL); the AI config is the
  * workspace's ai_configs row (scope 'workspace'), else the user's (scope 'user_default'), else none
@@ -73,6 +77,7 @@ typedef struct st_gw_db_usage_row_t {
     int64_t duration_ms;
     char error_code[GW_DB_TEXT_MAX]; /* nullable */
     int64_t created_at_ms;           /* unix ms */
+    char lease_id[GW_DB_TEXT_MAX];   /* the lease the hold was carved from; "" = none */
 } gw_db_usage_row_t;
 
 /** Connects (retrying for up to timeout_s); returns owned in *out (free with gw_db_close). */
@@ -94,9 +99,22 @@ rb_err_t gw_db_listen(gw_db_t *db, const char *channel, char *errbuf, size_t cap
 int gw_db_notifications(gw_db_t *db);
 /** The connection's socket, for poll(2); -1 when closed. */
 int gw_db_socket(const gw_db_t *db);
-/** Inserts n rows in one pipeline (one transaction), ON CONFLICT (request_id) DO NOTHING.
- *  RB_OK or RB_ERR_DB (nothing committed). */
-rb_err_t gw_db_usage_insert(gw_db_t *db, const gw_db_usage_row_t *rows, size_t n, char *errbuf,
+/** Posts one ledger batch: json is a JSON array of usage records (schema/0002 rb_usage_post), one
+ *  statement, one transaction. RB_OK or RB_ERR_DB (nothing committed). */
+rb_err_t gw_db_usage_post(gw_db_t *db, const char *json, size_t len, char *errbuf, size_t cap);
+/** rb_lease_take: reserves up to amount (at least min) of user's credit as lease_id for node;
+ *  *got = what was reserved (0 = not enough credit). RB_OK or RB_ERR_DB. */
+rb_err_t gw_db_lease_take(gw_db_t *db, const char *lease_id, const char *node, const char *user,
+                          int64_t amount, int ttl_s, int64_t min, int64_t *got, char *errbuf,
+                          size_t cap);
+/** rb_lease_renew: *alive = 0 when the lease was closed (swept). RB_OK or RB_ERR_DB. */
+rb_err_t gw_db_lease_renew(gw_db_t *db, const char *lease_id, int ttl_s, int *alive, char *errbuf,
+                           size_t cap);
+/** rb_lease_return: *released = the unused part voided. RB_OK or RB_ERR_DB. */
+rb_err_t gw_db_lease_return(gw_db_t *db, const char *lease_id, int64_t *released, char *errbuf,
                             size_t cap);
+/** Registers or refreshes node id (kind gateway) in `nodes`, alive for ttl_s more seconds. */
+rb_err_t gw_db_node_heartbeat(gw_db_t *db, const char *id, const char *hostname, int ttl_s,
+                              char *errbuf, size_t cap);
 
 #endif

@@ -8,10 +8,22 @@
  * secrets.master_key_file, holding 64 hex digits (whitespace around them ignored) or exactly 32 raw
  * bytes. Without one, stored BYOK keys cannot be used (calls answer 400 byok_key_missing) and the
  * gateway says so at start.
+ *
+ * Credits (DESIGN.md §3): managed calls are admitted against per-user credit leases (gw_credits)
+ * and settled through the spooled ledger writer (gw_recorder). Environment:
+ *   RIGBOX_NODE_ID      this gateway's node id (default gw-<hostname>-<ai port>: stable across
+ *                       restarts, so a restarted gateway finds and replays its spool);
+ *   RIGBOX_SPOOL_DIR    the ledger spool directory (default var/spool/<node id>, relative to the
+ *                       working directory);
+ *   RIGBOX_METERING=off no holds and no leases (usage is still recorded and priced): for
+ *                       benchmarks and operators who bill elsewhere;
+ *   RIGBOX_LEASE_IDLE_MS  an unused lease is returned after this long (default 30000);
+ *   RIGBOX_LEASE_WAIT_MS  longest wait for a new lease before 503 (default 5000).
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <limits.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -19,6 +31,7 @@
 #include "common/log.h"
 #include "common/server.h"
 #include "config/config.h"
+#include "gateway/credits.h"
 #include "gateway/db.h"
 #include "gateway/identity.h"
 #include "gateway/proxy.h"
@@ -29,7 +42,19 @@ enum {
     ERRBUF_LEN = 1024,
     MASTER_KEY_FILE_MAX = 4096, /* a master key file is tiny; a bigger one is refused */
     SHUTDOWN_GRACE_MS = 2000,   /* on top of drain_timeout_ms */
+    LEASE_IDLE_MS = 30000,      /* default: an unused lease goes back after this long */
+    LEASE_WAIT_MS = 5000,       /* default: longest wait for a new lease */
+    ENV_MS_MAX = 3600000,       /* bound of the *_MS environment overrides */
 };
+
+/* Where the credit machinery lives: node id, spool, switches. */
+typedef struct st_node_conf_t {
+    char node[GW_CREDITS_NODE_ID_MAX];
+    char host[HOST_NAME_MAX + 1];
+    char spool[GW_RECORDER_PATH_MAX];
+    int metering;
+    int idle_ms, wait_ms;
+} node_conf_t;
 
 typedef struct st_options_t {
     const char *config_path;
@@ -138,9 +163,84 @@ static int on_apps_request(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+static int env_ms(const char *name, int dflt)
+{
+    const char *v = getenv(name);
+    char *end;
+    long n;
+
+    if (v == NULL || v[0] == '\0')
+        return dflt;
+    n = strtol(v, &end, 10);
+    return *end == '\0' && n >= 0 && n <= ENV_MS_MAX ? (int)n : dflt;
+}
+
+/* Fills the node's identity and switches; -1 when RIGBOX_NODE_ID is malformed. */
+static int node_setup(const cfg_t *cfg, node_conf_t *n)
+{
+    const char *env = getenv("RIGBOX_NODE_ID"), *port = strrchr(cfg->gateway.ai_listen, ':');
+
+    memset(n, 0, sizeof(*n));
+    if (gethostname(n->host, sizeof(n->host) - 1) != 0 || n->host[0] == '\0')
+        snprintf(n->host, sizeof(n->host), "localhost");
+    if (env != NULL && env[0] != '\0') {
+        snprintf(n->node, sizeof(n->node), "%s", env);
+    } else {
+        snprintf(n->node, sizeof(n->node), "gw-%.40s-%s", n->host, port != NULL ? port + 1 : "0");
+        for (char *p = n->node; *p != '\0'; p++) /* nodes.id: [A-Za-z0-9][A-Za-z0-9._:-]* */
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '.' || *p == '-' || *p == ':'))
+                *p = '-';
+    }
+    if (strlen(n->node) >= GW_CREDITS_NODE_ID_MAX - 1 ||
+        strspn(n->node, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-") !=
+            strlen(n->node) ||
+        n->node[0] == '.' || n->node[0] == '-' || n->node[0] == ':' || n->node[0] == '_') {
+        rb_log_error("node_id_invalid",
+                     "RIGBOX_NODE_ID must match [A-Za-z0-9][A-Za-z0-9._:-]{0,63}");
+        return -1;
+    }
+    env = getenv("RIGBOX_SPOOL_DIR");
+    if (env != NULL && env[0] != '\0')
+        snprintf(n->spool, sizeof(n->spool), "%s", env);
+    else
+        snprintf(n->spool, sizeof(n->spool), "var/spool/%s", n->node);
+    env = getenv("RIGBOX_METERING");
+    n->metering = env == NULL || strcmp(env, "off") != 0;
+    n->idle_ms = env_ms("RIGBOX_LEASE_IDLE_MS", LEASE_IDLE_MS);
+    n->wait_ms = env_ms("RIGBOX_LEASE_WAIT_MS", LEASE_WAIT_MS);
+    return 0;
+}
+
+/* Starts the lease thread (metering on); 0 or -1 (logged). */
+static int start_credits(const cfg_t *cfg, const node_conf_t *n, gw_recorder_t *rec,
+                         gw_credits_t **credits)
+{
+    gw_credits_conf_t cc = {.db_url = cfg->database.url,
+                            .connect_timeout_s = cfg->database.connect_timeout_s,
+                            .node_id = n->node,
+                            .hostname = n->host,
+                            .chunk_micro = cfg->credits.lease_chunk_micro,
+                            .ttl_s = cfg->credits.lease_ttl_s,
+                            .idle_ms = n->idle_ms,
+                            .wait_ms = n->wait_ms,
+                            .rec = rec};
+    char err[ERRBUF_LEN];
+
+    if (!n->metering) {
+        rb_log_warn("metering_off", "RIGBOX_METERING=off: no credit holds (usage still recorded)");
+        return 0;
+    }
+    if (gw_credits_start(&cc, credits, err, sizeof(err)) != RB_OK) {
+        rb_log_error("credits_start_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    return 0;
+}
+
 /* Starts the writer and identity threads; 0 or -1 (logged). */
-static int start_services(const cfg_t *cfg, rb_metrics_t *metrics, gw_recorder_t **rec,
-                          gw_identity_t **idy)
+static int start_services(const cfg_t *cfg, const node_conf_t *n, rb_metrics_t *metrics,
+                          gw_recorder_t **rec, gw_identity_t **idy)
 {
     const cfg_gateway_limits_t *lim = &cfg->gateway.limits;
     gw_recorder_conf_t rc = {.db_url = cfg->database.url,
@@ -148,6 +248,7 @@ static int start_services(const cfg_t *cfg, rb_metrics_t *metrics, gw_recorder_t
                              .queue_max = lim->writer_queue_max,
                              .batch_max = lim->writer_batch_max,
                              .flush_ms = lim->writer_flush_ms,
+                             .spool_dir = n->spool,
                              .metrics = metrics};
     gw_identity_conf_t ic = {.db_url = cfg->database.url,
                              .connect_timeout_s = cfg->database.connect_timeout_s,
@@ -229,6 +330,8 @@ int main(int argc, char **argv)
     gw_recorder_t *rec = NULL;
     gw_identity_t *idy = NULL;
     gw_proxy_t *proxy = NULL;
+    gw_credits_t *credits = NULL;
+    node_conf_t node;
     int rc = 1;
 
     if (parse_args(argc, argv, &o) != 0)
@@ -240,6 +343,8 @@ int main(int argc, char **argv)
     }
     rb_log_setup(cfg->server.log_level, cfg->server.log_format == CFG_LOG_JSON);
     gw_upstream_global_init();
+    if (node_setup(cfg, &node) != 0)
+        goto Exit;
     if (migrate(cfg, o.schema_dir != NULL ? o.schema_dir : RB_SOURCE_DIR "/schema") != 0)
         goto Exit;
     /* the hooks get &proxy: the proxy needs the server's metrics, so it comes after create */
@@ -253,15 +358,17 @@ int main(int argc, char **argv)
         .on_worker_stop = on_worker_stop,
         .loop_wait_ms = loop_wait_ms,
         .busy = busy});
-    if (start_services(cfg, rb_server_metrics(s), &rec, &idy) != 0)
+    if (start_services(cfg, &node, rb_server_metrics(s), &rec, &idy) != 0 ||
+        start_credits(cfg, &node, rec, &credits) != 0)
         goto Exit;
-    proxy = gw_proxy_create(cfg, idy, rec, rb_server_metrics(s));
+    proxy = gw_proxy_create(cfg, idy, rec, credits, rb_server_metrics(s));
     if (listen_all(s, cfg, proxy) != 0)
         goto Exit;
     rb_server_run(s);
     rc = 0;
 Exit:
-    gw_recorder_stop(rec); /* flushes every queued usage row */
+    gw_credits_stop(credits); /* waits for the costs to be posted, returns the leases */
+    gw_recorder_stop(rec);    /* posts what is left (or keeps it in the spool) */
     gw_identity_stop(idy);
     gw_proxy_destroy(proxy);
     rb_server_destroy(s);

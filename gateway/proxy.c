@@ -38,6 +38,7 @@ typedef struct st_gw_proxy_worker_t {
     h2o_loop_t *loop;
     gw_upstream_t *up;
     gw_identity_port_t *port;
+    gw_credits_port_t *cport; /* NULL when metering is off */
     h2o_timeout_t keepalive_timeout;
     h2o_timeout_t drain_timeout;
     size_t calls; /* calls alive on this worker */
@@ -47,6 +48,7 @@ struct st_gw_proxy_t {
     const cfg_t *cfg;
     gw_identity_t *idy;
     gw_recorder_t *rec;
+    gw_credits_t *credits; /* NULL = metering off: no holds, no leases */
     rb_metrics_t *metrics;
     int drains;       /* atomic: drains running in the process */
     int forward_mock; /* RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1: tests script the mock provider */
@@ -86,6 +88,9 @@ typedef struct st_gw_call_t {
     size_t up_headers_len;
     gw_xfer_t *xfer;
     int called; /* the upstream was asked */
+    /* admission */
+    gw_credits_job_t *cjob;   /* waiting for a lease */
+    gw_credits_hold_t credit; /* carved from a lease; settled once in call_record */
     /* upstream response */
     int up_status;
     int headers_done;
@@ -245,7 +250,16 @@ static void call_record(gw_call_t *c)
         copy_str(row->error_code, sizeof(row->error_code),
                  c->error_code != NULL ? c->error_code : "client_gone");
     row->created_at_ms = (int64_t)c->start_ms;
-    gw_recorder_submit(c->pw->proxy->rec, row);
+    if (c->credit.lease != NULL) {
+        uint64_t seq = 0;
+        copy_str(row->lease_id, sizeof(row->lease_id), gw_credits_lease_id(c->credit.lease));
+        gw_recorder_submit(c->pw->proxy->rec, row, &seq);
+        /* settle exactly once: the cost leaves the lease, the rest of the hold comes back */
+        gw_credits_settle(c->pw->proxy->credits, &c->credit, row->billed ? row->cost_micro : 0,
+                          seq);
+    } else {
+        gw_recorder_submit(c->pw->proxy->rec, row, NULL);
+    }
     free(row);
 }
 
@@ -280,7 +294,7 @@ static void call_maybe_free(gw_call_t *c)
 {
     gw_proxy_t *p = c->pw->proxy;
 
-    if (c->req != NULL || c->xfer != NULL || c->job != NULL)
+    if (c->req != NULL || c->xfer != NULL || c->job != NULL || c->cjob != NULL)
         return;
     if (c->draining) {
         __atomic_sub_fetch(&p->drains, 1, __ATOMIC_ACQ_REL);
@@ -356,6 +370,10 @@ static void on_anchor_dispose(void *obj)
     if (c->job != NULL) {
         gw_identity_cancel(c->job);
         c->job = NULL;
+    }
+    if (c->cjob != NULL) {
+        gw_credits_cancel(c->cjob);
+        c->cjob = NULL;
     }
     if (c->xfer != NULL) {
         c->client_gone = 1;
@@ -887,6 +905,61 @@ static int choose_model(gw_call_t *c)
     return 0;
 }
 
+static void call_send(gw_call_t *c);
+
+/* Admission refused or impossible: the answer in the caller's dialect, nothing sent upstream. */
+static void call_refuse(gw_call_t *c, gw_credits_result_t r)
+{
+    explicit_bzero(c->up_headers, sizeof(c->up_headers));
+    if (r == GW_CREDITS_INSUFFICIENT)
+        call_fail(c, 402, "insufficient_credits", "rejected",
+                  "insufficient credits for this request: add credits, or lower max_tokens", NULL);
+    else
+        call_fail(c, 503, "credits_unavailable", "error",
+                  "the gateway cannot reserve credits right now; retry shortly", NULL);
+}
+
+static void on_admitted(void *ctx, gw_credits_result_t r, const gw_credits_hold_t *hold)
+{
+    gw_call_t *c = ctx;
+
+    c->cjob = NULL;
+    RB_ASSERT(c->req != NULL); /* a gone request cancels its admission */
+    if (r != GW_CREDITS_OK) {
+        call_refuse(c, r);
+        return;
+    }
+    c->credit = *hold;
+    call_send(c);
+}
+
+/* Holds the worst case before the call (DESIGN.md §3 Admission): the input estimate at the input
+ * price plus the output cap (the client's, else the model default the rewrite wrote upstream). */
+static void call_admit(gw_call_t *c)
+{
+    gw_price_t p = model_price(c->model);
+    int64_t cpt = c->cfg->credits.chars_per_token > 0 ? c->cfg->credits.chars_per_token : 1;
+    int64_t in_tokens = ((int64_t)c->info.input_bytes + cpt - 1) / cpt, hold = 0;
+    int64_t max_out = c->info.max_output > 0 ? c->info.max_output : c->model->max_output_default;
+    gw_credits_result_t r;
+
+    if (gw_pricing_hold(&p, in_tokens, max_out, &hold) != RB_OK) {
+        call_refuse(c, GW_CREDITS_INSUFFICIENT); /* beyond int64: no balance covers it */
+        return;
+    }
+    if (hold == 0) { /* a free model: nothing to reserve */
+        call_send(c);
+        return;
+    }
+    if (!gw_credits_admit(c->pw->cport, c->ident.user_id, hold, &r, &c->credit, on_admitted, c,
+                          &c->cjob))
+        return; /* on_admitted continues */
+    if (r != GW_CREDITS_OK)
+        call_refuse(c, r);
+    else
+        call_send(c);
+}
+
 static void call_forward(gw_call_t *c)
 {
     const cfg_gateway_limits_t *lim = &c->cfg->gateway.limits;
@@ -896,7 +969,6 @@ static void call_forward(gw_call_t *c)
     size_t key_len = 0;
     int64_t cap;
     int force_usage;
-    gw_xfer_req_t xr = {0};
 
     if (gw_adapter_inspect((gw_route_t)c->route, c->req->entity.base, c->req->entity.len, &jl,
                            &c->info, msg, sizeof(msg)) != RB_OK) {
@@ -916,6 +988,17 @@ static void call_forward(gw_call_t *c)
         return;
     }
     snprintf(c->url, sizeof(c->url), "%s%s", c->model->provider->base_url, route_path(c->route));
+    if (!c->byok && c->pw->cport != NULL)
+        call_admit(c);
+    else
+        call_send(c);
+}
+
+/* Starts the upstream transfer (the request is admitted). */
+static void call_send(gw_call_t *c)
+{
+    gw_xfer_req_t xr = {0};
+
     xr.url = c->url;
     for (size_t i = 0; i < c->up_headers_len; i++)
         xr.headers[i] = c->up_headers[i];
@@ -1092,7 +1175,7 @@ void gw_proxy_register(gw_proxy_t *p, h2o_hostconf_t *hc)
 }
 
 gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t *rec,
-                            rb_metrics_t *metrics)
+                            gw_credits_t *credits, rb_metrics_t *metrics)
 {
     gw_proxy_t *p = rb_calloc(1, sizeof(*p));
 
@@ -1100,6 +1183,7 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
     p->cfg = cfg;
     p->idy = idy;
     p->rec = rec;
+    p->credits = credits;
     p->metrics = metrics;
     p->forward_mock = getenv("RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR") != NULL &&
                       strcmp(getenv("RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR"), "1") == 0;
@@ -1141,6 +1225,8 @@ void gw_proxy_on_worker_start(rb_worker_t *w, void *user)
     pw->loop = w->ctx.loop;
     pw->up = gw_upstream_create(w->ctx.loop, &uc);
     pw->port = gw_identity_port_create(p->idy, w->ctx.queue);
+    if (p->credits != NULL)
+        pw->cport = gw_credits_port_create(p->credits, w->ctx.queue);
     h2o_timeout_init(w->ctx.loop, &pw->keepalive_timeout, (uint64_t)lim->keepalive_interval_ms);
     h2o_timeout_init(w->ctx.loop, &pw->drain_timeout, (uint64_t)lim->drain_timeout_ms);
     w->data = pw;
@@ -1154,6 +1240,7 @@ void gw_proxy_on_worker_stop(rb_worker_t *w, void *user)
         rb_log_warn("worker_stop_busy", "worker=%u calls=%zu", w->index, pw->calls);
     gw_upstream_destroy(pw->up);
     gw_identity_port_destroy(pw->port);
+    gw_credits_port_destroy(pw->cport);
     w->data = NULL;
     free(pw);
 }

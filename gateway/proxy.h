@@ -4,7 +4,10 @@
  * A request goes: identity (gw_identity, cache or the identity thread) → inspect and route the body
  * (gw_adapter, cfg_model_find) → pick the key (per-call X-Rigbox-Provider-Key, stored BYOK, or the
  * operator's managed key) → rewrite → upstream (gw_upstream, libcurl in this worker's loop) →
- * stream or buffer the answer back → one usage_events row through gw_recorder.
+ * admission (managed calls: a hold carved from the user's credit lease, gw_credits; 402 when the
+ * balance cannot cover it, 503 when no lease can be taken in time) → stream or buffer the answer
+ * back → one usage record through gw_recorder (the ledger writer), then the hold is settled to the
+ * actual cost exactly once.
  *
  * Streams are passed through as upstream reads arrive, with backpressure (the transfer pauses above
  * stream_high_water_bytes of unsent data and resumes below stream_low_water_bytes). OpenAI chat and
@@ -27,6 +30,7 @@
 #include "common/metrics.h"
 #include "common/server.h"
 #include "config/config.h"
+#include "gateway/credits.h"
 #include "gateway/identity.h"
 #include "gateway/recorder.h"
 
@@ -39,9 +43,10 @@
 
 typedef struct st_gw_proxy_t gw_proxy_t;
 
-/** The process-wide proxy; borrows cfg, idy, rec and metrics until gw_proxy_destroy. */
+/** The process-wide proxy; borrows cfg, idy, rec, credits and metrics until gw_proxy_destroy.
+ *  credits NULL = metering off (no holds or leases; usage is still recorded). */
 gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t *rec,
-                            rb_metrics_t *metrics);
+                            gw_credits_t *credits, rb_metrics_t *metrics);
 /** Frees the proxy (after the server stopped). */
 void gw_proxy_destroy(gw_proxy_t *p);
 /** Registers the AI routes (/v1/…) on the AI listener's hostconf. */

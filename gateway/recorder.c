@@ -1,30 +1,39 @@
 #include "gateway/recorder.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
+#include "common/json.h"
 #include "common/log.h"
 
 /* Room for a database error message. */
 #define GW_RECORDER_ERR_MAX 512
-
-typedef struct st_rec_node_t {
-    struct st_rec_node_t *next;
-    gw_db_usage_row_t row;
-} rec_node_t;
+/* Width of the checkpoint file's number. */
+#define GW_RECORDER_CKPT_LEN 20
 
 struct st_gw_recorder_t {
     gw_recorder_conf_t conf;
     gw_db_t *db;
     pthread_t thread;
-    pthread_mutex_t mu;
+    pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cond;
-    rec_node_t *head, *tail;
-    size_t count;
+    int fd, ckpt_fd, dir_fd;
+    uint64_t size;     /* spool bytes */
+    uint64_t read_off; /* committed up to here (the checkpoint) */
+    uint64_t base;     /* bytes removed by rotations: seq = base + offset */
+    uint64_t committed_seq;
+    size_t pending; /* records past the checkpoint */
     int stopping;
-    gw_db_usage_row_t *batch; /* batch_max rows, owned by the thread */
+    rb_buf_t line;         /* submit's scratch (mutex held) */
+    rb_buf_t chunk, batch; /* the writer thread's */
+    char rejected_path[GW_RECORDER_PATH_MAX + 32];
     rb_metric_t *m_depth, *m_dropped, *m_written, *m_failed;
 };
 
@@ -46,104 +55,258 @@ static void sleep_ms(int ms)
         ;
 }
 
-int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row)
+static void key_str(rb_jw_t *w, const char *k, const char *v)
 {
-    rec_node_t *n;
+    rb_jw_key(w, k);
+    if (v != NULL && v[0] != '\0')
+        rb_jw_str(w, v);
+    else
+        rb_jw_null(w);
+}
+
+static void key_int(rb_jw_t *w, const char *k, int64_t v)
+{
+    rb_jw_key(w, k);
+    rb_jw_int64(w, v);
+}
+
+void gw_recorder_row_json(const gw_db_usage_row_t *row, rb_buf_t *out)
+{
+    rb_jw_t w;
+    char ts[40];
+    time_t secs = (time_t)(row->created_at_ms / 1000);
+    struct tm tm;
+
+    RB_ASSERT(row->request_id[0] != '\0' && row->user_id[0] != '\0');
+    gmtime_r(&secs, &tm);
+    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
+    snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), ".%03dZ", (int)(row->created_at_ms % 1000));
+    rb_jw_init(&w, out);
+    rb_jw_obj_begin(&w);
+    key_str(&w, "request_id", row->request_id);
+    key_str(&w, "user_id", row->user_id);
+    key_str(&w, "workspace_id", row->workspace_id);
+    key_str(&w, "subject", row->subject);
+    key_str(&w, "route", row->route);
+    key_str(&w, "provider", row->provider);
+    key_str(&w, "model", row->model);
+    key_str(&w, "upstream_model", row->upstream_model);
+    key_str(&w, "mode", row->byok ? "byok" : "managed");
+    key_str(&w, "status", row->status);
+    rb_jw_key(&w, "http_status");
+    if (row->http_status > 0)
+        rb_jw_int64(&w, row->http_status);
+    else
+        rb_jw_null(&w);
+    key_int(&w, "input_uncached", row->input_uncached);
+    key_int(&w, "cache_read", row->cache_read);
+    key_int(&w, "cache_write_5m", row->cache_write_5m);
+    key_int(&w, "cache_write_1h", row->cache_write_1h);
+    key_int(&w, "output", row->output);
+    key_int(&w, "reasoning", row->reasoning);
+    key_int(&w, "requests", row->requests);
+    key_int(&w, "cost_micro", row->cost_micro);
+    rb_jw_key(&w, "billed");
+    rb_jw_bool(&w, row->billed);
+    key_str(&w, "usage_source", row->usage_source);
+    rb_jw_key(&w, "ttfb_ms");
+    if (row->ttfb_ms >= 0)
+        rb_jw_int64(&w, row->ttfb_ms);
+    else
+        rb_jw_null(&w);
+    key_int(&w, "duration_ms", row->duration_ms);
+    key_str(&w, "error_code", row->error_code);
+    key_str(&w, "created_at", ts);
+    key_str(&w, "lease_id", row->lease_id);
+    rb_jw_obj_end(&w);
+    rb_buf_append(out, "\n", 1);
+}
+
+static void metrics_depth(gw_recorder_t *r)
+{
+    if (r->m_depth != NULL)
+        rb_metric_set(r->m_depth, (int64_t)r->pending);
+}
+
+int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out)
+{
+    const char *why = NULL;
+    ssize_t n;
 
     RB_ASSERT(row->user_id[0] != '\0' && row->request_id[0] != '\0');
     pthread_mutex_lock(&r->mu);
-    if (r->count >= (size_t)r->conf.queue_max) {
-        pthread_mutex_unlock(&r->mu);
-        if (r->m_dropped != NULL)
-            rb_metric_add(r->m_dropped, 1);
-        rb_log_warn("usage_dropped", "request_id=%s reason=writer_queue_full queue_max=%d",
-                    row->request_id, r->conf.queue_max);
-        return -1;
+    r->line.len = 0;
+    gw_recorder_row_json(row, &r->line);
+    if (r->line.overflow)
+        why = "record_too_long";
+    else if (r->pending >= (size_t)r->conf.queue_max)
+        why = "spool_full";
+    else if ((n = write(r->fd, r->line.base, r->line.len)) != (ssize_t)r->line.len) {
+        why = "spool_write_failed";
+        if (n > 0 && ftruncate(r->fd, (off_t)r->size) != 0) /* never leave half a line */
+            rb_log_error("spool_truncate_failed", "errno=%d", errno);
     }
-    n = rb_malloc(sizeof(*n));
-    n->next = NULL;
-    n->row = *row;
-    if (r->tail != NULL)
-        r->tail->next = n;
-    else
-        r->head = n;
-    r->tail = n;
-    r->count++;
-    /* wake on the first row (or nothing is written until a batch fills) and on a full batch */
-    if (r->count == 1 || r->count == (size_t)r->conf.batch_max)
-        pthread_cond_signal(&r->cond);
-    if (r->m_depth != NULL)
-        rb_metric_set(r->m_depth, (int64_t)r->count);
+    if (why == NULL) {
+        r->size += r->line.len;
+        r->pending++;
+        if (seq_out != NULL)
+            *seq_out = r->base + r->size;
+        /* wake on the first record (or nothing is written until a batch fills) and a full batch */
+        if (r->pending == 1 || r->pending == (size_t)r->conf.batch_max)
+            pthread_cond_signal(&r->cond);
+        metrics_depth(r);
+    }
     pthread_mutex_unlock(&r->mu);
-    return 0;
+    if (why == NULL)
+        return 0;
+    if (r->m_dropped != NULL)
+        rb_metric_add(r->m_dropped, 1);
+    rb_log_error("usage_dropped", "request_id=%s reason=%s queue_max=%d", row->request_id, why,
+                 r->conf.queue_max);
+    return -1;
+}
+
+uint64_t gw_recorder_committed(gw_recorder_t *r)
+{
+    return __atomic_load_n(&r->committed_seq, __ATOMIC_ACQUIRE);
 }
 
 size_t gw_recorder_depth(gw_recorder_t *r)
 {
     size_t n;
     pthread_mutex_lock(&r->mu);
-    n = r->count;
+    n = r->pending;
     pthread_mutex_unlock(&r->mu);
     return n;
 }
 
-/* Takes up to batch_max rows off the queue into r->batch (mutex held). */
-static size_t take_batch(gw_recorder_t *r)
+/* Writes the checkpoint (mutex held). */
+static void checkpoint_write(gw_recorder_t *r)
 {
-    size_t n = 0;
-    while (r->head != NULL && n < (size_t)r->conf.batch_max) {
-        rec_node_t *node = r->head;
-        r->head = node->next;
-        if (r->head == NULL)
-            r->tail = NULL;
-        r->batch[n++] = node->row;
-        free(node);
-        r->count--;
+    char num[GW_RECORDER_CKPT_LEN + 2];
+
+    snprintf(num, sizeof(num), "%0*" PRIu64 "\n", GW_RECORDER_CKPT_LEN, r->read_off);
+    if (pwrite(r->ckpt_fd, num, GW_RECORDER_CKPT_LEN + 1, 0) != GW_RECORDER_CKPT_LEN + 1)
+        rb_log_error("spool_checkpoint_failed", "errno=%d", errno);
+}
+
+/* The batch [read_off, end) of n records is in PostgreSQL: move the checkpoint (mutex held). */
+static void batch_committed(gw_recorder_t *r, uint64_t end, size_t n)
+{
+    RB_ASSERT(end > r->read_off && end <= r->size && n <= r->pending);
+    r->read_off = end;
+    r->pending -= n;
+    if (r->read_off == r->size && r->size >= GW_RECORDER_ROTATE_BYTES && ftruncate(r->fd, 0) == 0) {
+        r->base += r->size;
+        r->size = 0;
+        r->read_off = 0;
     }
-    if (r->m_depth != NULL)
-        rb_metric_set(r->m_depth, (int64_t)r->count);
+    checkpoint_write(r);
+    __atomic_store_n(&r->committed_seq, r->base + r->read_off, __ATOMIC_RELEASE);
+    metrics_depth(r);
+}
+
+/* Reads records from off into r->chunk (at most batch_max, whole lines only); returns how many,
+ * with the end offset in *end. */
+static size_t batch_read(gw_recorder_t *r, uint64_t off, uint64_t size, uint64_t *end)
+{
+    size_t want = (size_t)r->conf.batch_max * GW_RECORDER_LINE_MAX, n = 0, pos = 0;
+    ssize_t got;
+
+    if (want > size - off)
+        want = (size_t)(size - off);
+    r->chunk.len = 0;
+    while (r->chunk.len < want) {
+        char tmp[65536];
+        size_t step = want - r->chunk.len < sizeof(tmp) ? want - r->chunk.len : sizeof(tmp);
+        if ((got = pread(r->fd, tmp, step, (off_t)(off + r->chunk.len))) <= 0)
+            break;
+        rb_buf_append(&r->chunk, tmp, (size_t)got);
+    }
+    while (n < (size_t)r->conf.batch_max && pos < r->chunk.len) {
+        const char *nl = memchr(r->chunk.base + pos, '\n', r->chunk.len - pos);
+        if (nl == NULL)
+            break;
+        pos = (size_t)(nl - r->chunk.base) + 1;
+        n++;
+    }
+    *end = off + pos;
     return n;
 }
 
-/* A batch the database refused as a whole: isolate the bad rows. */
-static void write_one_by_one(gw_recorder_t *r, size_t n)
+/* Builds "[rec,rec,…]" from the first len bytes of lines into r->batch. */
+static void batch_json(gw_recorder_t *r, const char *lines, size_t len)
+{
+    size_t pos = 0;
+
+    r->batch.len = 0;
+    rb_buf_append(&r->batch, "[", 1);
+    while (pos < len) {
+        const char *nl = memchr(lines + pos, '\n', len - pos);
+        RB_ASSERT(nl != NULL);
+        if (r->batch.len > 1)
+            rb_buf_append(&r->batch, ",", 1);
+        rb_buf_append(&r->batch, lines + pos, (size_t)(nl - (lines + pos)));
+        pos = (size_t)(nl - lines) + 1;
+    }
+    rb_buf_append(&r->batch, "]", 1);
+    rb_buf_cstr(&r->batch);
+}
+
+/* A batch the database refused as a whole: post record by record, quarantine the bad ones. */
+static void post_one_by_one(gw_recorder_t *r, size_t len)
 {
     char err[GW_RECORDER_ERR_MAX];
-    for (size_t i = 0; i < n; i++) {
-        if (gw_db_usage_insert(r->db, &r->batch[i], 1, err, sizeof(err)) == RB_OK) {
+    size_t pos = 0;
+
+    while (pos < len) {
+        const char *line = r->chunk.base + pos, *nl = memchr(line, '\n', len - pos);
+        size_t ll = (size_t)(nl - line) + 1;
+        batch_json(r, line, ll);
+        if (gw_db_usage_post(r->db, r->batch.base, r->batch.len, err, sizeof(err)) == RB_OK) {
             if (r->m_written != NULL)
                 rb_metric_add(r->m_written, 1);
-            continue;
+        } else {
+            int fd = open(r->rejected_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+            if (fd == -1 || write(fd, line, ll) != (ssize_t)ll)
+                rb_log_error("usage_quarantine_failed", "errno=%d", errno);
+            if (fd != -1)
+                close(fd);
+            if (r->m_failed != NULL)
+                rb_metric_add(r->m_failed, 1);
+            rb_log_error("usage_row_refused", "record=%.*s error=\"%s\"", (int)(ll - 1), line, err);
         }
-        if (r->m_failed != NULL)
-            rb_metric_add(r->m_failed, 1);
-        rb_log_error("usage_row_refused", "request_id=%s error=\"%s\"", r->batch[i].request_id,
-                     err);
+        pos += ll;
     }
 }
 
-/* Writes the batch, retrying while the database is unreachable (bounded once stopping). */
-static void write_batch(gw_recorder_t *r, size_t n)
+/* Posts the batch in r->chunk[0, len), retrying while the database is unreachable; returns 0 when
+ * it is in PostgreSQL (or quarantined), -1 when stopping gave up (it stays in the spool). */
+static int post_batch(gw_recorder_t *r, size_t len, size_t n)
 {
-    char err[GW_RECORDER_ERR_MAX];
+    char err[GW_RECORDER_ERR_MAX] = "";
     int waited_ms = 0;
 
+    batch_json(r, r->chunk.base, len);
     for (;;) {
         if (gw_db_ensure(r->db)) {
-            if (gw_db_usage_insert(r->db, r->batch, n, err, sizeof(err)) == RB_OK) {
+            if (gw_db_usage_post(r->db, r->batch.base, r->batch.len, err, sizeof(err)) == RB_OK) {
                 if (r->m_written != NULL)
                     rb_metric_add(r->m_written, (int64_t)n);
-                return;
+                return 0;
             }
             if (gw_db_ensure(r->db)) { /* the connection is fine: the data is not */
-                write_one_by_one(r, n);
-                return;
+                post_one_by_one(r, len);
+                return 0;
             }
         }
-        rb_log_warn("usage_write_retry", "rows=%zu error=\"%s\"", n, err);
+        rb_log_warn("usage_write_retry", "records=%zu error=\"%s\"", n, err);
         if (__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) && waited_ms >= GW_RECORDER_STOP_MS) {
-            rb_log_error("usage_lost", "rows=%zu reason=database_unreachable_at_shutdown", n);
-            return;
+            rb_log_error("usage_deferred",
+                         "records=%zu reason=database_unreachable_at_shutdown "
+                         "(kept in the spool, posted at the next start)",
+                         n);
+            return -1;
         }
         sleep_ms(GW_RECORDER_RETRY_MS);
         waited_ms += GW_RECORDER_RETRY_MS;
@@ -156,24 +319,151 @@ static void *recorder_main(void *arg)
 
     pthread_mutex_lock(&r->mu);
     for (;;) {
+        uint64_t off, size, end;
         size_t n;
-        while (r->count == 0 && !r->stopping)
+        while (r->pending == 0 && !r->stopping)
             pthread_cond_wait(&r->cond, &r->mu);
-        if (r->count == 0 && r->stopping)
+        if (r->pending == 0 && r->stopping)
             break;
-        if (r->count < (size_t)r->conf.batch_max && !r->stopping) {
+        if (r->pending < (size_t)r->conf.batch_max && !r->stopping) {
             struct timespec ts;
             deadline_in(&ts, r->conf.flush_ms); /* let the batch fill for up to flush_ms */
             pthread_cond_timedwait(&r->cond, &r->mu, &ts);
         }
-        n = take_batch(r);
+        off = r->read_off;
+        size = r->size;
         pthread_mutex_unlock(&r->mu);
-        if (n > 0)
-            write_batch(r, n);
+        n = batch_read(r, off, size, &end);
+        RB_ASSERT(n > 0 && end > off);
+        if (fdatasync(r->fd) != 0) /* group fsync: the records are durable before they count */
+            rb_log_error("spool_fsync_failed", "errno=%d", errno);
+        if (post_batch(r, (size_t)(end - off), n) != 0) {
+            pthread_mutex_lock(&r->mu);
+            break;
+        }
         pthread_mutex_lock(&r->mu);
+        batch_committed(r, end, n);
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;
+}
+
+/* Reads the checkpoint; a missing or unreadable one means 0 (replaying is harmless). */
+static uint64_t checkpoint_read(int fd, uint64_t size)
+{
+    char num[GW_RECORDER_CKPT_LEN + 2] = "";
+    uint64_t v;
+
+    if (pread(fd, num, GW_RECORDER_CKPT_LEN + 1, 0) <= 0)
+        return 0;
+    v = strtoull(num, NULL, 10);
+    return v <= size ? v : 0; /* past the end: a rotation was cut short, the spool is new */
+}
+
+/* Counts the records in [off, size) and drops a torn last line. */
+static void spool_scan(gw_recorder_t *r)
+{
+    char tmp[65536];
+    uint64_t pos = r->read_off, last_nl = r->read_off;
+    ssize_t got;
+
+    while ((got = pread(r->fd, tmp, sizeof(tmp), (off_t)pos)) > 0) {
+        for (ssize_t i = 0; i < got; i++) {
+            if (tmp[i] == '\n') {
+                r->pending++;
+                last_nl = pos + (uint64_t)i + 1;
+            }
+        }
+        pos += (uint64_t)got;
+    }
+    if (last_nl != r->size) {
+        rb_log_warn("spool_torn_line", "bytes=%" PRIu64, r->size - last_nl);
+        if (ftruncate(r->fd, (off_t)last_nl) == 0)
+            r->size = last_nl;
+    }
+}
+
+/* mkdir -p (0700 for what it creates); 0 or -1 (errno set). */
+static int mkdir_p(const char *dir)
+{
+    char path[GW_RECORDER_PATH_MAX];
+
+    snprintf(path, sizeof(path), "%s", dir);
+    for (char *p = path + 1; *p != '\0'; p++) {
+        if (*p != '/')
+            continue;
+        *p = '\0';
+        if (mkdir(path, 0700) != 0 && errno != EEXIST)
+            return -1;
+        *p = '/';
+    }
+    return mkdir(path, 0700) != 0 && errno != EEXIST ? -1 : 0;
+}
+
+static rb_err_t spool_open(gw_recorder_t *r, char *errbuf, size_t cap)
+{
+    const char *dir = r->conf.spool_dir;
+    char path[GW_RECORDER_PATH_MAX + 32];
+    struct stat st;
+
+    if (strlen(dir) >= GW_RECORDER_PATH_MAX) {
+        snprintf(errbuf, cap, "spool directory path too long");
+        return RB_ERR_INVAL;
+    }
+    if (mkdir_p(dir) != 0 || (r->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) == -1) {
+        snprintf(errbuf, cap, "spool directory %s: %s", dir, strerror(errno));
+        return RB_ERR_SYS;
+    }
+    if (flock(r->dir_fd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(errbuf, cap, "spool directory %s is used by another gateway process", dir);
+        return RB_ERR_SYS;
+    }
+    snprintf(path, sizeof(path), "%s/usage.spool", dir);
+    r->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    snprintf(path, sizeof(path), "%s/checkpoint", dir);
+    r->ckpt_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    snprintf(r->rejected_path, sizeof(r->rejected_path), "%s/rejected.jsonl", dir);
+    if (r->fd == -1 || r->ckpt_fd == -1 || fstat(r->fd, &st) != 0) {
+        snprintf(errbuf, cap, "spool %s: %s", dir, strerror(errno));
+        return RB_ERR_SYS;
+    }
+    r->size = (uint64_t)st.st_size;
+    r->read_off = checkpoint_read(r->ckpt_fd, r->size);
+    spool_scan(r);
+    r->committed_seq = r->read_off;
+    if (r->pending > 0)
+        rb_log_info("spool_replay", "dir=%s records=%zu bytes=%" PRIu64, dir, r->pending,
+                    r->size - r->read_off);
+    return RB_OK;
+}
+
+static void recorder_free(gw_recorder_t *r)
+{
+    gw_db_close(r->db);
+    if (r->fd != -1)
+        close(r->fd);
+    if (r->ckpt_fd != -1)
+        close(r->ckpt_fd);
+    if (r->dir_fd != -1)
+        close(r->dir_fd); /* releases the flock */
+    pthread_cond_destroy(&r->cond);
+    pthread_mutex_destroy(&r->mu);
+    rb_buf_free(&r->line);
+    rb_buf_free(&r->chunk);
+    rb_buf_free(&r->batch);
+    free(r);
+}
+
+static void metrics_init(gw_recorder_t *r, rb_metrics_t *m)
+{
+    r->m_depth = rb_metrics_get(m, RB_METRIC_GAUGE, "rigbox_gateway_writer_queue_depth",
+                                "Usage records in the spool not yet in PostgreSQL", "");
+    r->m_dropped = rb_metrics_get(m, RB_METRIC_COUNTER, "rigbox_gateway_usage_dropped_total",
+                                  "Usage records dropped (spool full or unwritable)", "");
+    r->m_written = rb_metrics_get(m, RB_METRIC_COUNTER, "rigbox_gateway_usage_written_total",
+                                  "Usage records posted to PostgreSQL", "");
+    r->m_failed = rb_metrics_get(m, RB_METRIC_COUNTER, "rigbox_gateway_usage_refused_total",
+                                 "Usage records PostgreSQL refused (quarantined)", "");
 }
 
 rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, char *errbuf,
@@ -183,29 +473,23 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
     rb_err_t err;
 
     RB_ASSERT(conf->queue_max > 0 && conf->batch_max > 0 && conf->flush_ms >= 0);
+    RB_ASSERT(conf->spool_dir != NULL);
     r->conf = *conf;
-    if ((err = gw_db_connect(conf->db_url, conf->connect_timeout_s, &r->db, errbuf, cap)) !=
-        RB_OK) {
-        free(r);
-        return err;
-    }
+    r->fd = r->ckpt_fd = r->dir_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cond, NULL);
-    r->batch = rb_calloc((size_t)conf->batch_max, sizeof(*r->batch));
-    if (conf->metrics != NULL) {
-        r->m_depth =
-            rb_metrics_get(conf->metrics, RB_METRIC_GAUGE, "rigbox_gateway_writer_queue_depth",
-                           "Usage rows waiting for the writer thread", "");
-        r->m_dropped =
-            rb_metrics_get(conf->metrics, RB_METRIC_COUNTER, "rigbox_gateway_usage_dropped_total",
-                           "Usage rows dropped because the writer queue was full", "");
-        r->m_written =
-            rb_metrics_get(conf->metrics, RB_METRIC_COUNTER, "rigbox_gateway_usage_written_total",
-                           "Usage rows written to PostgreSQL", "");
-        r->m_failed =
-            rb_metrics_get(conf->metrics, RB_METRIC_COUNTER, "rigbox_gateway_usage_refused_total",
-                           "Usage rows PostgreSQL refused", "");
+    rb_buf_init(&r->line, GW_RECORDER_LINE_MAX);
+    rb_buf_init(&r->chunk, 0);
+    rb_buf_init(&r->batch, 0);
+    if ((err = spool_open(r, errbuf, cap)) != RB_OK ||
+        (err = gw_db_connect(conf->db_url, conf->connect_timeout_s, &r->db, errbuf, cap)) !=
+            RB_OK) {
+        recorder_free(r);
+        return err;
     }
+    if (conf->metrics != NULL)
+        metrics_init(r, conf->metrics);
+    metrics_depth(r);
     RB_ASSERT(pthread_create(&r->thread, NULL, recorder_main, r) == 0);
     *out = r;
     return RB_OK;
@@ -220,10 +504,7 @@ void gw_recorder_stop(gw_recorder_t *r)
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
-    RB_ASSERT(r->count == 0);
-    gw_db_close(r->db);
-    pthread_cond_destroy(&r->cond);
-    pthread_mutex_destroy(&r->mu);
-    free(r->batch);
-    free(r);
+    if (fdatasync(r->fd) != 0)
+        rb_log_error("spool_fsync_failed", "errno=%d", errno);
+    recorder_free(r);
 }

@@ -1,53 +1,86 @@
 /*
- * gw_recorder: the usage_events writer. Loop threads hand over finished request records; one
- * dedicated thread writes them to PostgreSQL in batches (at most writer_batch_max rows, or whatever
- * arrived within writer_flush_ms of the first), one pipeline and one implicit transaction per
- * batch, ON CONFLICT (request_id) DO NOTHING (notes/h2o-libcurl-libpq.md §5).
+ * gw_recorder: the ledger writer (DESIGN.md §3 "Ledger writer"). Every finished request, served or
+ * refused, becomes one usage record; the record goes first to a local append-only spool file and
+ * then, in batches, into PostgreSQL with ONE rb_usage_post(jsonb) call per batch (usage_events rows
+ * ON CONFLICT (request_id) DO NOTHING, usage transfers, account and lease counters; idempotent by
+ * request_id, schema/0002_credits.sql).
  *
- * gw_recorder_submit never blocks on the database: it copies the row into a bounded queue
- * (writer_queue_max) under a mutex; past the bound the row is dropped, counted
- * (rigbox_gateway_usage_dropped_total) and warned about. When PostgreSQL is down the batch is
- * retried every second while the queue absorbs new rows. A row the database refuses (a CHECK
- * constraint) is isolated by retrying the batch row by row and is logged and dropped, so it never
- * blocks the rest. gw_recorder_stop flushes the queue (bounded by GW_RECORDER_STOP_MS) before it
- * returns.
+ * Spool (directory conf->spool_dir, created if missing, locked with flock so one process owns it):
+ *   usage.spool   one JSON object per line, exactly the element rb_usage_post takes (the
+ *                 usage_events columns plus "lease_id"); appended with write(2) under a mutex by
+ *                 gw_recorder_submit, so a record survives the process being killed the moment
+ *                 submit returns (fsync'd in groups by the writer thread before each batch is
+ *                 posted, for a machine crash);
+ *   checkpoint    the spool offset up to which every record is committed in PostgreSQL, written
+ *                 after each commit. When the whole spool is committed and larger than
+ *                 GW_RECORDER_ROTATE_BYTES, it is truncated and the checkpoint reset to 0;
+ *   rejected.jsonl records PostgreSQL refused (a CHECK constraint): a refused batch is retried
+ *                 record by record and the bad record is moved here and logged, never retried.
+ * At start the writer thread posts whatever lies past the checkpoint (a crash or an outage left it
+ * there): a record committed before a crash but after its checkpoint is posted again, which the
+ * database ignores (idempotent), so nothing is lost and nothing is billed twice.
  *
- * Threads: submit/depth from any thread; create/stop from the main thread.
+ * While PostgreSQL is down the batch is retried every GW_RECORDER_RETRY_MS and the spool keeps
+ * absorbing records (up to conf->queue_max uncommitted records; past it a record is dropped,
+ * counted in rigbox_gateway_usage_dropped_total and logged). gw_recorder_stop keeps trying for
+ * GW_RECORDER_STOP_MS; what it could not post stays in the spool for the next start.
+ *
+ * Progress is exposed as a sequence: submit returns the record's end position, committed() the
+ * position up to which everything is in PostgreSQL (the credit leases use it: a lease is returned
+ * only after every cost carved from it has been posted).
+ *
+ * Threads: submit/committed/depth from any thread; start/stop from the main thread.
  */
 #ifndef RB_GATEWAY_RECORDER_H
 #define RB_GATEWAY_RECORDER_H
 
 #include <stddef.h>
+#include <stdint.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/metrics.h"
 #include "gateway/db.h"
 
 /* How long stop may keep retrying a database that does not answer (ms). */
-#define GW_RECORDER_STOP_MS 10000
+#define GW_RECORDER_STOP_MS 5000
 /* Pause between attempts while the database is unreachable (ms). */
-#define GW_RECORDER_RETRY_MS 1000
+#define GW_RECORDER_RETRY_MS 500
+/* Longest spool line (one JSON record, newline included). */
+#define GW_RECORDER_LINE_MAX 8192
+/* A fully committed spool larger than this is truncated. */
+#define GW_RECORDER_ROTATE_BYTES (64u << 20)
+/* Longest spool directory path. */
+#define GW_RECORDER_PATH_MAX 1024
 
 typedef struct st_gw_recorder_t gw_recorder_t;
 
-/** Settings (copied; db_url borrowed until stop). */
+/** Settings (copied; strings borrowed until stop). */
 typedef struct st_gw_recorder_conf_t {
     const char *db_url;
     int connect_timeout_s;
-    int queue_max;
-    int batch_max;
-    int flush_ms;
+    int queue_max; /* uncommitted records kept in the spool */
+    int batch_max; /* records per rb_usage_post call */
+    int flush_ms;  /* how long a batch may wait to fill */
+    const char *spool_dir;
     rb_metrics_t *metrics; /* borrowed; may be NULL */
 } gw_recorder_conf_t;
 
-/** Connects and starts the writer thread; returns owned in *out (stop with gw_recorder_stop). */
+/** Opens and locks the spool, connects and starts the writer thread (which first posts what the
+ *  spool holds past its checkpoint); returns owned in *out (stop with gw_recorder_stop). */
 rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, char *errbuf,
                            size_t cap);
-/** Queues a copy of row; returns 0, or -1 when the queue is full (row dropped and counted). */
-int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row);
-/** Rows waiting to be written. */
+/** Appends row to the spool; returns 0 and the record's end position in *seq_out (may be NULL), or
+ *  -1 when the record was dropped (spool full or unwritable; counted and logged). */
+int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out);
+/** The position up to which every submitted record is committed in PostgreSQL. */
+uint64_t gw_recorder_committed(gw_recorder_t *r);
+/** Records not yet committed. */
 size_t gw_recorder_depth(gw_recorder_t *r);
-/** Writes what is queued, stops the thread and frees r; NULL is a no-op. */
+/** Appends row as one JSON line (newline included) to out: the rb_usage_post element. */
+void gw_recorder_row_json(const gw_db_usage_row_t *row, rb_buf_t *out);
+/** Posts what it can (bounded by GW_RECORDER_STOP_MS), stops the thread and frees r; NULL is a
+ *  no-op. */
 void gw_recorder_stop(gw_recorder_t *r);
 
 #endif

@@ -32,6 +32,8 @@ api=http://127.0.0.1:$ctl_port/api/v1
 admin=$("$build/control/rigbox-control" --config "$src/config/rigbox.yaml" admin create-key --role admin 2>/dev/null)
 auth=(-H "Authorization: Bearer $admin")
 user=$(curl -fsS "${auth[@]}" -X POST "$api/users" -d '{"email":"e2e@example.com"}' | jq -r .user.id)
+curl -fsS -o /dev/null "${auth[@]}" -X POST "$api/users/$user/credits/grants" \
+    -d '{"amount_credits":100,"idempotency_key":"e2e","category":"paid"}'
 ws=$(curl -fsS "${auth[@]}" -X POST "$api/workspaces" -d "{\"name\":\"e2e\",\"user_id\":\"$user\"}" | jq -r .vm.id)
 export WORKSPACE_ID=$ws
 export RIGBOX_WS_TOKEN

@@ -51,7 +51,7 @@ YAML
 
 rb_spawn mock "$MOCK_BIN" --listen 127.0.0.1:$MOCK_PORT
 rb_wait_http "$MOCK/mock/healthz" || fail "mock provider did not start"
-RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_MOCKOAI_API_KEY=sk-managed-oai RIGBOX_MOCKANT_API_KEY=sk-ant-managed RIGBOX_DEADOAI_API_KEY=sk-dead \
+RIGBOX_SPOOL_DIR=$RB_TMP/spool RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_MOCKOAI_API_KEY=sk-managed-oai RIGBOX_MOCKANT_API_KEY=sk-ant-managed RIGBOX_DEADOAI_API_KEY=sk-dead \
     rb_spawn gateway "$GW_BIN" --config "$RB_TMP/rigbox.yaml" --schema-dir "${RB_GW_SCHEMA_DIR:-$SRC/schema}"
 GW_PID=$RB_LAST_PID
 rb_wait_http "$GW/healthz" || { fail "gateway did not start"; cat "$RB_TMP/gateway.log"; rb_finish; exit 1; }
@@ -76,7 +76,8 @@ INSERT INTO api_keys (id, user_id, prefix, key_hash) VALUES
   ('key-aaaaaaaa', 'u-aaaaaaaa', 'rb_userk', decode('$(sha $UKEY)', 'hex'));
 INSERT INTO ai_configs (user_id, workspace_id, scope, mode, provider, key_ciphertext, key_nonce, key_tag, key_id)
   VALUES ('u-bbbbbbbb', 'ws-bbbbbbbb', 'workspace', 'byok', 'mockoai', decode('$CT', 'hex'),
-          decode('$NONCE', 'hex'), decode('$TAG', 'hex'), '$KID');" >/dev/null
+          decode('$NONCE', 'hex'), decode('$TAG', 'hex'), '$KID');
+SELECT count(*) FROM rb_grant('g-test-a', 'u-aaaaaaaa', 1000000000, 'paid', NULL, NULL);" >/dev/null
 
 # ---- helpers ------------------------------------------------------------------------------------
 # post PATH TOKEN BODY [curl args...]: body to $RB_TMP/out, headers to $RB_TMP/hdr; prints the status.

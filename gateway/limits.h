@@ -1,0 +1,52 @@
+/*
+ * gw_limits: parsers of the per-subject limit headers a request may carry (DESIGN.md §3 Limits).
+ *
+ *   X-Rigbox-Subject-Budget: <credits>;period=<duration>   e.g. "2.5;period=5h"
+ *   X-Rigbox-Subject-Rate:   <n>|<n>req;window=<duration>  e.g. "30req;window=60s", "10;window=1m"
+ *
+ * <credits> is a decimal with at most 6 fraction digits (micro-credits are exact), > 0 and at most
+ * GW_LIMITS_CREDITS_MAX. <duration> is an integer followed by s, m, h or d, or bare seconds, from 1
+ * s to GW_LIMITS_PERIOD_MAX_S. Optional whitespace is allowed around ';' and '='; anything else (a
+ * missing parameter, an unknown parameter, a unit we do not know, trailing bytes) is malformed,
+ * which the proxy answers 400 subject_limit_malformed.
+ *
+ * Pure; any thread.
+ */
+#ifndef RB_GATEWAY_LIMITS_H
+#define RB_GATEWAY_LIMITS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+/* Longest period or window: 366 days (s). */
+#define GW_LIMITS_PERIOD_MAX_S (366 * 86400)
+/* Largest budget (credits); keeps micro-credits far from int64 overflow. */
+#define GW_LIMITS_CREDITS_MAX 1000000000000LL
+/* Largest request count of a rate. */
+#define GW_LIMITS_COUNT_MAX 1000000000LL
+/* Longest header value parsed (bytes). */
+#define GW_LIMITS_VALUE_MAX 128
+
+/** A subject budget: at most budget_micro of cost per period_s. */
+typedef struct st_gw_limits_budget_t {
+    int64_t budget_micro;
+    int64_t period_s;
+} gw_limits_budget_t;
+
+/** A subject rate: at most count requests per window_s. */
+typedef struct st_gw_limits_rate_t {
+    int64_t count;
+    int64_t window_s;
+} gw_limits_rate_t;
+
+/** Parses an X-Rigbox-Subject-Budget value (s, len: borrowed). RB_OK or RB_ERR_PARSE (*out
+ *  untouched). */
+rb_err_t gw_limits_parse_budget(const char *s, size_t len, gw_limits_budget_t *out);
+/** Parses an X-Rigbox-Subject-Rate value. RB_OK or RB_ERR_PARSE (*out untouched). */
+rb_err_t gw_limits_parse_rate(const char *s, size_t len, gw_limits_rate_t *out);
+/** Parses a duration ("30s", "5h", "7d", "90"): RB_OK with seconds in *out, or RB_ERR_PARSE. */
+rb_err_t gw_limits_parse_duration(const char *s, size_t len, int64_t *out);
+
+#endif

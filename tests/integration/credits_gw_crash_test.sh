@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# credits_gw_crash_test.sh: nothing lost, nothing billed twice (issue 4).
+#   credits_gw_crash_test.sh GATEWAY_BIN MOCK_BIN SOURCE_DIR
+# 1. SIGKILL a gateway while streams are in flight and completed records still sit in its spool
+#    (writer_flush_ms 1500), restart it: the spool is replayed, every served request has exactly one
+#    usage row and one usage transfer; the killed process's leases expire and the sweeper closes them.
+# 2. Replay the whole spool again (checkpoint reset): nothing is billed twice.
+# 3. Stop PostgreSQL (pg_ctl stop -m fast) for several seconds under load: requests keep being
+#    served within the existing lease, a request that needs a new lease gets 503
+#    credits_unavailable, and after the restart every served request is in the ledger once.
+# Always runs its own PostgreSQL cluster (it stops it): /tmp/rigbox-cgwcrash-pg.
+set -u
+GW_BIN=$1 MOCK_BIN=$2 SRC=$3
+. "$SRC/tools/lib/pg.sh"
+PGDIR=/tmp/rigbox-cgwcrash-pg
+rb_pg_start "$PGDIR" >/dev/null 2>&1 || { echo "cannot start PostgreSQL"; echo "0 passed, 1 failed"; exit 1; }
+export RB_TEST_PGHOST=$(rb_pg_host "$PGDIR")
+. "$SRC/tests/integration/lib.sh"
+rb_db_create
+. "$SRC/tests/integration/credits_gw_lib.sh"
+cg_start_mock
+trap 'rb_pg_start "$PGDIR" >/dev/null 2>&1; rb_cleanup' EXIT
+
+PORT=$(rb_free_port)
+export CG_LIMITS="writer_flush_ms: 1500"
+cg_gateway gw-k "$PORT" RIGBOX_LEASE_WAIT_MS=1500
+PID=$CG_PID
+kill -0 "$PID" || { fail "gateway runs"; rb_finish; exit 1; }
+TOK1=$(cg_user 1)
+TOK2=$(cg_user 2)
+cg_grant u-cguser01 100000000 g-k-1
+GW=http://127.0.0.1:$PORT
+CHAT='{"model":"t-chat","messages":[{"role":"user","content":"hello"}]}'
+# req TOKEN [curl args…]: one chat call; appends "code rid" to $RB_TMP/reqs.
+req() {
+    local tok=$1 code rid
+    shift
+    code=$(curl -sS -o "$RB_TMP/out" -D "$RB_TMP/hdr" -w '%{http_code}' --max-time 10 "$GW/v1/chat/completions" \
+        -H "Authorization: Bearer $tok" -H 'content-type: application/json' -d "$CHAT" "$@" 2>/dev/null)
+    rid=$(grep -i '^x-rigbox-request-id:' "$RB_TMP/hdr" 2>/dev/null | tr -d '\r' | cut -d' ' -f2)
+    echo "$code $rid" >>"$RB_TMP/reqs"
+    echo "$code"
+}
+served_ids() { awk '$1 == 200 {print $2}' "$RB_TMP/reqs" >"$RB_TMP/served.ids"; }
+
+# ---- 1. SIGKILL with records in the spool and streams in flight --------------------------------
+: >"$RB_TMP/reqs"
+for i in $(seq 1 20); do req "$TOK1" >/dev/null; done
+for i in $(seq 1 6); do
+    curl -sS -N -o "$RB_TMP/stream$i" "$GW/v1/chat/completions" -H "Authorization: Bearer $TOK1" \
+        -H 'content-type: application/json' -H 'X-Mock-Behavior: slow=200,chunks=20' \
+        -d '{"model":"t-chat","stream":true,"messages":[{"role":"user","content":"x"}]}' 2>/dev/null &
+done
+sleep 0.7
+UNPOSTED=$(rb_sql "SELECT 20 - count(*) FROM usage_events")
+kill -KILL "$PID"
+wait "$PID" 2>/dev/null
+wait_streams() { local p; for p in $(jobs -p); do [[ " ${RB_PIDS[*]} " == *" $p "* ]] || wait "$p"; done; }
+wait_streams
+served_ids
+check "kill: 20 requests served before the kill" test "$(wc -l <"$RB_TMP/served.ids")" = 20
+check "kill: some of them were not yet in PostgreSQL ($UNPOSTED)" test "$UNPOSTED" -gt 0
+check "kill: the streams in flight were cut" bash -c "! grep -q '\[DONE\]' '$RB_TMP'/stream*"
+cg_gateway gw-k "$PORT" RIGBOX_LEASE_WAIT_MS=1500
+PID=$CG_PID
+check "restart: the spool is replayed" grep -q 'event=spool_replay' "$RB_TMP/gw-k.log"
+cg_wait_sql "SELECT count(*) FROM usage_events" 20 50
+check "restart: every served request has one usage row and one usage transfer" cg_served_billed_once "$RB_TMP/served.ids"
+check "restart: no row for the cut streams (never settled)" test "$(rb_sql "SELECT count(*) FROM usage_events")" = 20
+check "restart: ledger identity" cg_identity_ok u-cguser01
+sleep 10.5 # lease_ttl_s 10: the killed process stopped renewing
+rb_sql "SELECT rb_lease_sweep()" >/dev/null
+check "sweep: the killed process's leases are closed, the live ones are not" \
+    test "$(rb_sql "SELECT count(*) FILTER (WHERE closed_at IS NULL) FROM credit_leases")" = "$(rb_sql "SELECT count(*) FROM credit_leases WHERE closed_at IS NULL AND expires_at > now()")"
+check "sweep: pending = what live leases still reserve" test "$(rb_sql "SELECT a.debits_pending = (SELECT coalesce(sum(amount_micro - used_micro), 0) FROM credit_leases l WHERE l.user_id = a.user_id AND closed_at IS NULL) FROM credit_accounts a WHERE user_id = 'u-cguser01'")" = t
+
+# ---- 2. replaying everything again bills nothing twice ----------------------------------------
+for i in $(seq 1 5); do req "$TOK1" >/dev/null; done
+served_ids
+kill -TERM "$PID"
+wait "$PID" 2>/dev/null
+POSTED=$(rb_sql "SELECT debits_posted FROM credit_accounts WHERE user_id = 'u-cguser01'")
+ROWS=$(rb_sql "SELECT count(*) FROM usage_events")
+printf '%020d\n' 0 >"$RB_TMP/spool-gw-k/checkpoint"
+cg_gateway gw-k "$PORT" RIGBOX_LEASE_WAIT_MS=1500
+PID=$CG_PID
+cg_wait_sql "SELECT (SELECT count(*) FROM usage_events) || ':' || (SELECT debits_posted FROM credit_accounts WHERE user_id = 'u-cguser01')" "$ROWS:$POSTED" 30
+sleep 0.5
+check "replay from 0: the whole spool posted again" test "$(grep -c 'event=spool_replay' "$RB_TMP/gw-k.log")" = 2
+check "replay from 0: no new row, no new debit" test "$(rb_sql "SELECT (SELECT count(*) FROM usage_events) || ':' || (SELECT debits_posted FROM credit_accounts WHERE user_id = 'u-cguser01')")" = "$ROWS:$POSTED"
+check "replay from 0: every served request still billed once" cg_served_billed_once "$RB_TMP/served.ids"
+
+# ---- 3. PostgreSQL down under load ------------------------------------------------------------
+req "$TOK1" >/dev/null # the lease is warm
+req "$TOK2" -H 'X-Rigbox-Provider-Key: sk-own' >/dev/null # u2's token is cached (BYOK: no lease)
+sed -i '$d' "$RB_TMP/reqs" # (not billed: kept out of the served list)
+cg_grant u-cguser02 100000000 g-k-2
+rb_pg_stop "$PGDIR" >/dev/null 2>&1
+DOWN_OK=0
+for i in $(seq 1 15); do [[ $(req "$TOK1") == 200 ]] && DOWN_OK=$((DOWN_OK + 1)); sleep 0.2; done
+st=$(req "$TOK2")
+check "outage: requests within the lease are served ($DOWN_OK/15)" test "$DOWN_OK" = 15
+check "outage: a request needing a new lease: 503 credits_unavailable" test "$st:$(jq -r .error.code "$RB_TMP/out")" = "503:credits_unavailable"
+rb_pg_start "$PGDIR" >/dev/null 2>&1
+for i in $(seq 1 5); do req "$TOK1" >/dev/null; done
+served_ids
+N=$(wc -l <"$RB_TMP/served.ids")
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE request_id IN ($(sed "s/.*/'&'/" "$RB_TMP/served.ids" | paste -sd, -))" "$N" 100
+check "outage over: every served request ($N) has one usage row and one usage transfer" cg_served_billed_once "$RB_TMP/served.ids"
+check "outage over: the refused request is recorded too" test "$(rb_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser02' AND error_code = 'credits_unavailable'")" = 1
+kill -TERM "$PID"
+wait "$PID" 2>/dev/null
+check "stop: the spool is fully committed" test "$(stat -c %s "$RB_TMP/spool-gw-k/usage.spool")" = "$((10#$(head -c 20 "$RB_TMP/spool-gw-k/checkpoint")))"
+check "stop: ledger identity (u1)" cg_identity_ok u-cguser01
+check "stop: balance = granted - Σ usage - live reserve" test "$(rb_sql "SELECT credits_posted - debits_posted - debits_pending = 100000000 - (SELECT sum(amount_micro) FROM credit_transfers WHERE user_id = 'u-cguser01' AND kind = 'usage') - (SELECT coalesce(sum(amount_micro - used_micro), 0) FROM credit_leases WHERE user_id = 'u-cguser01' AND closed_at IS NULL) FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t
+if grep -q 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log; then
+    fail "no sanitizer report"
+else
+    ok "no sanitizer report"
+fi
+((RB_FAILED > 0)) && grep -v 'level=info' "$RB_TMP"/gw-k.log | tail -n 30
+rb_finish

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# credits_gw_test.sh: the gateway's credit admission against a real PostgreSQL (issue 4).
+#   credits_gw_test.sh GATEWAY_BIN MOCK_BIN SOURCE_DIR
+# (a) NO OVERSPEND: two gateway processes on one database, 60 concurrent streamed requests whose
+#     possible cost is ~4x the balance: posted debits <= granted credits, every request is served and
+#     billed in full or refused with 402, the ledger identity holds, and once the gateways stopped
+#     every lease is closed and nothing is pending.
+# (c) 402 bodies in both dialects with a rejected usage row and nothing sent upstream, BYOK calls
+#     not debited, a grant unblocking a refused user within a second, idempotent grants.
+# Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
+set -u
+GW_BIN=$1 MOCK_BIN=$2 SRC=$3
+if [[ -z ${RB_TEST_PGHOST:-} ]]; then
+    . "$SRC/tools/lib/pg.sh"
+    rb_pg_start /tmp/rigbox-cgwtest-pg >/dev/null 2>&1 || { echo "cannot start PostgreSQL"; echo "0 passed, 1 failed"; exit 1; }
+    export RB_TEST_PGHOST=$(rb_pg_host /tmp/rigbox-cgwtest-pg)
+fi
+. "$SRC/tests/integration/lib.sh"
+rb_db_create
+. "$SRC/tests/integration/credits_gw_lib.sh"
+cg_start_mock
+
+PA=$(rb_free_port) PB=$(rb_free_port)
+cg_gateway gw-a "$PA"
+PID_A=$CG_PID
+kill -0 "$PID_A" || { fail "gateway gw-a runs"; tail -30 "$RB_TMP/gw-a.log"; rb_finish; exit 1; }
+cg_gateway gw-b "$PB"
+PID_B=$CG_PID
+kill -0 "$PID_B" || { fail "gateway gw-b runs"; tail -30 "$RB_TMP/gw-b.log"; rb_finish; exit 1; }
+TOK1=$(cg_user 1)
+TOK2=$(cg_user 2)
+TOK3=$(cg_user 3)
+
+# ---- (a) no overspend ---------------------------------------------------------------------------
+# t-chat: 100 micro per input token, 200 per output token. Each request: max_tokens 1000, usage
+# reported 10 in / 1000 out = 201000 micro; hold = input estimate + 1000 x 200 >= that.
+GRANT=3000000
+cg_grant u-cguser01 $GRANT g-a-1
+BODY='{"model":"t-chat","stream":true,"max_tokens":1000,"messages":[{"role":"user","content":"count to ten"}]}'
+mkdir -p "$RB_TMP/a"
+for i in $(seq 1 60); do
+    port=$PA
+    ((i % 2)) && port=$PB
+    curl -sS -N -o "$RB_TMP/a/$i.out" -D "$RB_TMP/a/$i.hdr" -w '%{http_code}' "http://127.0.0.1:$port/v1/chat/completions" \
+        -H "Authorization: Bearer $TOK1" -H 'content-type: application/json' \
+        -H 'X-Mock-Behavior: slow=60,chunks=8,usage=prompt:10,completion:1000' -d "$BODY" >"$RB_TMP/a/$i.code" 2>/dev/null &
+done
+wait_curls() { local p; for p in $(jobs -p); do [[ " ${RB_PIDS[*]} " == *" $p "* ]] || wait "$p"; done; }
+wait_curls
+served=0 refused=0 other=0 served_a=0 served_b=0
+: >"$RB_TMP/a/served.ids"
+for i in $(seq 1 60); do
+    code=$(cat "$RB_TMP/a/$i.code")
+    rid=$(grep -i '^x-rigbox-request-id:' "$RB_TMP/a/$i.hdr" | tr -d '\r' | cut -d' ' -f2)
+    if [[ $code == 200 ]] && grep -q '^data: \[DONE\]' "$RB_TMP/a/$i.out"; then
+        served=$((served + 1))
+        if ((i % 2)); then served_b=$((served_b + 1)); else served_a=$((served_a + 1)); fi
+        echo "$rid" >>"$RB_TMP/a/served.ids"
+    elif [[ $code == 402 ]] && [[ $(jq -r .error.code "$RB_TMP/a/$i.out") == insufficient_credits ]]; then
+        refused=$((refused + 1))
+    else
+        other=$((other + 1))
+        echo "request $i: $code $(head -c 300 "$RB_TMP/a/$i.out")"
+    fi
+done
+echo "# no overspend: served=$served refused=$refused other=$other"
+check "a: every request served or refused with 402 ($served + $refused = 60)" test "$other" = 0
+check "a: some requests served, some refused (the test bites)" test "$served" -ge 5 -a "$refused" -ge 5
+check "a: both gateways served ($served_a + $served_b)" test "$served_a" -ge 1 -a "$served_b" -ge 1
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser01'" 60
+check "a: one usage row per request (60)" test "$(rb_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser01'")" = 60
+check "a: every served request billed once, in full" cg_served_billed_once "$RB_TMP/a/served.ids"
+check "a: refused requests: rejected rows with 402, not billed" test "$(rb_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser01' AND status = 'rejected' AND http_status = 402 AND NOT billed AND error_code = 'insufficient_credits'")" = "$refused"
+check "a: posted debits <= granted credits" test "$(rb_sql "SELECT debits_posted <= credits_posted AND credits_posted = $GRANT FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t
+check "a: posted = served x 201000, no overrun" test "$(rb_sql "SELECT debits_posted || '/' || overrun_micro FROM credit_accounts WHERE user_id = 'u-cguser01'")" = "$((served * 201000))/0"
+check "a: leases taken by both gateways" test "$(rb_sql "SELECT count(DISTINCT node_id) FROM credit_leases WHERE user_id = 'u-cguser01'")" = 2
+check "a: ledger identity holds under load" cg_identity_ok u-cguser01
+check "a: nodes registered (kind gateway)" test "$(rb_sql "SELECT count(*) FROM nodes WHERE kind = 'gateway' AND id IN ('gw-a', 'gw-b')")" = 2
+
+# ---- (c) 402 bodies, BYOK, grants ---------------------------------------------------------------
+post() { # post PORT PATH TOKEN BODY [curl args…]
+    local port=$1 path=$2 tok=$3 body=$4
+    shift 4
+    curl -sS -o "$RB_TMP/out" -D "$RB_TMP/hdr" -w '%{http_code}' "http://127.0.0.1:$port$path" \
+        -H "Authorization: Bearer $tok" -H "x-api-key: $tok" -H 'anthropic-version: 2023-06-01' \
+        -H 'content-type: application/json' -d "$body" "$@"
+}
+rid() { grep -i '^x-rigbox-request-id:' "$RB_TMP/hdr" | tr -d '\r' | cut -d' ' -f2; }
+mock_count() { curl -sS "$CG_MOCK/mock/requests" | jq '.requests | length'; }
+CHAT='{"model":"t-chat","messages":[{"role":"user","content":"hi"}]}'
+MSG='{"model":"t-claude","max_tokens":50,"messages":[{"role":"user","content":"hi"}]}'
+N0=$(mock_count)
+st=$(post $PA /v1/chat/completions $TOK2 "$CHAT")
+check "c: no credit, OpenAI route: 402 insufficient_quota/insufficient_credits" test "$st:$(jq -r '.error.type + "/" + .error.code' "$RB_TMP/out")" = "402:insufficient_quota/insufficient_credits"
+R=$(rid)
+st=$(post $PA /v1/messages $TOK2 "$MSG")
+check "c: no credit, Anthropic route: 402 billing_error" test "$st:$(jq -r '.type + "/" + .error.type' "$RB_TMP/out")" = "402:error/billing_error"
+check "c: nothing sent upstream for refused calls" test "$(mock_count)" = "$N0"
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE request_id = '$R'" 1
+check "c: refused call recorded (rejected, 402, not billed)" test "$(rb_sql "SELECT status || http_status || billed FROM usage_events WHERE request_id = '$R'")" = "rejected402false"
+st=$(post $PA /v1/chat/completions $TOK2 "$CHAT" -H 'X-Rigbox-Provider-Key: sk-own')
+check "c: BYOK call without credit: served" test "$st" = 200
+R=$(rid)
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE request_id = '$R'" 1
+check "c: BYOK: priced, not billed, no transfer" test "$(rb_sql "SELECT mode || billed || (cost_micro > 0) || (SELECT count(*) FROM credit_transfers WHERE request_id = '$R') FROM usage_events WHERE request_id = '$R'")" = "byokfalsetrue0"
+cg_grant u-cguser02 1000000 g-c-1
+cg_grant u-cguser02 1000000 g-c-1
+check "c: grant replay is idempotent (one grant)" test "$(rb_sql "SELECT credits_posted FROM credit_accounts WHERE user_id = 'u-cguser02'")" = 1000000
+sleep 1.1
+st=$(post $PA /v1/chat/completions $TOK2 "$CHAT")
+check "c: after a grant the user is served within a second" test "$st" = 200
+R=$(rid)
+cg_wait_sql "SELECT count(*) FROM credit_transfers WHERE request_id = '$R'" 1
+check "c: and billed its cost" test "$(rb_sql "SELECT t.amount_micro = e.cost_micro AND e.cost_micro > 0 FROM credit_transfers t JOIN usage_events e USING (request_id) WHERE request_id = '$R'")" = t
+cg_grant u-cguser03 1000000 g-c-3
+st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":10000,"messages":[{"role":"user","content":"hi"}]}')
+check "c: a hold above the balance (max_tokens 10000 = 2 credits > 1) is refused: 402" test "$st" = 402
+st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}')
+check "c: the same user with max_tokens 1000 is served" test "$st" = 200
+
+# ---- shutdown: leases returned, nothing pending -------------------------------------------------
+kill -TERM "$PID_A" "$PID_B"
+wait "$PID_A" "$PID_B" 2>/dev/null
+check "stop: every lease closed" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE closed_at IS NULL")" = 0
+check "stop: nothing pending" test "$(rb_sql "SELECT coalesce(sum(debits_pending), 0) FROM credit_accounts")" = 0
+check "stop: granted - posted - pending = remaining (u1)" test "$(rb_sql "SELECT credits_posted - debits_posted - debits_pending = $GRANT - $((served * 201000)) FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t
+check "stop: ledger identity (u1)" cg_identity_ok u-cguser01
+check "stop: ledger identity (u2)" cg_identity_ok u-cguser02
+check "stop: the spools are fully committed" bash -c "for d in '$RB_TMP'/spool-gw-*; do test \$(( \$(stat -c %s \$d/usage.spool) )) = \$(( 10#\$(head -c 20 \$d/checkpoint) )) || exit 1; done"
+if grep -q 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log; then
+    fail "no sanitizer report"
+    grep -B2 -A14 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log | head -60
+else
+    ok "no sanitizer report"
+fi
+((RB_FAILED > 0)) && tail -n 30 "$RB_TMP"/gw-*.log
+rb_finish

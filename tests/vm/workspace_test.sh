@@ -118,6 +118,15 @@ curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/retry"
 check "retry brings it back" wait_status running
 check "the app answers after retry" app_answers
 
+# A VM that dies while control is down: control finds it gone at start.
+kill -TERM "$ctl_pid"
+wait "$ctl_pid"
+kill -KILL "$(cat "$dir/qemu.pid")"
+check "control starts with the VM gone" start_control
+check "a VM lost while control was down makes the workspace failed" wait_status failed 10
+check "the failure is vm_lost and retryable" \
+    jq -e '.failure.code == "vm_lost" and .failure.retryable == true' <(curl -fsS "${H[@]}" "$api/workspaces/$ws")
+
 code=$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" -X DELETE "$api/workspaces/$ws")
 check "delete is accepted (202)" test "$code" = 202
 for ((i = 0; i < 60; i++)); do

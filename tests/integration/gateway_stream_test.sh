@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# rigbox-gateway when streams go wrong: a provider error after the 200 is forwarded as the provider's own
+# event; a connection reset mid-stream breaks the client's transfer and is billed as an estimate; a
+# stream with no usage is estimated; a client that leaves a stream longer than the drain bound gets its
+# upstream cancelled and an estimate recorded; an oversized body is refused with 413.
+# usage: gateway_stream_test.sh BUILD_DIR SOURCE_DIR
+set -uo pipefail
+build=$1
+src=$2
+. "$src/tests/integration/lib.sh"
+rb_db_create
+mock_port=$(rb_free_port)
+ai_port=$(rb_free_port)
+GW=http://127.0.0.1:$ai_port
+cat >"$RB_TMP/models.yaml" <<YAML
+providers:
+  mockoai: {kind: openai, base_url: "http://127.0.0.1:$mock_port"}
+  mockant: {kind: anthropic, base_url: "http://127.0.0.1:$mock_port"}
+models:
+  t-chat: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
+  t-claude: {provider: mockant, upstream: claude-sonnet-4-5, prices: {input: "3.00", output: "15.00"}, max_output_default: 200}
+YAML
+mkdir -p "$RB_TMP/templates"
+cat >"$RB_TMP/rigbox.yaml" <<YAML
+gateway:
+  ai_listen: 127.0.0.1:$ai_port
+  apps_listen: 127.0.0.1:$(rb_free_port)
+  limits: {body_max_bytes: 4096, drain_bytes_max: 2000, drain_timeout_ms: 3000, keepalive_interval_ms: 1000}
+database: {url: "$RB_DB_URL"}
+models: models.yaml
+templates: templates
+YAML
+rb_spawn mock "$build/tools/mock-provider/mock-provider" --listen "127.0.0.1:$mock_port"
+rb_wait_http "http://127.0.0.1:$mock_port/mock/healthz"
+RIGBOX_SPOOL_DIR=$RB_TMP/spool RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_MOCKOAI_API_KEY=sk-oai \
+    RIGBOX_MOCKANT_API_KEY=sk-ant rb_spawn gateway "$build/gateway/rigbox-gateway" --config "$RB_TMP/rigbox.yaml"
+rb_wait_http "$GW/healthz" || { cat "$RB_TMP/gateway.log"; exit 1; }
+
+tok=rbw_streamtest0000000000000000000000000000000
+rb_sql "INSERT INTO users (id, email) VALUES ('u-ssssssss', 's@example.com');
+INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb)
+  VALUES ('ws-ssssssss', 'u-ssssssss', 's', 'base', 512, 1, 1024);
+INSERT INTO workspace_tokens (workspace_id, token_hash, prefix)
+  VALUES ('ws-ssssssss', sha256('$tok'::bytea), 'rbw_stre');
+SELECT count(*) FROM rb_grant('g-stream', 'u-ssssssss', 1000000000, 'paid', NULL, NULL);" >/dev/null
+
+# stream ROUTE BEHAVIOR BODY [curl args]: the client's bytes to $RB_TMP/out, headers to $RB_TMP/hdr;
+# sets $rc (curl's exit code) and $rid.
+stream() {
+    local route=$1 bhv=$2 body=$3
+    shift 3
+    curl -sS -N -o "$RB_TMP/out" -D "$RB_TMP/hdr" "$GW$route" -H "Authorization: Bearer $tok" \
+        -H "x-api-key: $tok" -H 'anthropic-version: 2023-06-01' -H 'content-type: application/json' \
+        -H "X-Mock-Behavior: $bhv" -d "$body" "$@" 2>/dev/null
+    rc=$?
+    rid=$(grep -i '^x-rigbox-request-id:' "$RB_TMP/hdr" | cut -d' ' -f2 | tr -d '\r')
+}
+row() { # row COLUMNS: the usage row of $rid (waits for the writer)
+    local out
+    for ((i = 0; i < 50; i++)); do
+        out=$(rb_sql "SELECT $1 FROM usage_events WHERE request_id = '$rid'")
+        [[ -n $out ]] && { echo "$out"; return; }
+        sleep 0.1
+    done
+}
+CHAT='{"model":"t-chat","stream":true,"messages":[{"role":"user","content":"tell me a story"}]}'
+MSG='{"model":"t-claude","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"tell me a story"}]}'
+
+stream /v1/chat/completions error-mid "$CHAT"
+check "OpenAI error after the 200: the provider's error event reaches the client" \
+    grep -q '^data: {"error":' "$RB_TMP/out"
+check "OpenAI error after the 200: one usage row, not ok" bash -c "[[ -n '$(row status)' && '$(row status)' != ok ]]"
+stream /v1/messages error-mid "$MSG"
+check "Anthropic error after the 200: event: error reaches the client" grep -q '^event: error' "$RB_TMP/out"
+check "Anthropic error after the 200: one usage row" test -n "$(row status)"
+
+stream /v1/chat/completions reset "$CHAT"
+check "reset mid-stream: the client's transfer breaks" bash -c "[[ $rc -ne 0 ]]"
+check "reset mid-stream: no [DONE] reached the client" bash -c "! grep -q '\[DONE\]' $RB_TMP/out"
+check "reset mid-stream: recorded with an estimate" test "$(row usage_source)" = estimate
+check "reset mid-stream: the estimate is billed (cost > 0)" bash -c "[[ $(row cost_micro) -gt 0 ]]"
+
+stream /v1/chat/completions no-usage "$CHAT"
+check "a stream without usage completes" grep -q '\[DONE\]' "$RB_TMP/out"
+check "a stream without usage is billed as an estimate" test "$(row usage_source)" = estimate
+
+# A client that leaves a long slow stream: the gateway drains at most drain_bytes_max, then cancels.
+LONG='{"model":"t-chat","stream":true,"max_tokens":100000,"messages":[{"role":"user","content":"a long story"}]}'
+stream /v1/chat/completions "big=400000,slow=20" "$LONG" --max-time 1
+check "client gone: its transfer was cut" bash -c "[[ $rc -ne 0 ]]"
+sleep 4
+check "client gone past the drain bound: recorded as client_gone with an estimate" \
+    test "$(row "status || ' ' || usage_source")" = "client_gone estimate"
+check "the gateway is still healthy" rb_wait_http "$GW/healthz" 10
+
+big=$(head -c 6000 /dev/zero | tr '\0' a)
+code=$(curl -s -o /dev/null -w '%{http_code}' "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \
+    -H 'content-type: application/json' -d "{\"model\":\"t-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
+check "a body over body_max_bytes is 413" test "$code" = 413
+rb_finish

@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "common/log.h"
@@ -167,6 +168,13 @@ rb_err_t gw_db_listen(gw_db_t *db, const char *channel, char *errbuf, size_t cap
 
 int gw_db_notifications(gw_db_t *db)
 {
+    return gw_db_notifications_each(db, NULL, NULL);
+}
+
+int gw_db_notifications_each(gw_db_t *db,
+                             void (*on)(void *ctx, const char *channel, const char *payload),
+                             void *ctx)
+{
     PGnotify *n;
     int count = 0;
 
@@ -174,6 +182,8 @@ int gw_db_notifications(gw_db_t *db)
         return -1;
     while ((n = PQnotifies(db->conn)) != NULL) {
         count++;
+        if (on != NULL)
+            on(ctx, n->relname, n->extra != NULL ? n->extra : "");
         PQfreemem(n);
     }
     return count;
@@ -194,6 +204,12 @@ static rb_err_t query(gw_db_t *db, const char *what, const char *sql, int n, con
     }
     *out = r;
     return RB_OK;
+}
+
+/* A text column of row 0 ("" when NULL; cut at cap). */
+static void copy_col(const PGresult *r, int col, char *dst, size_t cap)
+{
+    snprintf(dst, cap, "%s", PQgetisnull(r, 0, col) ? "" : PQgetvalue(r, 0, col));
 }
 
 /* The first column of the first row as an int64 (0 when NULL or absent). */
@@ -292,6 +308,71 @@ rb_err_t gw_db_node_heartbeat(gw_db_t *db, const char *id, const char *hostname,
                 " 'gateway', $3, now() + make_interval(secs => $4::int)) ON CONFLICT (id) DO"
                 " UPDATE SET heartbeat_at = now(), lease_expires_at = EXCLUDED.lease_expires_at",
                 4, v, &r, errbuf, cap);
+    PQclear(r);
+    return err;
+}
+
+/* The overrides in column order; the spend windows are UTC (like control/limits.c). */
+static const char LIMITS_SQL[] =
+    "SELECT u.plan, l.credits_per_day, l.credits_per_month, l.rpm, l.tpm, l.max_concurrent,"
+    " l.allowed_models IS NOT NULL, array_to_string(l.allowed_models, E'\\n'),"
+    " (SELECT coalesce(sum(cost_micro) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME"
+    " ZONE 'UTC') AT TIME ZONE 'UTC'), 0) FROM usage_events WHERE user_id = u.id AND billed AND"
+    " created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),"
+    " (SELECT coalesce(sum(cost_micro), 0) FROM usage_events WHERE user_id = u.id AND billed AND"
+    " created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+    " FROM users u LEFT JOIN user_limits l ON l.user_id = u.id WHERE u.id = $1";
+
+static int64_t opt_int64(const PGresult *r, int col)
+{
+    return PQgetisnull(r, 0, col) ? -1 : strtoll(PQgetvalue(r, 0, col), NULL, 10);
+}
+
+rb_err_t gw_db_limits_load(gw_db_t *db, const char *user, gw_db_limits_t *out, char *errbuf,
+                           size_t cap)
+{
+    const char *v[1] = {user};
+    PGresult *r = NULL;
+    rb_err_t err;
+
+    RB_ASSERT(user != NULL && out != NULL);
+    if ((err = query(db, "limits load", LIMITS_SQL, 1, v, &r, errbuf, cap)) != RB_OK)
+        return err;
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return RB_ERR_NOTFOUND;
+    }
+    memset(out, 0, offsetof(gw_db_limits_t, models));
+    copy_col(r, 0, out->plan, sizeof(out->plan));
+    out->credits_per_day = opt_int64(r, 1);
+    out->credits_per_month = opt_int64(r, 2);
+    out->rpm = opt_int64(r, 3);
+    out->tpm = opt_int64(r, 4);
+    out->max_concurrent = opt_int64(r, 5);
+    out->has_models = PQgetvalue(r, 0, 6)[0] == 't';
+    copy_col(r, 7, out->models, sizeof(out->models));
+    out->day_micro = opt_int64(r, 8);
+    out->month_micro = opt_int64(r, 9);
+    PQclear(r);
+    RB_ASSERT(out->day_micro >= 0 && out->month_micro >= 0);
+    return RB_OK;
+}
+
+rb_err_t gw_db_subject_spent(gw_db_t *db, const char *user, const char *subject,
+                             int64_t since_unix_s, int64_t *spent, char *errbuf, size_t cap)
+{
+    char t[GW_DB_NUM_MAX];
+    const char *v[3] = {user, subject, t};
+    PGresult *r = NULL;
+    rb_err_t err;
+
+    snprintf(t, sizeof(t), "%" PRId64, since_unix_s);
+    err = query(db, "subject spend",
+                "SELECT coalesce(sum(cost_micro), 0) FROM usage_events WHERE user_id = $1 AND"
+                " subject = $2 AND billed AND created_at >= to_timestamp($3::bigint)",
+                3, v, &r, errbuf, cap);
+    if (err == RB_OK)
+        *spent = first_int64(r);
     PQclear(r);
     return err;
 }

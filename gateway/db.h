@@ -29,6 +29,11 @@
  * workspace or user deleted. Payload: free text for logs (e.g. "workspace:ws-abcd1234"); the
  * gateway drops its whole cache on every notification, whatever the payload. */
 #define GW_DB_IDENTITY_CHANNEL "rigbox_identity"
+/* The NOTIFY channel of limit changes (schema/0002 rb_notify_limits: user_limits rows and
+ * users.plan); payload: the user id. */
+#define GW_DB_LIMITS_CHANNEL "rigbox_limits"
+/* Longest allowed_models override read (newline-joined names), NUL included. */
+#define GW_DB_MODELS_MAX 65536
 /* Longest id kept (users, workspaces), NUL included. */
 #define GW_DB_ID_MAX 64
 /* Longest provider name, NUL included. */
@@ -80,6 +85,16 @@ typedef struct st_gw_db_usage_row_t {
     char lease_id[GW_DB_TEXT_MAX];   /* the lease the hold was carved from; "" = none */
 } gw_db_usage_row_t;
 
+/** A user's plan, its user_limits overrides and its billed spend today and this month (UTC). */
+typedef struct st_gw_db_limits_t {
+    char plan[GW_DB_TEXT_MAX];
+    /* override of credits_per_day, credits_per_month, rpm, tpm, max_concurrent; -1 = NULL */
+    int64_t credits_per_day, credits_per_month, rpm, tpm, max_concurrent;
+    int has_models;                 /* allowed_models is not NULL */
+    char models[GW_DB_MODELS_MAX];  /* its names joined by '\n' */
+    int64_t day_micro, month_micro; /* billed cost since the start of the UTC day / month */
+} gw_db_limits_t;
+
 /** Connects (retrying for up to timeout_s); returns owned in *out (free with gw_db_close). */
 rb_err_t gw_db_connect(const char *url, int timeout_s, gw_db_t **out, char *errbuf, size_t cap);
 /** Closes and frees; NULL is a no-op. */
@@ -97,6 +112,17 @@ rb_err_t gw_db_listen(gw_db_t *db, const char *channel, char *errbuf, size_t cap
 /** Reads what arrived on the socket without blocking; returns the number of notifications
  *  consumed (>= 0), or -1 when the connection is broken. */
 int gw_db_notifications(gw_db_t *db);
+/** Like gw_db_notifications, calling on(ctx, channel, payload) for each (strings borrowed for the
+ *  call). */
+int gw_db_notifications_each(gw_db_t *db,
+                             void (*on)(void *ctx, const char *channel, const char *payload),
+                             void *ctx);
+/** A user's limits and spend (*out filled). RB_OK, RB_ERR_NOTFOUND (no such user) or RB_ERR_DB. */
+rb_err_t gw_db_limits_load(gw_db_t *db, const char *user, gw_db_limits_t *out, char *errbuf,
+                           size_t cap);
+/** Billed cost of user+subject since since_unix_s in *spent. RB_OK or RB_ERR_DB. */
+rb_err_t gw_db_subject_spent(gw_db_t *db, const char *user, const char *subject,
+                             int64_t since_unix_s, int64_t *spent, char *errbuf, size_t cap);
 /** The connection's socket, for poll(2); -1 when closed. */
 int gw_db_socket(const gw_db_t *db);
 /** Posts one ledger batch: json is a JSON array of usage records (schema/0002 rb_usage_post), one

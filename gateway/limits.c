@@ -155,3 +155,53 @@ rb_err_t gw_limits_parse_rate(const char *s, size_t len, gw_limits_rate_t *out)
     out->window_s = window;
     return RB_OK;
 }
+
+int64_t gw_limits_window_start(int64_t now_ms, int64_t len_ms)
+{
+    int64_t start;
+
+    RB_ASSERT(len_ms > 0 && now_ms >= 0);
+    start = now_ms - now_ms % len_ms;
+    RB_ASSERT(start <= now_ms && now_ms - start < len_ms);
+    return start;
+}
+
+int64_t gw_limits_retry_after_s(int64_t now_ms, int64_t len_ms)
+{
+    int64_t left = gw_limits_window_start(now_ms, len_ms) + len_ms - now_ms;
+
+    RB_ASSERT(left > 0 && left <= len_ms);
+    return (left + 999) / 1000;
+}
+
+int64_t gw_limits_utc_day(int64_t now_s)
+{
+    RB_ASSERT(now_s >= 0);
+    return now_s / 86400;
+}
+
+/* Civil from days (H. Hinnant's algorithm): the proleptic Gregorian year and month of a day. */
+int64_t gw_limits_utc_month(int64_t now_s)
+{
+    int64_t z = gw_limits_utc_day(now_s) + 719468;
+    int64_t era = z / 146097, doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153, m = mp < 10 ? mp + 3 : mp - 9;
+    int64_t y = yoe + era * 400 + (m <= 2);
+
+    RB_ASSERT(m >= 1 && m <= 12 && y >= 1970);
+    return y * 12 + m - 1;
+}
+
+int gw_limits_cap_reached(int64_t spent_micro, int64_t cap_credits)
+{
+    int64_t cap_micro;
+
+    RB_ASSERT(cap_credits >= 0);
+    if (cap_credits == 0)
+        return 0;
+    if (__builtin_mul_overflow(cap_credits, (int64_t)1000000, &cap_micro))
+        return 0; /* a cap beyond int64 micro-credits cannot be reached */
+    return spent_micro >= cap_micro;
+}

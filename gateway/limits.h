@@ -10,6 +10,10 @@
  * missing parameter, an unknown parameter, a unit we do not know, trailing bytes) is malformed,
  * which the proxy answers 400 subject_limit_malformed.
  *
+ * Also the pure arithmetic of the limit counters (gateway/quota.c keeps the state): fixed windows
+ * aligned to the Unix epoch (so every gateway process agrees on where a window starts), the
+ * Retry-After of a window, UTC day and month numbers, and whole-credit caps.
+ *
  * Pure; any thread.
  */
 #ifndef RB_GATEWAY_LIMITS_H
@@ -48,5 +52,16 @@ rb_err_t gw_limits_parse_budget(const char *s, size_t len, gw_limits_budget_t *o
 rb_err_t gw_limits_parse_rate(const char *s, size_t len, gw_limits_rate_t *out);
 /** Parses a duration ("30s", "5h", "7d", "90"): RB_OK with seconds in *out, or RB_ERR_PARSE. */
 rb_err_t gw_limits_parse_duration(const char *s, size_t len, int64_t *out);
+
+/** Start (ms) of the window of len_ms (> 0) that contains now_ms (windows aligned to the epoch). */
+int64_t gw_limits_window_start(int64_t now_ms, int64_t len_ms);
+/** Whole seconds (>= 1) until the window of len_ms that contains now_ms ends (a Retry-After). */
+int64_t gw_limits_retry_after_s(int64_t now_ms, int64_t len_ms);
+/** The UTC day of Unix time now_s (>= 0): days since 1970-01-01. */
+int64_t gw_limits_utc_day(int64_t now_s);
+/** The UTC month of Unix time now_s (>= 0): year * 12 + month - 1. */
+int64_t gw_limits_utc_month(int64_t now_s);
+/** 1 when spent_micro has reached a cap of cap_credits whole credits; cap 0 = no cap (0). */
+int gw_limits_cap_reached(int64_t spent_micro, int64_t cap_credits);
 
 #endif

@@ -19,6 +19,10 @@
  *                       benchmarks and operators who bill elsewhere;
  *   RIGBOX_LEASE_IDLE_MS  an unused lease is returned after this long (default 30000);
  *   RIGBOX_LEASE_WAIT_MS  longest wait for a new lease before 503 (default 5000).
+ *
+ * Limits (DESIGN.md §3, gateway/quota.h) are checked before any spend, from the user's plan and
+ * user_limits; rpm, tpm and concurrency are counted by each gateway process on its own. For tests
+ * only: RIGBOX_GATEWAY_RATE_WINDOW_S (1..3600) shortens the 60 s rpm/tpm window.
  */
 #include <errno.h>
 #include <fcntl.h>

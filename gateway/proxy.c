@@ -12,6 +12,7 @@
 #include "gateway/adapter.h"
 #include "gateway/errors.h"
 #include "gateway/pricing.h"
+#include "gateway/quota.h"
 #include "gateway/sse.h"
 #include "gateway/upstream.h"
 #include "gateway/usage.h"
@@ -39,6 +40,7 @@ typedef struct st_gw_proxy_worker_t {
     gw_upstream_t *up;
     gw_identity_port_t *port;
     gw_credits_port_t *cport; /* NULL when metering is off */
+    gw_quota_port_t *qport;   /* limits (gateway/quota.h) */
     h2o_timeout_t keepalive_timeout;
     h2o_timeout_t drain_timeout;
     size_t calls; /* calls alive on this worker */
@@ -49,6 +51,7 @@ struct st_gw_proxy_t {
     gw_identity_t *idy;
     gw_recorder_t *rec;
     gw_credits_t *credits; /* NULL = metering off: no holds, no leases */
+    gw_quota_t *quota;     /* per-user and per-subject limits, owned */
     rb_metrics_t *metrics;
     int drains;       /* atomic: drains running in the process */
     int forward_mock; /* RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1: tests script the mock provider */
@@ -88,6 +91,12 @@ typedef struct st_gw_call_t {
     size_t up_headers_len;
     gw_xfer_t *xfer;
     int called; /* the upstream was asked */
+    /* limits (checked before admission) */
+    gw_quota_job_t *qjob;     /* waiting for the user's limits */
+    gw_quota_ticket_t quota;  /* counted in the limits; finished once in call_record */
+    int has_budget, has_rate; /* X-Rigbox-Subject-Budget / -Rate */
+    gw_limits_budget_t budget;
+    gw_limits_rate_t rate;
     /* admission */
     gw_credits_job_t *cjob;   /* waiting for a lease */
     gw_credits_hold_t credit; /* carved from a lease; settled once in call_record */
@@ -260,6 +269,9 @@ static void call_record(gw_call_t *c)
     } else {
         gw_recorder_submit(c->pw->proxy->rec, row, NULL);
     }
+    gw_quota_finish(c->pw->proxy->quota, &c->quota, row->billed ? row->cost_micro : 0,
+                    u.input_uncached + u.cache_read + u.cache_write_5m + u.cache_write_1h +
+                        u.output);
     free(row);
 }
 
@@ -294,7 +306,7 @@ static void call_maybe_free(gw_call_t *c)
 {
     gw_proxy_t *p = c->pw->proxy;
 
-    if (c->req != NULL || c->xfer != NULL || c->job != NULL || c->cjob != NULL)
+    if (c->req != NULL || c->xfer != NULL || c->job != NULL || c->cjob != NULL || c->qjob != NULL)
         return;
     if (c->draining) {
         __atomic_sub_fetch(&p->drains, 1, __ATOMIC_ACQ_REL);
@@ -374,6 +386,10 @@ static void on_anchor_dispose(void *obj)
     if (c->cjob != NULL) {
         gw_credits_cancel(c->cjob);
         c->cjob = NULL;
+    }
+    if (c->qjob != NULL) {
+        gw_quota_cancel(c->qjob);
+        c->qjob = NULL;
     }
     if (c->xfer != NULL) {
         c->client_gone = 1;
@@ -906,6 +922,8 @@ static int choose_model(gw_call_t *c)
 }
 
 static void call_send(gw_call_t *c);
+static void call_limits(gw_call_t *c);
+static int call_subject_limits(gw_call_t *c);
 
 /* Admission refused or impossible: the answer in the caller's dialect, nothing sent upstream. */
 static void call_refuse(gw_call_t *c, gw_credits_result_t r)
@@ -960,6 +978,86 @@ static void call_admit(gw_call_t *c)
         call_send(c);
 }
 
+/* The subject limit headers (DESIGN.md §3 Limits); answers 400 subject_limit_malformed itself. */
+static int call_subject_limits(gw_call_t *c)
+{
+    const char *v, *which = NULL;
+    size_t len;
+
+    if ((v = rb_http_header(c->req, "x-rigbox-subject-budget", &len)) != NULL) {
+        c->has_budget = 1;
+        if (gw_limits_parse_budget(v, len, &c->budget) != RB_OK)
+            which = "X-Rigbox-Subject-Budget: expected <credits>;period=<duration>";
+    }
+    if (which == NULL && (v = rb_http_header(c->req, "x-rigbox-subject-rate", &len)) != NULL) {
+        c->has_rate = 1;
+        if (gw_limits_parse_rate(v, len, &c->rate) != RB_OK)
+            which = "X-Rigbox-Subject-Rate: expected <n>[req];window=<duration>";
+    }
+    if (which == NULL && (c->has_budget || c->has_rate) && c->subject[0] == '\0')
+        which = "subject limits need a valid X-Rigbox-Subject (1 to 256 printable characters)";
+    if (which == NULL)
+        return 0;
+    call_fail(c, 400, "subject_limit_malformed", "rejected", which, NULL);
+    return -1;
+}
+
+/* The limits passed: hold credits (managed calls) and go upstream. */
+static void call_limited(gw_call_t *c)
+{
+    if (!c->byok && c->pw->cport != NULL)
+        call_admit(c);
+    else
+        call_send(c);
+}
+
+static void call_limits_answer(gw_call_t *c, const gw_quota_answer_t *a)
+{
+    char msg[GW_PROXY_MSG_MAX], num[24];
+    const char *code = NULL;
+    int status;
+
+    if (a->verdict == GW_QUOTA_OK) {
+        c->quota = a->ticket;
+        call_limited(c);
+        return;
+    }
+    explicit_bzero(c->up_headers, sizeof(c->up_headers));
+    status = gw_quota_describe(a, &code, msg, sizeof(msg));
+    if (a->retry_after_s > 0) {
+        snprintf(num, sizeof(num), "%" PRId64, a->retry_after_s);
+        rb_http_add_header(c->req, "retry-after", num);
+    }
+    call_fail(c, status, code, status == 503 ? "error" : "rejected", msg,
+              status == 403 ? "model" : NULL);
+}
+
+static void on_quota(void *ctx, const gw_quota_answer_t *a)
+{
+    gw_call_t *c = ctx;
+
+    c->qjob = NULL;
+    RB_ASSERT(c->req != NULL); /* a gone request cancels its check */
+    call_limits_answer(c, a);
+}
+
+/* Checks and counts the user's and the subject's limits before any spend. */
+static void call_limits(gw_call_t *c)
+{
+    gw_proxy_worker_t *pw = c->pw;
+    int64_t cpt = c->cfg->credits.chars_per_token > 0 ? c->cfg->credits.chars_per_token : 1;
+    gw_quota_ask_t ask = {.user = c->ident.user_id,
+                          .model = c->model->name,
+                          .subject = c->subject,
+                          .tokens = ((int64_t)c->info.input_bytes + cpt - 1) / cpt,
+                          .budget = c->has_budget ? &c->budget : NULL,
+                          .rate = c->has_rate ? &c->rate : NULL};
+    gw_quota_answer_t a;
+
+    if (gw_quota_admit(pw->qport, &ask, &a, on_quota, c, &c->qjob))
+        call_limits_answer(c, &a);
+}
+
 static void call_forward(gw_call_t *c)
 {
     const cfg_gateway_limits_t *lim = &c->cfg->gateway.limits;
@@ -975,6 +1073,8 @@ static void call_forward(gw_call_t *c)
         call_fail(c, 400, "invalid_request", "rejected", msg, c->info.err_param);
         return;
     }
+    if (call_subject_limits(c) != 0)
+        return;
     if (choose_model(c) != 0 || choose_key(c, &key, &key_len) != 0)
         return;
     cap = !c->byok && c->info.max_output == 0 ? c->model->max_output_default : 0;
@@ -988,10 +1088,7 @@ static void call_forward(gw_call_t *c)
         return;
     }
     snprintf(c->url, sizeof(c->url), "%s%s", c->model->provider->base_url, route_path(c->route));
-    if (!c->byok && c->pw->cport != NULL)
-        call_admit(c);
-    else
-        call_send(c);
+    call_limits(c);
 }
 
 /* Starts the upstream transfer (the request is admitted). */
@@ -1189,6 +1286,18 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
                       strcmp(getenv("RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR"), "1") == 0;
     if (p->forward_mock)
         rb_log_warn("test_mode", "X-Mock-Behavior is forwarded upstream (tests only)");
+    {
+        /* RIGBOX_GATEWAY_RATE_WINDOW_S (tests only): a shorter rpm/tpm window than 60 s */
+        const char *w = getenv("RIGBOX_GATEWAY_RATE_WINDOW_S");
+        long ws = w != NULL ? strtol(w, NULL, 10) : 0;
+        gw_quota_conf_t qc = {.cfg = cfg,
+                              .db_url = cfg->database.url,
+                              .connect_timeout_s = cfg->database.connect_timeout_s,
+                              .window_ms = ws >= 1 && ws <= 3600 ? (int64_t)ws * 1000 : 0};
+        if (qc.window_ms != 0)
+            rb_log_warn("test_mode", "rate window %ld s instead of 60 s (tests only)", ws);
+        p->quota = gw_quota_start(&qc);
+    }
     p->m_streams = rb_metrics_get(metrics, RB_METRIC_GAUGE, "rigbox_gateway_active_streams",
                                   "Streamed answers in progress", "");
     p->m_drains = rb_metrics_get(metrics, RB_METRIC_COUNTER, "rigbox_gateway_drains_total",
@@ -1208,6 +1317,7 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
 
 void gw_proxy_destroy(gw_proxy_t *p)
 {
+    gw_quota_stop(p->quota);
     free(p);
 }
 
@@ -1227,6 +1337,7 @@ void gw_proxy_on_worker_start(rb_worker_t *w, void *user)
     pw->port = gw_identity_port_create(p->idy, w->ctx.queue);
     if (p->credits != NULL)
         pw->cport = gw_credits_port_create(p->credits, w->ctx.queue);
+    pw->qport = gw_quota_port_create(p->quota, w->ctx.queue);
     h2o_timeout_init(w->ctx.loop, &pw->keepalive_timeout, (uint64_t)lim->keepalive_interval_ms);
     h2o_timeout_init(w->ctx.loop, &pw->drain_timeout, (uint64_t)lim->drain_timeout_ms);
     w->data = pw;
@@ -1241,6 +1352,7 @@ void gw_proxy_on_worker_stop(rb_worker_t *w, void *user)
     gw_upstream_destroy(pw->up);
     gw_identity_port_destroy(pw->port);
     gw_credits_port_destroy(pw->cport);
+    gw_quota_port_destroy(pw->qport);
     w->data = NULL;
     free(pw);
 }

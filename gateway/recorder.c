@@ -31,7 +31,6 @@ struct st_gw_recorder_t {
     uint64_t committed_seq;
     size_t pending; /* records past the checkpoint */
     int stopping;
-    rb_buf_t line;         /* submit's scratch (mutex held) */
     rb_buf_t chunk, batch; /* the writer thread's */
     char rejected_path[GW_RECORDER_PATH_MAX + 32];
     rb_metric_t *m_depth, *m_dropped, *m_written, *m_failed;
@@ -70,6 +69,32 @@ static void key_int(rb_jw_t *w, const char *k, int64_t v)
     rb_jw_int64(w, v);
 }
 
+/* n decimal digits of v at p (zero-padded). */
+static void put_digits(char *p, int v, int n)
+{
+    for (int i = n - 1; i >= 0; i--, v /= 10)
+        p[i] = (char)('0' + v % 10);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" (ISO 8601, UTC) into ts; the per-record hot path, so no strftime. */
+static void format_ts(const struct tm *tm, int ms, char *ts, size_t cap)
+{
+    int year = tm->tm_year + 1900;
+
+    RB_ASSERT(cap >= 25);
+    ms = ms < 0 || ms > 999 ? 0 : ms; /* a pre-1970 clock: whole seconds */
+    if (year < 0 || year > 9999)
+        year = 0; /* cannot come from a sane clock; keeps the layout fixed */
+    memcpy(ts, "0000-00-00T00:00:00.000Z", 25);
+    put_digits(ts, year, 4);
+    put_digits(ts + 5, tm->tm_mon + 1, 2);
+    put_digits(ts + 8, tm->tm_mday, 2);
+    put_digits(ts + 11, tm->tm_hour, 2);
+    put_digits(ts + 14, tm->tm_min, 2);
+    put_digits(ts + 17, tm->tm_sec, 2);
+    put_digits(ts + 20, ms, 3);
+}
+
 void gw_recorder_row_json(const gw_db_usage_row_t *row, rb_buf_t *out)
 {
     rb_jw_t w;
@@ -79,8 +104,7 @@ void gw_recorder_row_json(const gw_db_usage_row_t *row, rb_buf_t *out)
 
     RB_ASSERT(row->request_id[0] != '\0' && row->user_id[0] != '\0');
     gmtime_r(&secs, &tm);
-    strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-    snprintf(ts + strlen(ts), sizeof(ts) - strlen(ts), ".%03dZ", (int)(row->created_at_ms % 1000));
+    format_ts(&tm, (int)(row->created_at_ms % 1000), ts, sizeof(ts));
     rb_jw_init(&w, out);
     rb_jw_obj_begin(&w);
     key_str(&w, "request_id", row->request_id);
@@ -132,22 +156,24 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
 {
     const char *why = NULL;
     ssize_t n;
+    rb_buf_t line;
 
     RB_ASSERT(row->user_id[0] != '\0' && row->request_id[0] != '\0');
+    /* formatted before taking the mutex: the loop threads only serialize on the write itself */
+    rb_buf_init(&line, GW_RECORDER_LINE_MAX);
+    gw_recorder_row_json(row, &line);
     pthread_mutex_lock(&r->mu);
-    r->line.len = 0;
-    gw_recorder_row_json(row, &r->line);
-    if (r->line.overflow)
+    if (line.overflow)
         why = "record_too_long";
     else if (r->pending >= (size_t)r->conf.queue_max)
         why = "spool_full";
-    else if ((n = write(r->fd, r->line.base, r->line.len)) != (ssize_t)r->line.len) {
+    else if ((n = write(r->fd, line.base, line.len)) != (ssize_t)line.len) {
         why = "spool_write_failed";
         if (n > 0 && ftruncate(r->fd, (off_t)r->size) != 0) /* never leave half a line */
             rb_log_error("spool_truncate_failed", "errno=%d", errno);
     }
     if (why == NULL) {
-        r->size += r->line.len;
+        r->size += line.len;
         r->pending++;
         if (seq_out != NULL)
             *seq_out = r->base + r->size;
@@ -157,6 +183,7 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
         metrics_depth(r);
     }
     pthread_mutex_unlock(&r->mu);
+    rb_buf_free(&line);
     if (why == NULL)
         return 0;
     if (r->m_dropped != NULL)
@@ -448,7 +475,6 @@ static void recorder_free(gw_recorder_t *r)
         close(r->dir_fd); /* releases the flock */
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);
-    rb_buf_free(&r->line);
     rb_buf_free(&r->chunk);
     rb_buf_free(&r->batch);
     free(r);
@@ -478,7 +504,6 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
     r->fd = r->ckpt_fd = r->dir_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cond, NULL);
-    rb_buf_init(&r->line, GW_RECORDER_LINE_MAX);
     rb_buf_init(&r->chunk, 0);
     rb_buf_init(&r->batch, 0);
     if ((err = spool_open(r, errbuf, cap)) != RB_OK ||

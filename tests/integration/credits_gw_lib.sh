@@ -26,6 +26,7 @@ gateway:
   limits: {keepalive_interval_ms: 300, drain_timeout_ms: 3000${limits:+, $limits}}
 database: {url: "$RB_DB_URL"}
 credits: {lease_chunk_credits: 1, lease_ttl_s: 10}
+plans: {free: {rpm: 0, tpm: 0, max_concurrent: 0}}
 models: models.yaml
 templates: templates
 YAML

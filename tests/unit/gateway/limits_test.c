@@ -1,4 +1,5 @@
-/* Tests for gateway/limits.c: the X-Rigbox-Subject-Budget / -Rate header parsers. */
+/* Tests for gateway/limits.c: the X-Rigbox-Subject-Budget / -Rate header parsers and the pure
+ * window, calendar and cap arithmetic of the limit counters. */
 #include "gateway/limits.h"
 
 #include <string.h>
@@ -123,4 +124,50 @@ static void test_length_limit(void)
     CHECK_INT_EQ(gw_limits_parse_budget(big, GW_LIMITS_VALUE_MAX + 1, &b), RB_ERR_PARSE);
 }
 
-TEST_MAIN(test_duration, test_budget_ok, test_budget_malformed, test_rate, test_length_limit)
+static void test_windows(void)
+{
+    /* epoch-aligned: 60 s windows start at whole minutes */
+    CHECK_INT_EQ(gw_limits_window_start(0, 60000), 0);
+    CHECK_INT_EQ(gw_limits_window_start(59999, 60000), 0);
+    CHECK_INT_EQ(gw_limits_window_start(60000, 60000), 60000);
+    CHECK_INT_EQ(gw_limits_window_start(1700000012345LL, 60000), 1699999980000LL);
+    /* Retry-After: whole seconds until the window ends, never 0 */
+    CHECK_INT_EQ(gw_limits_retry_after_s(0, 60000), 60);
+    CHECK_INT_EQ(gw_limits_retry_after_s(1, 60000), 60);
+    CHECK_INT_EQ(gw_limits_retry_after_s(59001, 60000), 1);
+    CHECK_INT_EQ(gw_limits_retry_after_s(59999, 60000), 1);
+    CHECK_INT_EQ(gw_limits_retry_after_s(60000, 60000), 60);
+    CHECK_INT_EQ(gw_limits_retry_after_s(1500, 2000), 1);
+    CHECK_INT_EQ(gw_limits_retry_after_s(1000, 3000), 2);
+}
+
+static void test_calendar(void)
+{
+    CHECK_INT_EQ(gw_limits_utc_day(0), 0);
+    CHECK_INT_EQ(gw_limits_utc_day(86399), 0);
+    CHECK_INT_EQ(gw_limits_utc_day(86400), 1);
+    CHECK_INT_EQ(gw_limits_utc_month(0), 1970 * 12);
+    /* 2024-02-29T23:59:59Z (leap day) and 2024-03-01T00:00:00Z */
+    CHECK_INT_EQ(gw_limits_utc_month(1709251199), 2024 * 12 + 1);
+    CHECK_INT_EQ(gw_limits_utc_month(1709251200), 2024 * 12 + 2);
+    /* 2023-12-31T23:59:59Z and 2024-01-01T00:00:00Z */
+    CHECK_INT_EQ(gw_limits_utc_month(1704067199), 2023 * 12 + 11);
+    CHECK_INT_EQ(gw_limits_utc_month(1704067200), 2024 * 12);
+    /* 2100-03-01T00:00:00Z (2100 is not a leap year) */
+    CHECK_INT_EQ(gw_limits_utc_month(4107542400LL), 2100 * 12 + 2);
+    CHECK_INT_EQ(gw_limits_utc_month(4107542399LL), 2100 * 12 + 1);
+}
+
+static void test_caps(void)
+{
+    CHECK_INT_EQ(gw_limits_cap_reached(INT64_MAX, 0), 0); /* 0 = no cap */
+    CHECK_INT_EQ(gw_limits_cap_reached(0, 1), 0);
+    CHECK_INT_EQ(gw_limits_cap_reached(999999, 1), 0);
+    CHECK_INT_EQ(gw_limits_cap_reached(1000000, 1), 1);
+    CHECK_INT_EQ(gw_limits_cap_reached(5000001, 5), 1);
+    CHECK_INT_EQ(gw_limits_cap_reached(INT64_MAX, 9000000000000LL), 1);
+    CHECK_INT_EQ(gw_limits_cap_reached(INT64_MAX, INT64_MAX / 10), 0); /* overflowing cap */
+}
+
+TEST_MAIN(test_duration, test_budget_ok, test_budget_malformed, test_rate, test_length_limit,
+          test_windows, test_calendar, test_caps)

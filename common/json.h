@@ -144,6 +144,13 @@ void rb_jw_bool(rb_jw_t *w, int v);
 void rb_jw_null(rb_jw_t *w);
 /** Already-encoded JSON, inserted verbatim as one value. */
 void rb_jw_raw(rb_jw_t *w, const char *json, size_t n);
+/* Member shorthands: rb_jw_key followed by the value. */
+/** "key": "s" */
+void rb_jw_kstr(rb_jw_t *w, const char *key, const char *s);
+/** "key": v */
+void rb_jw_kint64(rb_jw_t *w, const char *key, int64_t v);
+/** "key": true|false */
+void rb_jw_kbool(rb_jw_t *w, const char *key, int v);
 /** Writes s JSON-escaped *without* quotes into out (for hand-built templates). */
 void rb_json_escape(rb_buf_t *out, const char *s, size_t n);
 

@@ -92,18 +92,15 @@ void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
     rb_jw_obj_begin(&w);
     rb_jw_key(&w, "error");
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "code");
-    rb_jw_str(&w, code);
-    rb_jw_key(&w, "message");
-    rb_jw_str(&w, message);
+    rb_jw_kstr(&w, "code", code);
+    rb_jw_kstr(&w, "message", message);
     rb_jw_key(&w, "details");
     if (details_json != NULL)
         rb_jw_raw(&w, details_json, strlen(details_json));
     else
         rb_jw_null(&w);
     rb_jw_obj_end(&w);
-    rb_jw_key(&w, "message");
-    rb_jw_str(&w, message);
+    rb_jw_kstr(&w, "message", message);
     rb_jw_obj_end(&w);
     ctl_reply(r, status, &b);
     rb_buf_free(&b);

@@ -162,8 +162,7 @@ void ctl_credits_get(ctl_req_t *r)
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "user_id");
-    rb_jw_str(&w, uid);
+    rb_jw_kstr(&w, "user_id", uid);
     write_amount(&w, "total", v[0]);
     write_amount(&w, "used", v[1]);
     write_amount(&w, "reserved", v[2]);
@@ -297,15 +296,11 @@ static void reply_grant(ctl_req_t *r, int status, PGresult *res)
     rb_jw_obj_begin(&w);
     rb_jw_key(&w, "grant");
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "id");
-    rb_jw_str(&w, id);
-    rb_jw_key(&w, "idempotency_key");
-    rb_jw_str(&w, id + strlen("grant:"));
-    rb_jw_key(&w, "user_id");
-    rb_jw_str(&w, PQgetvalue(res, 0, 1));
+    rb_jw_kstr(&w, "id", id);
+    rb_jw_kstr(&w, "idempotency_key", id + strlen("grant:"));
+    rb_jw_kstr(&w, "user_id", PQgetvalue(res, 0, 1));
     write_amount(&w, "amount", strtoll(PQgetvalue(res, 0, 2), NULL, 10));
-    rb_jw_key(&w, "category");
-    rb_jw_str(&w, PQgetvalue(res, 0, 3));
+    rb_jw_kstr(&w, "category", PQgetvalue(res, 0, 3));
     rb_jw_key(&w, "expires_at");
     if (PQgetisnull(res, 0, 4))
         rb_jw_null(&w);
@@ -316,8 +311,7 @@ static void reply_grant(ctl_req_t *r, int status, PGresult *res)
         rb_jw_null(&w);
     else
         rb_jw_str(&w, PQgetvalue(res, 0, 5));
-    rb_jw_key(&w, "created_at");
-    rb_jw_str(&w, PQgetvalue(res, 0, 6));
+    rb_jw_kstr(&w, "created_at", PQgetvalue(res, 0, 6));
     rb_jw_obj_end(&w);
     rb_jw_obj_end(&w);
     reply_buf(r, status, &b);
@@ -611,14 +605,10 @@ void ctl_credits_usage(ctl_req_t *r)
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "user_id");
-    rb_jw_str(&w, uid);
-    rb_jw_key(&w, "group_by");
-    rb_jw_str(&w, group_by);
-    rb_jw_key(&w, "from");
-    rb_jw_str(&w, win.from_out);
-    rb_jw_key(&w, "to");
-    rb_jw_str(&w, win.to_out);
+    rb_jw_kstr(&w, "user_id", uid);
+    rb_jw_kstr(&w, "group_by", group_by);
+    rb_jw_kstr(&w, "from", win.from_out);
+    rb_jw_kstr(&w, "to", win.to_out);
     rb_jw_key(&w, "items");
     rb_jw_raw(&w, PQgetvalue(res, 0, 0), strlen(PQgetvalue(res, 0, 0)));
     rb_jw_key(&w, "total");

@@ -331,18 +331,13 @@ void ctl_lifecycle_metrics(ctl_req_t *r)
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "status");
-    rb_jw_str(&w, PQgetvalue(ws, 0, CTL_WS_COL_STATUS));
+    rb_jw_kstr(&w, "status", PQgetvalue(ws, 0, CTL_WS_COL_STATUS));
     rb_jw_key(&w, "cpu_percent");
     rb_jw_double(&w, v.cpu_percent);
-    rb_jw_key(&w, "ram_used_mb");
-    rb_jw_int64(&w, v.ram_used_mb);
-    rb_jw_key(&w, "ram_total_mb");
-    rb_jw_int64(&w, v.ram_total_mb);
-    rb_jw_key(&w, "disk_used_mb");
-    rb_jw_int64(&w, v.disk_used_mb);
-    rb_jw_key(&w, "disk_total_mb");
-    rb_jw_int64(&w, v.disk_total_mb);
+    rb_jw_kint64(&w, "ram_used_mb", v.ram_used_mb);
+    rb_jw_kint64(&w, "ram_total_mb", v.ram_total_mb);
+    rb_jw_kint64(&w, "disk_used_mb", v.disk_used_mb);
+    rb_jw_kint64(&w, "disk_total_mb", v.disk_total_mb);
     rb_jw_key(&w, "updated_at");
     if (live) {
         iso_time(v.t, ts, sizeof(ts));
@@ -387,21 +382,17 @@ void ctl_lifecycle_series(ctl_req_t *r)
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "range");
-    rb_jw_str(&w, range);
+    rb_jw_kstr(&w, "range", range);
     rb_jw_key(&w, "points");
     rb_jw_arr_begin(&w);
     for (size_t i = 0; i < n; i++) {
         iso_time(pts[i].t, ts, sizeof(ts));
         rb_jw_obj_begin(&w);
-        rb_jw_key(&w, "t");
-        rb_jw_str(&w, ts);
+        rb_jw_kstr(&w, "t", ts);
         rb_jw_key(&w, "cpu_percent");
         rb_jw_double(&w, pts[i].cpu_percent);
-        rb_jw_key(&w, "ram_used_mb");
-        rb_jw_int64(&w, pts[i].ram_used_mb);
-        rb_jw_key(&w, "disk_used_mb");
-        rb_jw_int64(&w, pts[i].disk_used_mb);
+        rb_jw_kint64(&w, "ram_used_mb", pts[i].ram_used_mb);
+        rb_jw_kint64(&w, "disk_used_mb", pts[i].disk_used_mb);
         rb_jw_obj_end(&w);
     }
     rb_jw_arr_end(&w);

@@ -172,15 +172,11 @@ static void write_usage(rb_jw_t *w, PGresult *res)
         rb_jw_int64(w, strtoll(PQgetvalue(res, 0, COL_USAGE + i), NULL, 10));
     }
     ctl_credits_format(today, text, sizeof(text));
-    rb_jw_key(w, "credits_today");
-    rb_jw_str(w, text);
-    rb_jw_key(w, "credits_today_micro");
-    rb_jw_int64(w, today);
+    rb_jw_kstr(w, "credits_today", text);
+    rb_jw_kint64(w, "credits_today_micro", today);
     ctl_credits_format(month, text, sizeof(text));
-    rb_jw_key(w, "credits_this_month");
-    rb_jw_str(w, text);
-    rb_jw_key(w, "credits_this_month_micro");
-    rb_jw_int64(w, month);
+    rb_jw_kstr(w, "credits_this_month", text);
+    rb_jw_kint64(w, "credits_this_month_micro", month);
     rb_jw_obj_end(w);
 }
 
@@ -210,12 +206,9 @@ static void reply_limits(ctl_req_t *r, const char *uid)
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "user_id");
-    rb_jw_str(&w, uid);
-    rb_jw_key(&w, "plan");
-    rb_jw_str(&w, PQgetvalue(res, 0, 0));
-    rb_jw_key(&w, "custom");
-    rb_jw_bool(&w, custom);
+    rb_jw_kstr(&w, "user_id", uid);
+    rb_jw_kstr(&w, "plan", PQgetvalue(res, 0, 0));
+    rb_jw_kbool(&w, "custom", custom);
     rb_jw_key(&w, "limits");
     write_limits(&w, res, plan);
     rb_jw_key(&w, "overrides");

@@ -6,14 +6,10 @@ void ctl_templates_write_apps(rb_jw_t *w, const cfg_template_t *t)
     for (size_t i = 0; i < t->apps_len; i++) {
         const cfg_app_t *a = &t->apps[i];
         rb_jw_obj_begin(w);
-        rb_jw_key(w, "name");
-        rb_jw_str(w, a->name);
-        rb_jw_key(w, "port");
-        rb_jw_int64(w, a->port);
-        rb_jw_key(w, "visibility");
-        rb_jw_str(w, cfg_visibility_name(a->visibility));
-        rb_jw_key(w, "protocol");
-        rb_jw_str(w, cfg_protocol_name(a->protocol));
+        rb_jw_kstr(w, "name", a->name);
+        rb_jw_kint64(w, "port", a->port);
+        rb_jw_kstr(w, "visibility", cfg_visibility_name(a->visibility));
+        rb_jw_kstr(w, "protocol", cfg_protocol_name(a->protocol));
         rb_jw_obj_end(w);
     }
     rb_jw_arr_end(w);
@@ -22,24 +18,16 @@ void ctl_templates_write_apps(rb_jw_t *w, const cfg_template_t *t)
 void ctl_templates_write(rb_jw_t *w, const cfg_template_t *t)
 {
     rb_jw_obj_begin(w);
-    rb_jw_key(w, "id");
-    rb_jw_str(w, t->id);
-    rb_jw_key(w, "name");
-    rb_jw_str(w, t->name != NULL ? t->name : t->id);
-    rb_jw_key(w, "description");
-    rb_jw_str(w, t->description != NULL ? t->description : "");
-    rb_jw_key(w, "image");
-    rb_jw_str(w, t->image_name);
-    rb_jw_key(w, "egress");
-    rb_jw_str(w, t->egress == CFG_EGRESS_NONE ? "none" : "all");
+    rb_jw_kstr(w, "id", t->id);
+    rb_jw_kstr(w, "name", t->name != NULL ? t->name : t->id);
+    rb_jw_kstr(w, "description", t->description != NULL ? t->description : "");
+    rb_jw_kstr(w, "image", t->image_name);
+    rb_jw_kstr(w, "egress", t->egress == CFG_EGRESS_NONE ? "none" : "all");
     rb_jw_key(w, "floors");
     rb_jw_obj_begin(w);
-    rb_jw_key(w, "vcpu_count");
-    rb_jw_int64(w, t->floor_vcpu);
-    rb_jw_key(w, "ram_mb");
-    rb_jw_int64(w, t->floor_ram_mb);
-    rb_jw_key(w, "disk_size_mb");
-    rb_jw_int64(w, t->floor_disk_mb);
+    rb_jw_kint64(w, "vcpu_count", t->floor_vcpu);
+    rb_jw_kint64(w, "ram_mb", t->floor_ram_mb);
+    rb_jw_kint64(w, "disk_size_mb", t->floor_disk_mb);
     rb_jw_obj_end(w);
     rb_jw_key(w, "expected_apps");
     ctl_templates_write_apps(w, t);

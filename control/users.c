@@ -26,16 +26,11 @@ int ctl_email_valid(const char *email)
 static void write_user(rb_jw_t *w, PGresult *res, int row)
 {
     rb_jw_obj_begin(w);
-    rb_jw_key(w, "id");
-    rb_jw_str(w, PQgetvalue(res, row, 0));
-    rb_jw_key(w, "email");
-    rb_jw_str(w, PQgetvalue(res, row, 1));
-    rb_jw_key(w, "plan");
-    rb_jw_str(w, PQgetvalue(res, row, 2));
-    rb_jw_key(w, "role");
-    rb_jw_str(w, PQgetvalue(res, row, 3));
-    rb_jw_key(w, "created_at");
-    rb_jw_str(w, PQgetvalue(res, row, 4));
+    rb_jw_kstr(w, "id", PQgetvalue(res, row, 0));
+    rb_jw_kstr(w, "email", PQgetvalue(res, row, 1));
+    rb_jw_kstr(w, "plan", PQgetvalue(res, row, 2));
+    rb_jw_kstr(w, "role", PQgetvalue(res, row, 3));
+    rb_jw_kstr(w, "created_at", PQgetvalue(res, row, 4));
     rb_jw_obj_end(w);
 }
 
@@ -209,17 +204,12 @@ void ctl_keys_create(ctl_req_t *r)
     rb_jw_obj_begin(&w);
     rb_jw_key(&w, "api_key");
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "id");
-    rb_jw_str(&w, key_id);
-    rb_jw_key(&w, "user_id");
-    rb_jw_str(&w, uid);
-    rb_jw_key(&w, "role");
-    rb_jw_str(&w, role);
-    rb_jw_key(&w, "name");
-    rb_jw_str(&w, name);
+    rb_jw_kstr(&w, "id", key_id);
+    rb_jw_kstr(&w, "user_id", uid);
+    rb_jw_kstr(&w, "role", role);
+    rb_jw_kstr(&w, "name", name);
     rb_jw_obj_end(&w);
-    rb_jw_key(&w, "key");
-    rb_jw_str(&w, secret);
+    rb_jw_kstr(&w, "key", secret);
     rb_jw_obj_end(&w);
     ctl_reply(r, 201, &b);
     rb_buf_free(&b);

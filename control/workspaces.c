@@ -21,17 +21,13 @@ const char ctl_workspaces_cols[] = WS_COLS;
 static void write_failure(rb_jw_t *w, PGresult *res, int row)
 {
     rb_jw_obj_begin(w);
-    rb_jw_key(w, "code");
-    rb_jw_str(w, PQgetvalue(res, row, CTL_WS_COL_FCODE));
-    rb_jw_key(w, "message");
-    rb_jw_str(w, PQgetvalue(res, row, CTL_WS_COL_FMSG));
+    rb_jw_kstr(w, "code", PQgetvalue(res, row, CTL_WS_COL_FCODE));
+    rb_jw_kstr(w, "message", PQgetvalue(res, row, CTL_WS_COL_FMSG));
     rb_jw_key(w, "attempts");
     rb_jw_raw(w, PQgetvalue(res, row, CTL_WS_COL_FATTEMPTS),
               strlen(PQgetvalue(res, row, CTL_WS_COL_FATTEMPTS)));
-    rb_jw_key(w, "retryable");
-    rb_jw_bool(w, PQgetvalue(res, row, CTL_WS_COL_FRETRY)[0] == 't');
-    rb_jw_key(w, "occurred_at");
-    rb_jw_str(w, PQgetvalue(res, row, CTL_WS_COL_FAT));
+    rb_jw_kbool(w, "retryable", PQgetvalue(res, row, CTL_WS_COL_FRETRY)[0] == 't');
+    rb_jw_kstr(w, "occurred_at", PQgetvalue(res, row, CTL_WS_COL_FAT));
     rb_jw_obj_end(w);
 }
 
@@ -367,8 +363,7 @@ static void reply_message(ctl_req_t *r, int status, const char *message)
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "message");
-    rb_jw_str(&w, message);
+    rb_jw_kstr(&w, "message", message);
     rb_jw_obj_end(&w);
     ctl_reply(r, status, &b);
     rb_buf_free(&b);
@@ -418,12 +413,9 @@ void ctl_workspaces_token_mint(ctl_req_t *r)
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "token");
-    rb_jw_str(&w, secret);
-    rb_jw_key(&w, "prefix");
-    rb_jw_str(&w, prefix);
-    rb_jw_key(&w, "workspace_id");
-    rb_jw_str(&w, r->params[0]);
+    rb_jw_kstr(&w, "token", secret);
+    rb_jw_kstr(&w, "prefix", prefix);
+    rb_jw_kstr(&w, "workspace_id", r->params[0]);
     rb_jw_obj_end(&w);
     ctl_reply(r, 201, &b);
     rb_buf_free(&b);
@@ -467,16 +459,13 @@ static void reply_ai_config(ctl_req_t *r, const char *mode, const char *provider
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "mode");
-    rb_jw_str(&w, mode);
+    rb_jw_kstr(&w, "mode", mode);
     rb_jw_key(&w, "provider");
     provider[0] != '\0' ? rb_jw_str(&w, provider) : rb_jw_null(&w);
     rb_jw_key(&w, "model");
     model[0] != '\0' ? rb_jw_str(&w, model) : rb_jw_null(&w);
-    rb_jw_key(&w, "has_api_key");
-    rb_jw_bool(&w, has_key);
-    rb_jw_key(&w, "status");
-    rb_jw_str(&w, status);
+    rb_jw_kbool(&w, "has_api_key", has_key);
+    rb_jw_kstr(&w, "status", status);
     rb_jw_obj_end(&w);
     ctl_reply(r, 200, &b);
     rb_buf_free(&b);

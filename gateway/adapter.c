@@ -405,25 +405,20 @@ int gw_adapter_is_injected_usage_chunk(const char *data, size_t len)
     return yes;
 }
 
-rb_err_t gw_adapter_add_cost(const char *json, size_t len, int64_t cost_micro, rb_buf_t *out)
+rb_err_t gw_adapter_add_cost_doc(const rb_json_t *doc, const char *json, size_t len,
+                                 int64_t cost_micro, rb_buf_t *out)
 {
     char credits[32], text[96];
-    rb_json_t *doc = NULL;
     size_t start = 0, end = 0;
-    rb_err_t err = RB_OK;
     int usage, k;
 
-    RB_ASSERT((json != NULL || len == 0) && out != NULL);
-    if ((err = rb_json_parse(json, len, NULL, &doc)) != RB_OK)
-        goto Exit;
+    RB_ASSERT(doc != NULL && (json != NULL || len == 0) && out != NULL);
     usage = rb_json_member(doc, 0, "usage");
     if (rb_json_type(doc, usage) != RB_JSON_OBJECT)
         usage = rb_json_find(doc, 0, "response.usage");
-    if (rb_json_type(doc, usage) != RB_JSON_OBJECT) {
-        err = RB_ERR_NOTFOUND;
-        goto Exit;
-    }
-    RB_ASSERT(rb_json_span(doc, usage, &start, &end) == 0 && json[end - 1] == '}');
+    if (rb_json_type(doc, usage) != RB_JSON_OBJECT)
+        return RB_ERR_NOTFOUND;
+    RB_ASSERT(rb_json_span(doc, usage, &start, &end) == 0 && end <= len && json[end - 1] == '}');
     k = gw_pricing_format_credits(cost_micro, credits, sizeof(credits));
     RB_ASSERT(k > 0);
     k = snprintf(text, sizeof(text), "%s\"cost_micro\":%lld,\"cost_credits\":\"%s\"",
@@ -431,7 +426,19 @@ rb_err_t gw_adapter_add_cost(const char *json, size_t len, int64_t cost_micro, r
     RB_ASSERT(k > 0 && (size_t)k < sizeof(text));
     if (rb_buf_append(out, json, end - 1) != 0 || rb_buf_append(out, text, (size_t)k) != 0 ||
         rb_buf_append(out, json + end - 1, len - (end - 1)) != 0)
-        err = RB_ERR_LIMIT;
+        return RB_ERR_LIMIT;
+    return RB_OK;
+}
+
+rb_err_t gw_adapter_add_cost(const char *json, size_t len, int64_t cost_micro, rb_buf_t *out)
+{
+    rb_json_t *doc = NULL;
+    rb_err_t err;
+
+    RB_ASSERT((json != NULL || len == 0) && out != NULL);
+    if ((err = rb_json_parse(json, len, NULL, &doc)) != RB_OK)
+        goto Exit;
+    err = gw_adapter_add_cost_doc(doc, json, len, cost_micro, out);
 Exit:
     rb_json_free(doc);
     return err;

@@ -118,5 +118,9 @@ int gw_adapter_is_injected_usage_chunk(const char *data, size_t len);
  * RB_ERR_NOTFOUND (nothing appended) when there is no usage object, RB_ERR_PARSE when it is not
  * JSON, RB_ERR_LIMIT when out is full. */
 rb_err_t gw_adapter_add_cost(const char *json, size_t len, int64_t cost_micro, rb_buf_t *out);
+/** gw_adapter_add_cost with json already parsed into doc (borrowed; doc must be the parse of
+ *  exactly json[0, len)): same results, RB_ERR_PARSE excepted. */
+rb_err_t gw_adapter_add_cost_doc(const rb_json_t *doc, const char *json, size_t len,
+                                 int64_t cost_micro, rb_buf_t *out);
 
 #endif

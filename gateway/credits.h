@@ -10,8 +10,9 @@
  *     h2o_multithread queue) and ahead of need, when the user's unused reserve drops below a
  *     quarter of a chunk; amount = max(chunk, largest waiting hold), min = the smallest waiting
  *     hold. A take that returns less than asked means the balance is exhausted: waiting holds that
- *     still do not fit are answered GW_CREDITS_INSUFFICIENT (402), and for GW_CREDITS_SHORT_MS holds
- *     that cannot fit are refused without asking PostgreSQL again (a grant helps after that delay);
+ *     still do not fit are answered GW_CREDITS_INSUFFICIENT (402), and for GW_CREDITS_SHORT_MS
+ * holds that cannot fit are refused without asking PostgreSQL again (a grant helps after that
+ * delay);
  *   - renews live leases every ttl/3 (rb_lease_renew); a swept lease is dropped (what is settled
  *     against it later is posted from the free balance by rb_usage_post);
  *   - returns a lease (rb_lease_return) once it has no open hold, every cost carved from it is

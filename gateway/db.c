@@ -229,8 +229,9 @@ rb_err_t gw_db_usage_post(gw_db_t *db, const char *json, size_t len, char *errbu
 
     RB_ASSERT(json != NULL && len > 1 && json[0] == '[' && json[len] == '\0');
     lengths[0] = (int)len;
-    /* count(*): the function's rows are consumed server side, only the number travels back */
-    r = PQexecParams(db->conn, "SELECT count(*) FROM rb_usage_post($1::jsonb)", 1, NULL, v, lengths,
+    /* rb_usage_apply (schema/0004) does rb_usage_post's work without building its per-event
+     * result, which the writer never read */
+    r = PQexecParams(db->conn, "SELECT cardinality(rb_usage_apply($1::jsonb))", 1, NULL, v, lengths,
                      formats, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK) {
         rb_pg_error(db->conn, r, "usage post", errbuf, cap);

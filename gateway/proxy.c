@@ -31,6 +31,15 @@
 #define GW_PROXY_MSG_MAX 512
 /* A pseudo-route for GET /v1/models (no upstream call, no usage row). */
 #define GW_ROUTE_MODELS GW_ROUTE__COUNT
+/* Slots of a worker's cache of request-counter handles (by route, model, status). */
+#define GW_PROXY_METRIC_CACHE 64
+
+/* One cached rigbox_gateway_requests_total series: handles live as long as the registry. */
+typedef struct st_metric_slot_t {
+    const cfg_model_t *model; /* NULL: no model */
+    int route, status, used;
+    rb_metric_t *m;
+} metric_slot_t;
 
 static const char KEEPALIVE[] = ": keep-alive\n\n";
 
@@ -44,6 +53,9 @@ typedef struct st_gw_proxy_worker_t {
     h2o_timeout_t keepalive_timeout;
     h2o_timeout_t drain_timeout;
     size_t calls; /* calls alive on this worker */
+    /* series handles, looked up once (the registry's lookup takes a mutex and formats labels) */
+    metric_slot_t m_requests[GW_PROXY_METRIC_CACHE];
+    rb_metric_t *m_up_duration[GW_ROUTE__COUNT], *m_up_ttfb[GW_ROUTE__COUNT];
 } gw_proxy_worker_t;
 
 struct st_gw_proxy_t {
@@ -217,13 +229,12 @@ static void copy_str(char *dst, size_t cap, const char *src)
 
 static void call_record(gw_call_t *c)
 {
-    gw_db_usage_row_t *row;
+    gw_db_usage_row_t row_s = {0}, *row = &row_s; /* on the stack: no allocation per request */
     gw_usage_t u;
     uint64_t end = now_ms();
 
     if (!c->have_ident || c->route == GW_ROUTE_MODELS)
         return;
-    row = rb_calloc(1, sizeof(*row));
     copy_str(row->request_id, sizeof(row->request_id), c->request_id);
     copy_str(row->user_id, sizeof(row->user_id), c->ident.user_id);
     copy_str(row->workspace_id, sizeof(row->workspace_id), c->ident.workspace_id);
@@ -272,32 +283,62 @@ static void call_record(gw_call_t *c)
     gw_quota_finish(c->pw->proxy->quota, &c->quota, row->billed ? row->cost_micro : 0,
                     u.input_uncached + u.cache_read + u.cache_write_5m + u.cache_write_1h +
                         u.output);
-    free(row);
+}
+
+/* The requests_total series of (route, model, status), from the worker's cache. */
+static rb_metric_t *requests_metric(gw_call_t *c)
+{
+    gw_proxy_worker_t *pw = c->pw;
+    uintptr_t h = (uintptr_t)c->model / sizeof(void *) * 31u + (uintptr_t)c->route * 7u +
+                  (uintptr_t)c->http_status;
+    metric_slot_t *slot = &pw->m_requests[h % GW_PROXY_METRIC_CACHE];
+    char labels[512];
+
+    if (slot->used && slot->model == c->model && slot->route == c->route &&
+        slot->status == c->http_status)
+        return slot->m;
+    snprintf(labels, sizeof(labels), "route=\"%s\",model=\"%s\",status=\"%d\"",
+             c->route == GW_ROUTE_MODELS ? "models" : gw_route_name((gw_route_t)c->route),
+             c->model != NULL ? c->model->name : "", c->http_status);
+    *slot =
+        (metric_slot_t){.model = c->model, .route = c->route, .status = c->http_status, .used = 1};
+    slot->m = rb_metrics_get(pw->proxy->metrics, RB_METRIC_COUNTER, "rigbox_gateway_requests_total",
+                             "AI requests by route, model and HTTP status", labels);
+    return slot->m;
+}
+
+/* The upstream histograms of route, looked up once per worker. */
+static void upstream_metrics(gw_call_t *c, rb_metric_t **duration, rb_metric_t **ttfb)
+{
+    gw_proxy_worker_t *pw = c->pw;
+    char labels[128];
+
+    RB_ASSERT(c->route >= 0 && c->route < GW_ROUTE__COUNT);
+    if (pw->m_up_duration[c->route] == NULL) {
+        snprintf(labels, sizeof(labels), "route=\"%s\"", gw_route_name((gw_route_t)c->route));
+        pw->m_up_duration[c->route] = rb_metrics_get(
+            pw->proxy->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_duration",
+            "Upstream call duration (microseconds)", labels);
+        pw->m_up_ttfb[c->route] =
+            rb_metrics_get(pw->proxy->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_ttfb",
+                           "Time to the provider's response headers (microseconds)", labels);
+    }
+    *duration = pw->m_up_duration[c->route];
+    *ttfb = pw->m_up_ttfb[c->route];
 }
 
 static void call_metrics(gw_call_t *c)
 {
-    char labels[512];
-    rb_metric_t *m;
     gw_proxy_t *p = c->pw->proxy;
+    rb_metric_t *duration, *ttfb;
 
-    snprintf(labels, sizeof(labels), "route=\"%s\",model=\"%s\",status=\"%d\"",
-             c->route == GW_ROUTE_MODELS ? "models" : gw_route_name((gw_route_t)c->route),
-             c->model != NULL ? c->model->name : "", c->http_status);
-    m = rb_metrics_get(p->metrics, RB_METRIC_COUNTER, "rigbox_gateway_requests_total",
-                       "AI requests by route, model and HTTP status", labels);
-    rb_metric_add(m, 1);
+    rb_metric_add(requests_metric(c), 1);
     rb_metric_add(p->m_bytes_out, c->bytes_out);
     if (c->called && c->route != GW_ROUTE_MODELS) {
-        snprintf(labels, sizeof(labels), "route=\"%s\"", gw_route_name((gw_route_t)c->route));
-        m = rb_metrics_get(p->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_duration",
-                           "Upstream call duration (microseconds)", labels);
-        rb_metric_observe_us(m, (int64_t)(now_ms() - c->start_ms) * 1000);
-        if (c->ttfb_ms >= 0) {
-            m = rb_metrics_get(p->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_ttfb",
-                               "Time to the provider's response headers (microseconds)", labels);
-            rb_metric_observe_us(m, c->ttfb_ms * 1000);
-        }
+        upstream_metrics(c, &duration, &ttfb);
+        rb_metric_observe_us(duration, (int64_t)(now_ms() - c->start_ms) * 1000);
+        if (c->ttfb_ms >= 0)
+            rb_metric_observe_us(ttfb, c->ttfb_ms * 1000);
     }
 }
 
@@ -704,6 +745,7 @@ static void respond_buffered(gw_call_t *c)
     h2o_req_t *req = c->req;
     const char *ctype;
     rb_buf_t out;
+    rb_json_t *doc = NULL;
     int64_t cost = 0;
     char num[GW_PRICING_CREDITS_STR_MAX];
 
@@ -716,6 +758,12 @@ static void respond_buffered(gw_call_t *c)
     rb_buf_init(&out, 0);
     if (c->up_status / 100 == 2) {
         gw_usage_t u;
+        /* one parse serves the usage and the cost splice */
+        if (!c->sse_on && c->body.len > 0 &&
+            rb_json_parse(c->body.base, c->body.len, NULL, &doc) == RB_OK && !c->usage_done) {
+            c->usage_done = 1;
+            gw_usage_from_doc((gw_route_t)c->route, doc, &c->usage);
+        }
         call_usage(c, &u);
         if (c->model->priced) {
             gw_price_t p = model_price(c->model);
@@ -725,7 +773,8 @@ static void respond_buffered(gw_call_t *c)
         rb_http_add_header(req, "x-rigbox-cost-micro", num);
         gw_pricing_format_credits(cost, num, sizeof(num));
         rb_http_add_header(req, "x-rigbox-cost-credits", num);
-        if (c->sse_on || gw_adapter_add_cost(c->body.base, c->body.len, cost, &out) != RB_OK)
+        if (doc == NULL ||
+            gw_adapter_add_cost_doc(doc, c->body.base, c->body.len, cost, &out) != RB_OK)
             out.len = 0;
         c->status = "ok";
     } else {
@@ -740,6 +789,7 @@ static void respond_buffered(gw_call_t *c)
                  out.len > 0 ? out.base : (c->body.base != NULL ? c->body.base : ""),
                  out.len > 0 ? out.len : c->body.len);
     rb_buf_free(&out);
+    rb_json_free(doc);
 }
 
 static void on_up_flush(void *ctx)

@@ -171,6 +171,20 @@ static rb_err_t usage_read(gw_route_t route, const rb_json_t *doc, int v, gw_usa
     }
 }
 
+rb_err_t gw_usage_from_doc(gw_route_t route, const rb_json_t *doc, gw_usage_t *u)
+{
+    rb_err_t err;
+
+    RB_ASSERT(u != NULL && doc != NULL);
+    *u = (gw_usage_t){0};
+    if (route == GW_ROUTE_COUNT_TOKENS)
+        return RB_ERR_NOTFOUND;
+    err = usage_read(route, doc, rb_json_member(doc, 0, "usage"), u);
+    if (err == RB_OK || err == RB_ERR_PARSE)
+        u->terminal = 1;
+    return err;
+}
+
 rb_err_t gw_usage_from_body(gw_route_t route, const char *body, size_t len,
                             const rb_json_limits_t *limits, gw_usage_t *u)
 {
@@ -185,9 +199,7 @@ rb_err_t gw_usage_from_body(gw_route_t route, const char *body, size_t len,
     }
     if ((err = rb_json_parse(body, len, limits, &doc)) != RB_OK)
         goto Exit;
-    err = usage_read(route, doc, rb_json_member(doc, 0, "usage"), u);
-    if (err == RB_OK || err == RB_ERR_PARSE)
-        u->terminal = 1;
+    err = gw_usage_from_doc(route, doc, u);
 Exit:
     rb_json_free(doc);
     return err;

@@ -87,6 +87,9 @@ rb_err_t gw_usage_from_anthropic(const rb_json_t *doc, int v, gw_usage_t *u);
  *  RB_OK, RB_ERR_NOTFOUND (no usage, or count_tokens), RB_ERR_PARSE, RB_ERR_LIMIT. */
 rb_err_t gw_usage_from_body(gw_route_t route, const char *body, size_t len,
                             const rb_json_limits_t *limits, gw_usage_t *u);
+/** gw_usage_from_body on a document the caller already parsed (borrowed): RB_OK or
+ *  RB_ERR_NOTFOUND, RB_ERR_PARSE (a usage object of the wrong shape). */
+rb_err_t gw_usage_from_doc(gw_route_t route, const rb_json_t *doc, gw_usage_t *u);
 
 /** Starts observing a stream of route; limits may be NULL (defaults). */
 void gw_usage_observer_init(gw_usage_observer_t *obs, gw_route_t route,

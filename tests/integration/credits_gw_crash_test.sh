@@ -8,18 +8,20 @@
 # 3. Stop PostgreSQL (pg_ctl stop -m fast) for several seconds under load: requests keep being
 #    served within the existing lease, a request that needs a new lease gets 503
 #    credits_unavailable, and after the restart every served request is in the ledger once.
-# Always runs its own PostgreSQL cluster (it stops it): /tmp/rigbox-cgwcrash-pg.
+# Always runs its own throwaway PostgreSQL cluster (it stops it), removed at the end.
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
 . "$SRC/tools/lib/pg.sh"
-PGDIR=/tmp/rigbox-cgwcrash-pg
+PGTOP=$(mktemp -d /tmp/rigbox-cgwcrash.XXXXXX)
+chmod 755 "$PGTOP"
+PGDIR=$PGTOP/pg
 rb_pg_start "$PGDIR" >/dev/null 2>&1 || { echo "cannot start PostgreSQL"; echo "0 passed, 1 failed"; exit 1; }
 export RB_TEST_PGHOST=$(rb_pg_host "$PGDIR")
 . "$SRC/tests/integration/lib.sh"
 rb_db_create
 . "$SRC/tests/integration/credits_gw_lib.sh"
 cg_start_mock
-trap 'rb_pg_start "$PGDIR" >/dev/null 2>&1; rb_cleanup' EXIT
+trap 'rb_pg_start "$PGDIR" >/dev/null 2>&1; rb_cleanup; rb_pg_stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGTOP"' EXIT
 
 PORT=$(rb_free_port)
 export CG_LIMITS="writer_flush_ms: 1500"

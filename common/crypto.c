@@ -171,3 +171,26 @@ rb_err_t rb_master_key_parse(const char *text, size_t len, uint8_t key[RB_AES_KE
     snprintf(key_id, cap, "%.16s", hex);
     return RB_OK;
 }
+
+int rb_master_key_load(const char *value, const char *path, uint8_t key[RB_AES_KEY_LEN],
+                       char *key_id, size_t cap)
+{
+    char text[256];
+    size_t len = 0;
+    FILE *f;
+    int rc;
+
+    if (value != NULL) {
+        len = strlen(value);
+        return rb_master_key_parse(value, len, key, key_id, cap) == RB_OK ? 1 : -1;
+    }
+    if (path == NULL || (f = fopen(path, "r")) == NULL)
+        return 0;
+    len = fread(text, 1, sizeof(text), f);
+    fclose(f);
+    rc = len > 0 && len < sizeof(text) && rb_master_key_parse(text, len, key, key_id, cap) == RB_OK
+             ? 1
+             : -1;
+    explicit_bzero(text, sizeof(text));
+    return rc;
+}

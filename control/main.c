@@ -155,27 +155,13 @@ Exit:
  * refused. */
 static void load_master_key(const cfg_t *cfg, ctl_app_t *app)
 {
-    char text[256];
-    size_t len = 0;
-    FILE *f;
-
-    if (cfg->secrets.master_key != NULL) {
-        len = (size_t)snprintf(text, sizeof(text), "%s", cfg->secrets.master_key);
-    } else if ((f = fopen(cfg->secrets.master_key_file, "r")) != NULL) {
-        len = fread(text, 1, sizeof(text) - 1, f);
-        fclose(f);
-    }
-    if (len == 0) {
+    int rc = rb_master_key_load(cfg->secrets.master_key, cfg->secrets.master_key_file,
+                                app->master_key, app->master_key_id, sizeof(app->master_key_id));
+    if (rc == 0)
         rb_log_warn("master_key_missing", "file=%s byok=disabled", cfg->secrets.master_key_file);
-        return;
-    }
-    if (rb_master_key_parse(text, len, app->master_key, app->master_key_id,
-                            sizeof(app->master_key_id)) != RB_OK) {
+    else if (rc < 0)
         rb_log_error("master_key_invalid", "expected=\"64 hex characters\" byok=disabled");
-        return;
-    }
-    app->has_master_key = 1;
-    memset(text, 0, sizeof(text));
+    app->has_master_key = rc == 1;
 }
 
 static int serve(cfg_t *cfg)

@@ -70,33 +70,6 @@ void gw_identity_wipe(gw_ident_t *id)
     explicit_bzero(id, sizeof(*id));
 }
 
-int gw_identity_parse_master_key(const char *text, size_t len, uint8_t key[RB_AES_KEY_LEN])
-{
-    size_t b = 0, e = len;
-
-    while (b < e && isspace((unsigned char)text[b]))
-        b++;
-    while (e > b && isspace((unsigned char)text[e - 1]))
-        e--;
-    if (e - b == 2 * RB_AES_KEY_LEN && rb_unhex(text + b, e - b, key, RB_AES_KEY_LEN) == 0)
-        return 0;
-    if (len == RB_AES_KEY_LEN) {
-        memcpy(key, text, RB_AES_KEY_LEN);
-        return 0;
-    }
-    return -1;
-}
-
-void gw_identity_master_key_id(const uint8_t key[RB_AES_KEY_LEN], char *out, size_t cap)
-{
-    uint8_t h[RB_SHA256_LEN];
-    char hex[2 * RB_SHA256_LEN + 1];
-
-    rb_sha256(key, RB_AES_KEY_LEN, h);
-    rb_hex(h, 8, hex, sizeof(hex));
-    snprintf(out, cap, "%s", hex);
-}
-
 static size_t bucket_of(const uint8_t hash[RB_SHA256_LEN])
 {
     size_t b;

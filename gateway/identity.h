@@ -14,8 +14,8 @@
  * connection breaks, the cache is dropped on reconnect.
  *
  * BYOK keys are stored AES-256-GCM encrypted (ai_configs.key_ciphertext/nonce/tag, no AAD) under
- * the 32-byte master key; key_id is informational (the gateway reports gw_identity_master_key_id,
- * the first 16 hex digits of SHA-256(master key)). Decrypted keys live only in the cache and the
+ * the 32-byte master key (common/crypto.h rb_master_key_load); key_id is informational (the first
+ * 16 hex digits of SHA-256(master key)). Decrypted keys live only in the cache and the
  * request's state and are wiped on release; they are never logged.
  *
  * Threads: start/stop and port create/destroy on the main or owning worker thread; resolve/cancel
@@ -96,10 +96,5 @@ int gw_identity_resolve(gw_identity_port_t *port, const char *secret, size_t len
 void gw_identity_cancel(gw_identity_job_t *job);
 /** Zeroes an identity (wipes the key). */
 void gw_identity_wipe(gw_ident_t *id);
-/** Parses a master key: 64 hex digits (surrounding whitespace ignored) or exactly 32 raw bytes.
- *  Returns 0, or -1 when neither. */
-int gw_identity_parse_master_key(const char *text, size_t len, uint8_t key[RB_AES_KEY_LEN]);
-/** The master key's id: the first 16 hex digits of its SHA-256 (out cap >= 17). */
-void gw_identity_master_key_id(const uint8_t key[RB_AES_KEY_LEN], char *out, size_t cap);
 
 #endif

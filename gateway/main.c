@@ -31,6 +31,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/crypto.h"
 #include "common/http.h"
 #include "common/log.h"
 #include "common/server.h"
@@ -44,11 +45,10 @@
 
 enum {
     ERRBUF_LEN = 1024,
-    MASTER_KEY_FILE_MAX = 4096, /* a master key file is tiny; a bigger one is refused */
-    SHUTDOWN_GRACE_MS = 2000,   /* on top of drain_timeout_ms */
-    LEASE_IDLE_MS = 30000,      /* default: an unused lease goes back after this long */
-    LEASE_WAIT_MS = 5000,       /* default: longest wait for a new lease */
-    ENV_MS_MAX = 3600000,       /* bound of the *_MS environment overrides */
+    SHUTDOWN_GRACE_MS = 2000, /* on top of drain_timeout_ms */
+    LEASE_IDLE_MS = 30000,    /* default: an unused lease goes back after this long */
+    LEASE_WAIT_MS = 5000,     /* default: longest wait for a new lease */
+    ENV_MS_MAX = 3600000,     /* bound of the *_MS environment overrides */
 };
 
 /* Where the credit machinery lives: node id, spool, switches. */
@@ -110,30 +110,6 @@ static int parse_args(int argc, char **argv, options_t *o)
         return -1;
     }
     return 0;
-}
-
-/* Loads the master key: 1 = loaded, 0 = none configured, -1 = malformed (fatal). */
-static int load_master_key(const cfg_t *cfg, uint8_t key[RB_AES_KEY_LEN])
-{
-    char buf[MASTER_KEY_FILE_MAX];
-    ssize_t n;
-    int fd, rc;
-
-    if (cfg->secrets.master_key != NULL)
-        return gw_identity_parse_master_key(cfg->secrets.master_key,
-                                            strlen(cfg->secrets.master_key), key) == 0
-                   ? 1
-                   : -1;
-    if (cfg->secrets.master_key_file == NULL ||
-        (fd = open(cfg->secrets.master_key_file, O_RDONLY | O_CLOEXEC)) == -1)
-        return 0;
-    n = read(fd, buf, sizeof(buf));
-    close(fd);
-    rc = n > 0 && (size_t)n < sizeof(buf) && gw_identity_parse_master_key(buf, (size_t)n, key) == 0
-             ? 1
-             : -1;
-    explicit_bzero(buf, sizeof(buf));
-    return rc;
 }
 
 static int migrate(const cfg_t *cfg, const char *dir)
@@ -259,10 +235,11 @@ static int start_services(const cfg_t *cfg, const node_conf_t *n, rb_metrics_t *
                              .ttl_ms = lim->identity_cache_ttl_ms};
     uint8_t master[RB_AES_KEY_LEN];
     char err[ERRBUF_LEN], key_id[24];
-    int mk = load_master_key(cfg, master);
+    int mk = rb_master_key_load(cfg->secrets.master_key, cfg->secrets.master_key_file, master,
+                                key_id, sizeof(key_id));
 
     if (mk < 0) {
-        rb_log_error("master_key_invalid", "expected 64 hex digits or 32 raw bytes (file=%s)",
+        rb_log_error("master_key_invalid", "expected 64 hex digits (file=%s)",
                      cfg->secrets.master_key != NULL ? "RIGBOX_MASTER_KEY"
                                                      : cfg->secrets.master_key_file);
         return -1;
@@ -272,7 +249,6 @@ static int start_services(const cfg_t *cfg, const node_conf_t *n, rb_metrics_t *
                     cfg->secrets.master_key_file != NULL ? cfg->secrets.master_key_file : "-");
     } else {
         ic.master_key = master;
-        gw_identity_master_key_id(master, key_id, sizeof(key_id));
         rb_log_info("master_key_loaded", "key_id=%s", key_id);
     }
     if (gw_recorder_start(&rc, rec, err, sizeof(err)) != RB_OK) {

@@ -1,4 +1,6 @@
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/crypto.h"
 #include "test.h"
@@ -69,5 +71,28 @@ static void test_master_key_parse(void)
     CHECK(rb_master_key_parse(hex, 20, key, id, sizeof(id)) == RB_ERR_CONFIG);
 }
 
+static void test_master_key_load(void)
+{
+    uint8_t key[RB_AES_KEY_LEN];
+    char id[17], path[] = "/tmp/rb-master-key-XXXXXX";
+    const char *hex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+
+    fprintf(f, "%s\n", hex);
+    fclose(f);
+    CHECK_INT_EQ(rb_master_key_load(NULL, path, key, id, sizeof(id)), 1);
+    CHECK(key[1] == 0x11);
+    CHECK_INT_EQ(rb_master_key_load(hex, "/nonexistent", key, id, sizeof(id)), 1); /* value wins */
+    CHECK_INT_EQ(rb_master_key_load("zz", path, key, id, sizeof(id)), -1);
+    CHECK_INT_EQ(rb_master_key_load(NULL, "/nonexistent/key", key, id, sizeof(id)), 0);
+    CHECK_INT_EQ(rb_master_key_load(NULL, NULL, key, id, sizeof(id)), 0);
+    f = fopen(path, "w");
+    fputs("not a key\n", f);
+    fclose(f);
+    CHECK_INT_EQ(rb_master_key_load(NULL, path, key, id, sizeof(id)), -1);
+    unlink(path);
+}
+
 TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_ct_equal_and_hex,
-          test_aes_gcm_round_trip_and_tamper, test_master_key_parse)
+          test_aes_gcm_round_trip_and_tamper, test_master_key_parse, test_master_key_load)

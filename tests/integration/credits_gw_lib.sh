@@ -45,9 +45,18 @@ cg_gateway() {
     rb_wait_http "http://127.0.0.1:$port/healthz" || { echo "gateway $name did not start"; tail -20 "$RB_TMP/$name.log"; }
 }
 
-cg_start_mock() {
-    rb_spawn mock "$MOCK_BIN" --listen 127.0.0.1:$CG_MOCK_PORT
-    rb_wait_http "$CG_MOCK/mock/healthz" || fail "mock provider did not start"
+cg_start_mock() { # before cg_config: a port another test grabbed meanwhile gets a second try
+    local attempt
+    for attempt in 1 2 3; do
+        rb_spawn mock "$MOCK_BIN" --listen 127.0.0.1:$CG_MOCK_PORT
+        rb_wait_http "$CG_MOCK/mock/healthz" && return 0
+        echo "mock provider did not start on $CG_MOCK_PORT (attempt $attempt):" >&2
+        tail -n 5 "$RB_TMP/mock.log" >&2
+        kill "$RB_LAST_PID" 2>/dev/null
+        CG_MOCK_PORT=$(rb_free_port)
+        CG_MOCK=http://127.0.0.1:$CG_MOCK_PORT
+    done
+    fail "mock provider did not start"
 }
 
 cg_sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }

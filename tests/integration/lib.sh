@@ -47,11 +47,12 @@ rb_db_create() {
 
 rb_sql() { psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt -v ON_ERROR_STOP=1 -c "$1"; }
 
-# Prints a loopback TCP port nobody listens on.
+# Prints a loopback TCP port nobody listens on, below the kernel's ephemeral range (32768+): a port
+# in that range may be the local end of some outgoing connection, and then bind() fails later.
 rb_free_port() {
     local p
     while :; do
-        p=$((20000 + RANDOM % 40000))
+        p=$((10000 + RANDOM % 22000))
         (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
     done
 }

@@ -39,7 +39,7 @@ finish() {
 start_mock() {
     local try port
     for try in 1 2 3 4 5; do
-        port=$((20000 + RANDOM % 40000))
+        port=$((10000 + RANDOM % 22000)) # below the ephemeral range
         "$BIN" --listen "127.0.0.1:$port" --threads 2 >"$TMP/mock.log" 2>&1 &
         PID=$!
         for _ in $(seq 50); do

@@ -20,6 +20,7 @@ rb_cleanup() {
     for pid in "${RB_PIDS[@]}"; do wait "$pid" 2>/dev/null; done
     [[ -n ${RB_DB:-} ]] && psql -h "$RB_TEST_PGHOST" -U postgres -d postgres -qAt \
         -c "DROP DATABASE IF EXISTS $RB_DB WITH (FORCE)" >/dev/null 2>&1
+    [[ -f $RB_TMP/claimed-ports ]] && while read -r p; do rmdir "$RB_PORT_CLAIMS/$p" 2>/dev/null; done <"$RB_TMP/claimed-ports"
     rm -rf "$RB_TMP"
 }
 trap rb_cleanup EXIT
@@ -48,12 +49,20 @@ rb_db_create() {
 rb_sql() { psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt -v ON_ERROR_STOP=1 -c "$1"; }
 
 # Prints a loopback TCP port nobody listens on, below the kernel's ephemeral range (32768+): a port
-# in that range may be the local end of some outgoing connection, and then bind() fails later.
+# in that range may be the local end of some outgoing connection, and then bind() fails later. Each
+# port is claimed with an atomic mkdir under RB_PORT_CLAIMS until rb_cleanup, so tests running at the
+# same time (and one test's several ports) never get the same one.
+RB_PORT_CLAIMS=/tmp/rigbox-port-claims
 rb_free_port() {
     local p
+    mkdir -p "$RB_PORT_CLAIMS"
     while :; do
         p=$((10000 + RANDOM % 22000))
-        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return; }
+        (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+        mkdir "$RB_PORT_CLAIMS/$p" 2>/dev/null || continue
+        echo "$p" >>"$RB_TMP/claimed-ports"
+        echo "$p"
+        return
     done
 }
 

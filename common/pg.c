@@ -586,3 +586,24 @@ Exit:
     free(m.rec);
     return err;
 }
+
+int rb_pg_migrate_at_start(const char *conninfo, int timeout_s, const char *dir)
+{
+    PGconn *conn = NULL;
+    char err[1024];
+    int applied = 0, rc = -1;
+
+    if (rb_pg_connect(conninfo, timeout_s, &conn, err, sizeof(err)) != RB_OK) {
+        rb_log_error("db_connect_failed", "error=\"%s\"", err);
+        return -1;
+    }
+    if (rb_pg_migrate(conn, dir, err, sizeof(err), &applied) != RB_OK) {
+        rb_log_error("migration_failed", "dir=%s error=\"%s\"", dir, err);
+        goto Exit;
+    }
+    rb_log_info("migrations", "applied=%d dir=%s", applied, dir);
+    rc = 0;
+Exit:
+    PQfinish(conn);
+    return rc;
+}

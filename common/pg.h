@@ -59,6 +59,9 @@ rb_err_t rb_pg_migrate(PGconn *c, const char *dir, char *errbuf, size_t cap, int
  * Writes "what: <primary message> (SQLSTATE xxxxx)" for a failed result (or the connection's error
  * when res is NULL) into errbuf, without libpq's trailing newline.
  */
+/** Connects to conninfo, applies the pending migrations of dir, logs `event=migrations applied=N`
+ *  (or the failure) and disconnects: what a daemon does once at start. Returns 0 or -1. */
+int rb_pg_migrate_at_start(const char *conninfo, int timeout_s, const char *dir);
 void rb_pg_error(const PGconn *c, const PGresult *res, const char *what, char *errbuf, size_t cap);
 
 #endif

@@ -129,28 +129,6 @@ Exit:
     return rc;
 }
 
-static int migrate(const cfg_t *cfg, const char *schema_dir)
-{
-    PGconn *conn = NULL;
-    char err[ERRBUF_LEN];
-    int applied = 0, rc = -1;
-
-    if (rb_pg_connect(cfg->database.url, cfg->database.connect_timeout_s, &conn, err,
-                      sizeof(err)) != RB_OK) {
-        rb_log_error("db_connect_failed", "error=\"%s\"", err);
-        return -1;
-    }
-    if (rb_pg_migrate(conn, schema_dir, err, sizeof(err), &applied) != RB_OK) {
-        rb_log_error("migration_failed", "error=\"%s\"", err);
-        goto Exit;
-    }
-    rb_log_info("migrations", "applied=%d dir=%s", applied, schema_dir);
-    rc = 0;
-Exit:
-    PQfinish(conn);
-    return rc;
-}
-
 /* Loads the master key from RIGBOX_MASTER_KEY or the key file; without one, BYOK writes are
  * refused. */
 static void load_master_key(const cfg_t *cfg, ctl_app_t *app)
@@ -213,7 +191,8 @@ int main(int argc, char **argv)
         return 1;
     }
     rb_log_setup(cfg->server.log_level, cfg->server.log_format == CFG_LOG_JSON);
-    if (migrate(cfg, o.schema_dir) != 0)
+    if (rb_pg_migrate_at_start(cfg->database.url, cfg->database.connect_timeout_s, o.schema_dir) !=
+        0)
         goto Exit;
     if (optind < argc) {
         if (optind + 2 == argc && strcmp(argv[optind], "admin") == 0 &&

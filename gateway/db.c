@@ -44,11 +44,6 @@ void gw_db_close(gw_db_t *db)
     free(db);
 }
 
-rb_err_t gw_db_migrate(gw_db_t *db, const char *dir, int *applied_out, char *errbuf, size_t cap)
-{
-    return rb_pg_migrate(db->conn, dir, errbuf, cap, applied_out);
-}
-
 int gw_db_ensure(gw_db_t *db)
 {
     if (PQstatus(db->conn) == CONNECTION_OK)

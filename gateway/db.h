@@ -100,8 +100,6 @@ typedef struct st_gw_db_limits_t {
 rb_err_t gw_db_connect(const char *url, int timeout_s, gw_db_t **out, char *errbuf, size_t cap);
 /** Closes and frees; NULL is a no-op. */
 void gw_db_close(gw_db_t *db);
-/** Applies pending migrations from dir (rb_pg_migrate); *applied_out may be NULL. */
-rb_err_t gw_db_migrate(gw_db_t *db, const char *dir, int *applied_out, char *errbuf, size_t cap);
 /** 1 when the connection is usable; otherwise tries one reset and reports the result. */
 int gw_db_ensure(gw_db_t *db);
 /** Looks up a secret's identity by SHA-256: workspace_token selects workspace_tokens, else

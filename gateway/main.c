@@ -34,6 +34,7 @@
 #include "common/crypto.h"
 #include "common/http.h"
 #include "common/log.h"
+#include "common/pg.h"
 #include "common/server.h"
 #include "config/config.h"
 #include "gateway/credits.h"
@@ -110,28 +111,6 @@ static int parse_args(int argc, char **argv, options_t *o)
         return -1;
     }
     return 0;
-}
-
-static int migrate(const cfg_t *cfg, const char *dir)
-{
-    gw_db_t *db = NULL;
-    char err[ERRBUF_LEN];
-    int applied = 0, rc = -1;
-
-    if (gw_db_connect(cfg->database.url, cfg->database.connect_timeout_s, &db, err, sizeof(err)) !=
-        RB_OK) {
-        rb_log_error("db_connect_failed", "error=\"%s\"", err);
-        return -1;
-    }
-    if (gw_db_migrate(db, dir, &applied, err, sizeof(err)) != RB_OK) {
-        rb_log_error("migrate_failed", "dir=%s error=\"%s\"", dir, err);
-        goto Exit;
-    }
-    rb_log_info("migrated", "dir=%s applied=%d", dir, applied);
-    rc = 0;
-Exit:
-    gw_db_close(db);
-    return rc;
 }
 
 static int on_apps_request(h2o_handler_t *self, h2o_req_t *req)
@@ -325,7 +304,8 @@ int main(int argc, char **argv)
     gw_upstream_global_init();
     if (node_setup(cfg, &node) != 0)
         goto Exit;
-    if (migrate(cfg, o.schema_dir != NULL ? o.schema_dir : RB_SOURCE_DIR "/schema") != 0)
+    if (rb_pg_migrate_at_start(cfg->database.url, cfg->database.connect_timeout_s,
+                               o.schema_dir != NULL ? o.schema_dir : RB_SOURCE_DIR "/schema") != 0)
         goto Exit;
     /* the hooks get &proxy: the proxy needs the server's metrics, so it comes after create */
     s = rb_server_create(&(rb_server_conf_t){

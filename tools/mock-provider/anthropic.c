@@ -6,6 +6,7 @@
  * "event: <type>\ndata: <json>\n\n" with data.type == type. A thinking block (thinking_delta then
  * signature_delta) precedes the text when the request enables thinking.
  */
+#include "common/http.h"
 #include "tools/mock-provider/mock.h"
 
 #include <stdio.h>
@@ -305,7 +306,7 @@ void mock_anthropic_error(const mock_error_t *err, uint64_t request_id_hash, moc
     RB_ASSERT(err != NULL && err->status >= 400 && err->message != NULL);
     snprintf(rid, sizeof(rid), "req_011C%016llx", (unsigned long long)request_id_hash);
     out->status = err->status;
-    out->reason = mock_reason(err->status);
+    out->reason = rb_http_reason(err->status);
     mock_out_header(out, "request-id", "%s", rid);
     rb_jw_init(&w, &out->body);
     rb_jw_obj_begin(&w);

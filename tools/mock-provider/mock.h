@@ -172,8 +172,6 @@ void mock_out_free(mock_out_t *out);
 /** Adds a response header (value formatted, cut at MOCK_HEADER_VALUE_MAX). */
 void mock_out_header(mock_out_t *out, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-/** The HTTP reason phrase for status ("Unknown" for codes without one). */
-const char *mock_reason(int status);
 /** Marks the end of one SSE event at the current body length. */
 void mock_out_event_end(mock_out_t *out);
 

@@ -5,6 +5,7 @@
  * `choices: []` chunk with the usage, then `data: [DONE]`; Responses events carry both an `event:`
  * line and a `sequence_number`, and end with exactly one terminal event (no [DONE]).
  */
+#include "common/http.h"
 #include "tools/mock-provider/mock.h"
 
 #include <stdio.h>
@@ -652,7 +653,7 @@ void mock_openai_error(const mock_error_t *err, mock_out_t *out)
 
     RB_ASSERT(err != NULL && err->status >= 400 && err->message != NULL);
     out->status = err->status;
-    out->reason = mock_reason(err->status);
+    out->reason = rb_http_reason(err->status);
     rb_jw_init(&w, &out->body);
     rb_jw_obj_begin(&w);
     rb_jw_key(&w, "error");

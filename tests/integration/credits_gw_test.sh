@@ -38,13 +38,19 @@ GRANT=3000000
 cg_grant u-cguser01 $GRANT g-a-1
 BODY='{"model":"t-chat","stream":true,"max_tokens":1000,"messages":[{"role":"user","content":"count to ten"}]}'
 mkdir -p "$RB_TMP/a"
-for i in $(seq 1 60); do
-    port=$PA
-    ((i % 2)) && port=$PB
-    curl -sS -N -o "$RB_TMP/a/$i.out" -D "$RB_TMP/a/$i.hdr" -w '%{http_code}' "http://127.0.0.1:$port/v1/chat/completions" \
+stream_req() { # stream_req I: request I goes to gateway b when I is odd, else to gateway a
+    local port=$PA
+    (($1 % 2)) && port=$PB
+    curl -sS -N -o "$RB_TMP/a/$1.out" -D "$RB_TMP/a/$1.hdr" -w '%{http_code}' "http://127.0.0.1:$port/v1/chat/completions" \
         -H "Authorization: Bearer $TOK1" -H 'content-type: application/json' \
-        -H 'X-Mock-Behavior: slow=60,chunks=8,usage=prompt:10,completion:1000' -d "$BODY" >"$RB_TMP/a/$i.code" 2>/dev/null &
-done
+        -H 'X-Mock-Behavior: slow=60,chunks=8,usage=prompt:10,completion:1000' -d "$BODY" >"$RB_TMP/a/$1.code" 2>/dev/null
+}
+# One request through each gateway first, so each holds a lease before the burst: otherwise the
+# gateway whose lease thread reaches PostgreSQL first may rightly lease the whole balance, and
+# "both gateways drew on one balance" would depend on timing.
+stream_req 1
+stream_req 2
+for i in $(seq 3 60); do stream_req "$i" & done
 wait_curls() { local p; for p in $(jobs -p); do [[ " ${RB_PIDS[*]} " == *" $p "* ]] || wait "$p"; done; }
 wait_curls
 served=0 refused=0 other=0 served_a=0 served_b=0

@@ -177,6 +177,61 @@ h2o_handler_t *rb_server_route(h2o_hostconf_t *hc, const char *path,
     return h;
 }
 
+/* h2o answers a request it refuses before routing (body too large, no such path, malformed) with
+ * plain text, through the host's fallback path. This filter on that path swaps the body for the
+ * daemon's JSON before the headers go out. */
+typedef struct st_error_filter_t {
+    h2o_filter_t super;
+    rb_server_error_body_fn fn;
+} error_filter_t;
+
+typedef struct st_error_ostream_t {
+    h2o_ostream_t super;
+    h2o_iovec_t body;
+} error_ostream_t;
+
+static void error_ostream_send(h2o_ostream_t *self, h2o_req_t *req, h2o_iovec_t *bufs, size_t n,
+                               h2o_send_state_t state)
+{
+    error_ostream_t *o = (error_ostream_t *)self;
+    h2o_iovec_t body = o->body;
+
+    (void)bufs; /* h2o's plain-text body: dropped */
+    (void)n;
+    o->body = h2o_iovec_init(NULL, 0); /* sent once, whatever the number of calls */
+    h2o_ostream_send_next(&o->super, req, &body, body.len != 0, state);
+}
+
+static void error_filter_setup(h2o_filter_t *self, h2o_req_t *req, h2o_ostream_t **slot)
+{
+    error_filter_t *f = (error_filter_t *)self;
+
+    if (req->res.status >= 400) {
+        rb_buf_t out;
+        error_ostream_t *o;
+
+        rb_buf_init(&out, 0);
+        f->fn(req, req->res.status, &out);
+        o = (error_ostream_t *)h2o_add_ostream(req, sizeof(*o), slot);
+        o->super.do_send = error_ostream_send;
+        o->body = h2o_strdup(&req->pool, out.base != NULL ? out.base : "", out.len);
+        rb_buf_free(&out);
+        req->res.content_length = o->body.len;
+        h2o_set_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE,
+                       H2O_STRLIT("application/json"), 1);
+        slot = &o->super.next;
+    }
+    h2o_setup_next_ostream(req, slot);
+}
+
+void rb_server_error_body(h2o_hostconf_t *hc, rb_server_error_body_fn fn)
+{
+    error_filter_t *f = (error_filter_t *)h2o_create_filter(&hc->fallback_path, sizeof(*f));
+
+    f->super.on_setup_ostream = error_filter_setup;
+    f->fn = fn;
+}
+
 static int on_healthz(h2o_handler_t *self, h2o_req_t *req)
 {
     static const char body[] = "{\"status\":\"ok\"}";

@@ -22,6 +22,7 @@
 #include <h2o.h>
 #include <pthread.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 #include "common/metrics.h"
 
@@ -76,6 +77,12 @@ uint16_t rb_server_port(const rb_server_t *s, unsigned listener);
  *  handler_size >= sizeof(h2o_handler_t), so callers can embed it first in a bigger struct). */
 h2o_handler_t *rb_server_route(h2o_hostconf_t *hc, const char *path,
                                int (*on_req)(h2o_handler_t *, h2o_req_t *), size_t handler_size);
+/** Appends to out (empty) the JSON body of an error h2o answers by itself, before any route runs:
+ *  413 (a body over max_request_body), 404 (no route for the path), 400 (a malformed request). */
+typedef void (*rb_server_error_body_fn)(h2o_req_t *req, int status, rb_buf_t *out);
+/** Makes h2o's own error answers on hc JSON from fn (application/json, same status) instead of
+ *  h2o's plain text, so every answer of a listener speaks its daemon's dialect. Before run. */
+void rb_server_error_body(h2o_hostconf_t *hc, rb_server_error_body_fn fn);
 /** Registers GET /healthz (200 {"status":"ok"}) and GET /metrics (Prometheus text) on hc. */
 void rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *prefix);
 /** The server's metrics registry (owned by the server). */

@@ -81,14 +81,12 @@ void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json)
     rb_http_send_json(r->req, status, json);
 }
 
-void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
-               const char *details_json)
+/* Appends the API's error document (DESIGN.md §4) to b. */
+static void error_json(rb_buf_t *b, const char *code, const char *message, const char *details_json)
 {
-    rb_buf_t b;
     rb_jw_t w;
 
-    rb_buf_init(&b, 0);
-    rb_jw_init(&w, &b);
+    rb_jw_init(&w, b);
     rb_jw_obj_begin(&w);
     rb_jw_key(&w, "error");
     rb_jw_obj_begin(&w);
@@ -102,8 +100,38 @@ void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
     rb_jw_obj_end(&w);
     rb_jw_kstr(&w, "message", message);
     rb_jw_obj_end(&w);
+}
+
+void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
+               const char *details_json)
+{
+    rb_buf_t b;
+
+    rb_buf_init(&b, 0);
+    error_json(&b, code, message, details_json);
     ctl_reply(r, status, &b);
     rb_buf_free(&b);
+}
+
+/* h2o's own refusals, before any route runs, in the API's error shape. */
+static void error_early(h2o_req_t *req, int status, rb_buf_t *out)
+{
+    (void)req;
+    switch (status) {
+    case 413:
+        error_json(out, "request_too_large", "the request body is larger than the API accepts",
+                   NULL);
+        break;
+    case 404:
+        error_json(out, "not_found", "no such endpoint", NULL);
+        break;
+    case 400:
+        error_json(out, "bad_request", "malformed HTTP request", NULL);
+        break;
+    default:
+        error_json(out, "http_error", rb_http_reason(status), NULL);
+        break;
+    }
 }
 
 void ctl_error_db(ctl_req_t *r, rb_err_t err)
@@ -251,7 +279,9 @@ void ctl_api_register(rb_server_t *server, h2o_hostconf_t *hc, ctl_app_t *app)
 {
     /* /api/v1 first: h2o picks the first registered prefix that matches. */
     api_handler_t *h = (api_handler_t *)rb_server_route(hc, "/api/v1", on_api, sizeof(*h));
+
     h->app = app;
     h = (api_handler_t *)rb_server_route(hc, "/api", on_api, sizeof(*h));
     h->app = app;
+    rb_server_error_body(hc, error_early);
 }

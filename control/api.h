@@ -20,7 +20,8 @@
 #include "control/db.h"
 
 #define CTL_PATH_PARAMS_MAX 4
-#define CTL_PARAM_LEN_MAX   136 /* request ids are up to 128 bytes */
+#define CTL_PARAM_LEN_MAX   136        /* request ids are up to 128 bytes */
+#define CTL_BODY_MAX        (1u << 20) /* request body; bigger is 413 request_too_large */
 
 struct st_ctl_supervisor_t;
 

@@ -146,7 +146,7 @@ static int serve(cfg_t *cfg)
 {
     rb_server_conf_t sc = {.name = "rigbox-control",
                            .workers = (unsigned)cfg->server.workers,
-                           .max_request_body = 1 << 20,
+                           .max_request_body = CTL_BODY_MAX,
                            .shutdown_timeout_ms = SHUTDOWN_TIMEOUT_MS,
                            .user = cfg,
                            .on_worker_start = on_worker_start,

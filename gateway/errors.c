@@ -91,6 +91,40 @@ void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
     RB_ASSERT(w.depth == 0);
 }
 
+void gw_errors_early(h2o_req_t *req, int status, rb_buf_t *out)
+{
+    static const char anthropic[] = "/v1/messages";
+    h2o_iovec_t path = req->input.path, method = req->input.method;
+    gw_dialect_t d = path.len >= sizeof(anthropic) - 1 &&
+                             memcmp(path.base, anthropic, sizeof(anthropic) - 1) == 0
+                         ? GW_DIALECT_ANTHROPIC
+                         : GW_DIALECT_OPENAI;
+    char msg[256];
+    const char *code;
+
+    switch (status) {
+    case 413:
+        code = "request_too_large";
+        snprintf(msg, sizeof(msg), "the request body is larger than this gateway accepts");
+        break;
+    case 404: /* OpenAI's own words for an unknown path */
+        code = "not_found";
+        snprintf(msg, sizeof(msg), "Invalid URL (%.*s %.*s)",
+                 (int)(method.len > 16 ? 16 : method.len), method.base,
+                 (int)(path.len > 160 ? 160 : path.len), path.base);
+        break;
+    case 400:
+        code = "invalid_request";
+        snprintf(msg, sizeof(msg), "malformed HTTP request");
+        break;
+    default:
+        code = "http_error";
+        snprintf(msg, sizeof(msg), "%s", rb_http_reason(status));
+        break;
+    }
+    gw_errors_body(out, d, status, code, msg, NULL);
+}
+
 void gw_errors_send(h2o_req_t *req, gw_dialect_t d, int status, const char *code,
                     const char *message, const char *param, const char *request_id)
 {

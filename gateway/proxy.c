@@ -1319,6 +1319,7 @@ void gw_proxy_register(gw_proxy_t *p, h2o_hostconf_t *hc)
         h->proxy = p;
         h->route = routes[i];
     }
+    rb_server_error_body(hc, gw_errors_early);
 }
 
 gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t *rec,

@@ -46,6 +46,17 @@ code=$(curl -s -o "$RB_TMP/404.json" -w '%{http_code}' "$api/nope")
 check "unknown endpoint is 404 with the error shape" \
     bash -c "[ $code = 404 ] && jq -e '.error.code==\"not_found\" and .message' $RB_TMP/404.json >/dev/null"
 
+code=$(curl -s -o "$RB_TMP/404b.json" -w '%{http_code}' "http://127.0.0.1:$ctl_port/nope")
+check "a path outside /api is 404 with the error shape too" \
+    bash -c "[ $code = 404 ] && jq -e '.error.code==\"not_found\"' $RB_TMP/404b.json >/dev/null"
+head -c $((1024 * 1024 + 1)) /dev/zero | tr '\0' a >"$RB_TMP/big.txt"
+code=$(curl -s -o "$RB_TMP/413.json" -w '%{http_code}' -X POST --data-binary @"$RB_TMP/big.txt" "$api/users")
+check "a body over the API's 1 MiB is 413 with the error shape" \
+    bash -c "[ $code = 413 ] && jq -e '.error.code==\"request_too_large\"' $RB_TMP/413.json >/dev/null"
+code=$(curl -s -o "$RB_TMP/gw404.json" -w '%{http_code}' -X POST "http://127.0.0.1:$ai_port/v1/nope")
+check "an unknown gateway route is 404 in OpenAI's error shape" \
+    bash -c "[ $code = 404 ] && jq -e '.error.type==\"invalid_request_error\" and .error.code==\"not_found\" and .error.message==\"Invalid URL (POST /v1/nope)\"' $RB_TMP/gw404.json >/dev/null"
+
 code=$(curl -s -o "$RB_TMP/401.json" -w '%{http_code}' "$api/api-keys")
 check "no key is 401" test "$code" = 401
 key=$("$control" --config "$src/config/rigbox.yaml" admin create-key --role admin 2>/dev/null)

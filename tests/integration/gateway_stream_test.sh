@@ -94,7 +94,11 @@ check "client gone past the drain bound: recorded as client_gone with an estimat
 check "the gateway is still healthy" rb_wait_http "$GW/healthz" 10
 
 big=$(head -c 6000 /dev/zero | tr '\0' a)
-code=$(curl -s -o /dev/null -w '%{http_code}' "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \
+code=$(curl -s -o "$RB_TMP/413.json" -D "$RB_TMP/413.hdr" -w '%{http_code}' "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \
     -H 'content-type: application/json' -d "{\"model\":\"t-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
 check "a body over body_max_bytes is 413" test "$code" = 413
+check "413 in OpenAI's error shape, as JSON" bash -c "jq -e '.error.code == \"request_too_large\" and .error.type == \"invalid_request_error\" and (.error.message | length > 0)' $RB_TMP/413.json >/dev/null && grep -qi '^content-type: application/json' $RB_TMP/413.hdr"
+code=$(curl -s -o "$RB_TMP/413a.json" -w '%{http_code}' "$GW/v1/messages" -H "x-api-key: $tok" \
+    -H 'content-type: application/json' -d "{\"model\":\"t-claude\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
+check "413 on /v1/messages in Anthropic's error shape" bash -c "[ $code = 413 ] && jq -e '.type == \"error\" and .error.type == \"request_too_large\"' $RB_TMP/413a.json >/dev/null"
 rb_finish

@@ -45,14 +45,30 @@ void rb_random_id(const char *prefix, char *out, size_t cap)
     out[plen + RB_ID_SUFFIX_LEN] = '\0';
 }
 
+/* Base62 in ASCII order, so that fixed-width numbers compare like their values. */
+static const char base62[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
 void rb_random_secret(const char *prefix, char *out, size_t cap)
 {
     size_t plen = strlen(prefix);
     RB_ASSERT(cap >= plen + RB_SECRET_BODY_LEN + 1);
     memcpy(out, prefix, plen);
-    random_chars("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz", 62, out + plen,
-                 RB_SECRET_BODY_LEN);
+    random_chars(base62, 62, out + plen, RB_SECRET_BODY_LEN);
     out[plen + RB_SECRET_BODY_LEN] = '\0';
+}
+
+void rb_sortable_id(const char *prefix, uint64_t unix_ms, char *out, size_t cap)
+{
+    size_t plen = strlen(prefix);
+    RB_ASSERT(cap >= plen + RB_SORTABLE_TIME_LEN + RB_SORTABLE_RANDOM_LEN + 1);
+    memcpy(out, prefix, plen);
+    for (size_t i = RB_SORTABLE_TIME_LEN; i > 0; i--) {
+        out[plen + i - 1] = base62[unix_ms % 62];
+        unix_ms /= 62;
+    }
+    RB_ASSERT(unix_ms == 0); /* 62^9 ms: some 428,000 years after 1970 */
+    random_chars(base62, 62, out + plen + RB_SORTABLE_TIME_LEN, RB_SORTABLE_RANDOM_LEN);
+    out[plen + RB_SORTABLE_TIME_LEN + RB_SORTABLE_RANDOM_LEN] = '\0';
 }
 
 void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN])

@@ -11,12 +11,14 @@
 
 #include "common/err.h"
 
-#define RB_SHA256_LEN      32
-#define RB_AES_KEY_LEN     32
-#define RB_AES_NONCE_LEN   12
-#define RB_AES_TAG_LEN     16
-#define RB_ID_SUFFIX_LEN   8  /* "ws-" + 8 base36 characters */
-#define RB_SECRET_BODY_LEN 40 /* random characters after the "rb_"/"rbw_" prefix */
+#define RB_SHA256_LEN          32
+#define RB_AES_KEY_LEN         32
+#define RB_AES_NONCE_LEN       12
+#define RB_AES_TAG_LEN         16
+#define RB_ID_SUFFIX_LEN       8  /* "ws-" + 8 base36 characters */
+#define RB_SECRET_BODY_LEN     40 /* random characters after the "rb_"/"rbw_" prefix */
+#define RB_SORTABLE_TIME_LEN   9  /* base62 ms since 1970: 62^9 ms is 428,000 years */
+#define RB_SORTABLE_RANDOM_LEN 23 /* base62 random characters after the time: ~137 bits */
 
 /** Fills buf with n bytes from the kernel's CSPRNG; aborts if the kernel refuses (never silently
  * weak). */
@@ -25,6 +27,12 @@ void rb_random_bytes(void *buf, size_t n);
 void rb_random_id(const char *prefix, char *out, size_t cap);
 /** Writes prefix + RB_SECRET_BODY_LEN random base62 characters (a bearer secret) into out. */
 void rb_random_secret(const char *prefix, char *out, size_t cap);
+/** Writes prefix + RB_SORTABLE_TIME_LEN base62 digits of unix_ms + RB_SORTABLE_RANDOM_LEN random
+ * base62 characters into out. The digits run 0-9A-Za-z, in ASCII order, so ids made later sort
+ * after ids made earlier (byte order, and PostgreSQL's C and C.UTF-8 collations): a btree keyed by
+ * them grows at its right edge instead of touching a random page per insert. Ids made in the same
+ * millisecond are ordered at random. */
+void rb_sortable_id(const char *prefix, uint64_t unix_ms, char *out, size_t cap);
 /** SHA-256 of data into out[RB_SHA256_LEN]. */
 void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN]);
 /** 1 when a and b (both n bytes) are equal; time depends only on n. */

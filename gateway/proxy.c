@@ -1257,7 +1257,8 @@ static gw_call_t *call_new(gw_proxy_worker_t *pw, h2o_req_t *req, int route)
     c->drain_te.cb = on_drain_timeout;
     c->start_ms = now_ms();
     c->ttfb_ms = -1;
-    rb_random_secret("req_", c->request_id, sizeof(c->request_id));
+    /* time-ordered: usage_events and credit_transfers are keyed by it */
+    rb_sortable_id("req_", c->start_ms, c->request_id, sizeof(c->request_id));
     rb_buf_init(&c->resp_headers, GW_PROXY_PASS_HEADERS_MAX * GW_PROXY_HEADER_LINE_MAX);
     rb_buf_init(&c->body, GW_PROXY_RESPONSE_MAX);
     rb_buf_init(&c->pending, 0);

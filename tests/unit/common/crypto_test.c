@@ -29,6 +29,42 @@ static void test_ids_and_secrets(void)
           RB_SECRET_BODY_LEN);
 }
 
+/* Decodes the time digits of a sortable id back into milliseconds. */
+static uint64_t sortable_ms(const char *id)
+{
+    static const char digits[] = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    uint64_t ms = 0;
+    for (size_t i = 0; i < RB_SORTABLE_TIME_LEN; i++)
+        ms = ms * 62 + (uint64_t)(strchr(digits, id[i]) - digits);
+    return ms;
+}
+
+static void test_sortable_ids(void)
+{
+    /* 0, a day in 2026, a few ms apart, then the largest time that fits (62^9 - 1) */
+    const uint64_t times[] = {0,
+                              1796006400000ull,
+                              1796006400001ull,
+                              1796006400061ull,
+                              1796006400062ull,
+                              1796006403844ull,
+                              13537086546263551ull};
+    char prev[64] = "", id[64], twin[64];
+    for (size_t i = 0; i < sizeof(times) / sizeof(times[0]); i++) {
+        rb_sortable_id("req_", times[i], id, sizeof(id));
+        CHECK_INT_EQ(strlen(id), 4 + RB_SORTABLE_TIME_LEN + RB_SORTABLE_RANDOM_LEN);
+        CHECK(strncmp(id, "req_", 4) == 0);
+        CHECK(strspn(id + 4, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz") ==
+              RB_SORTABLE_TIME_LEN + RB_SORTABLE_RANDOM_LEN);
+        CHECK(sortable_ms(id + 4) == times[i]);
+        CHECK(strcmp(prev, id) < 0); /* later sorts after earlier */
+        rb_sortable_id("req_", times[i], twin, sizeof(twin));
+        CHECK(strncmp(id, twin, 4 + RB_SORTABLE_TIME_LEN) == 0); /* same ms: same time digits */
+        CHECK(strcmp(id, twin) != 0);                            /* but a different id */
+        snprintf(prev, sizeof(prev), "%s", id);
+    }
+}
+
 static void test_ct_equal_and_hex(void)
 {
     uint8_t a[4] = {1, 2, 3, 4}, b[4] = {1, 2, 3, 5}, out[4];
@@ -94,5 +130,5 @@ static void test_master_key_load(void)
     unlink(path);
 }
 
-TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_ct_equal_and_hex,
+TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_sortable_ids, test_ct_equal_and_hex,
           test_aes_gcm_round_trip_and_tamper, test_master_key_parse, test_master_key_load)

@@ -833,9 +833,7 @@ rb_err_t rb_json_get_str(const rb_json_t *doc, int v, const char *path, char *bu
 
 /* ---- writer ---- */
 
-/* Length of the well-formed UTF-8 sequence at s[0..n) (Unicode Table 3-7), or 0 when ill-formed;
- * *bad_len is then the maximal subpart to replace with one U+FFFD (at least 1). */
-static size_t utf8_seq(const unsigned char *s, size_t n, size_t *bad_len)
+size_t rb_utf8_seq(const unsigned char *s, size_t n, size_t *bad_len)
 {
     unsigned char c = s[0], lo = 0x80, hi = 0xBF;
     size_t need, i;
@@ -903,7 +901,7 @@ void rb_json_escape(rb_buf_t *out, const char *s, size_t n)
         size_t k = 1, bad = 0;
         if (*p < 0x80) {
             esc = ascii_escape(*p, tmp);
-        } else if ((k = utf8_seq(p, (size_t)(end - p), &bad)) == 0) {
+        } else if ((k = rb_utf8_seq(p, (size_t)(end - p), &bad)) == 0) {
             esc = "\xEF\xBF\xBD"; /* U+FFFD REPLACEMENT CHARACTER */
             k = bad;
         } else if (k == 3 && p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) {

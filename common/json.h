@@ -153,5 +153,8 @@ void rb_jw_kint64(rb_jw_t *w, const char *key, int64_t v);
 void rb_jw_kbool(rb_jw_t *w, const char *key, int v);
 /** Writes s JSON-escaped *without* quotes into out (for hand-built templates). */
 void rb_json_escape(rb_buf_t *out, const char *s, size_t n);
+/** Length (1..4) of the well-formed UTF-8 sequence at s[0..n), n >= 1 (Unicode Table 3-7), or 0
+ *  when ill-formed; *bad_len is then the maximal subpart to replace with one U+FFFD (>= 1). */
+size_t rb_utf8_seq(const unsigned char *s, size_t n, size_t *bad_len);
 
 #endif

@@ -13,6 +13,7 @@
 
 #include <openssl/evp.h>
 
+#include "common/json.h"
 #include "common/log.h"
 
 /* Longest wait for another migrator's advisory lock (seconds). */
@@ -606,4 +607,32 @@ int rb_pg_migrate_at_start(const char *conninfo, int timeout_s, const char *dir)
 Exit:
     PQfinish(conn);
     return rc;
+}
+
+void rb_pg_copy_text(rb_buf_t *out, const char *s, size_t n)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
+
+    RB_ASSERT(out != NULL && (s != NULL || n == 0));
+    while (p < end) {
+        const char *esc = NULL;
+        size_t k = 1, bad = 0;
+        if (*p < 0x80) {
+            esc = *p == '\\'   ? "\\\\"
+                  : *p == '\t' ? "\\t"
+                  : *p == '\n' ? "\\n"
+                  : *p == '\r' ? "\\r"
+                               : NULL;
+        } else if ((k = rb_utf8_seq(p, (size_t)(end - p), &bad)) == 0) {
+            esc = "\xEF\xBF\xBD"; /* U+FFFD REPLACEMENT CHARACTER */
+            k = bad;
+        }
+        if (esc != NULL) {
+            rb_buf_append(out, run, (size_t)(p - run));
+            rb_buf_puts(out, esc);
+            run = p + k;
+        }
+        p += k;
+    }
+    rb_buf_append(out, run, (size_t)(p - run));
 }

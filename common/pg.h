@@ -23,6 +23,7 @@
 
 #include <libpq-fe.h>
 
+#include "common/buf.h"
 #include "common/err.h"
 
 /* Largest migration file read (bytes). */
@@ -55,13 +56,17 @@ rb_err_t rb_pg_connect(const char *conninfo, int timeout_s, PGconn **out, char *
  */
 rb_err_t rb_pg_migrate(PGconn *c, const char *dir, char *errbuf, size_t cap, int *applied_out);
 
+/** Connects to conninfo, applies the pending migrations of dir, logs `event=migrations applied=N`
+ *  (or the failure) and disconnects: what a daemon does once at start. Returns 0 or -1. */
+int rb_pg_migrate_at_start(const char *conninfo, int timeout_s, const char *dir);
 /**
  * Writes "what: <primary message> (SQLSTATE xxxxx)" for a failed result (or the connection's error
  * when res is NULL) into errbuf, without libpq's trailing newline.
  */
-/** Connects to conninfo, applies the pending migrations of dir, logs `event=migrations applied=N`
- *  (or the failure) and disconnects: what a daemon does once at start. Returns 0 or -1. */
-int rb_pg_migrate_at_start(const char *conninfo, int timeout_s, const char *dir);
 void rb_pg_error(const PGconn *c, const PGresult *res, const char *what, char *errbuf, size_t cap);
+/** Appends s[0..n) as one field of COPY's text format: backslash, tab, newline and carriage return
+ *  escaped, an ill-formed UTF-8 sequence written as U+FFFD (PostgreSQL refuses it in a UTF8
+ *  database). An empty field is the empty string; NULL is the caller's "\\N". */
+void rb_pg_copy_text(rb_buf_t *out, const char *s, size_t n);
 
 #endif

@@ -2,6 +2,7 @@
 
 #include <inttypes.h>
 #include <libpq-fe.h>
+#include <limits.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -215,25 +216,56 @@ static int64_t first_int64(const PGresult *r)
     return strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 }
 
-rb_err_t gw_db_usage_post(gw_db_t *db, const char *json, size_t len, char *errbuf, size_t cap)
+/* Ends the failed transaction of the connection, if it still has one. */
+static void rollback(gw_db_t *db)
 {
-    const char *v[1] = {json};
-    int lengths[1], formats[1] = {0};
-    PGresult *r;
-    rb_err_t err = RB_OK;
+    if (PQstatus(db->conn) == CONNECTION_OK && PQtransactionStatus(db->conn) != PQTRANS_IDLE)
+        PQclear(PQexec(db->conn, "ROLLBACK"));
+}
 
-    RB_ASSERT(json != NULL && len > 1 && json[0] == '[' && json[len] == '\0');
-    lengths[0] = (int)len;
-    /* rb_usage_apply (schema/0004) does rb_usage_post's work without building its per-event
-     * result, which the writer never read */
-    r = PQexecParams(db->conn, "SELECT cardinality(rb_usage_apply($1::jsonb))", 1, NULL, v, lengths,
-                     formats, 0);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rb_pg_error(db->conn, r, "usage post", errbuf, cap);
-        err = RB_ERR_DB;
-    }
+rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, char *errbuf, size_t cap)
+{
+    PGresult *r;
+    int ok;
+
+    RB_ASSERT(rows != NULL && len > 0 && len <= INT_MAX && rows[len - 1] == '\n');
+    /* the staging table is per session: rb_usage_stage_open makes it after a reconnect */
+    r = PQexec(db->conn,
+               "BEGIN; SELECT rb_usage_stage_open(); COPY pg_temp.rb_usage_stage FROM STDIN");
+    ok = PQresultStatus(r) == PGRES_COPY_IN;
+    if (!ok)
+        rb_pg_error(db->conn, r, "usage copy", errbuf, cap);
     PQclear(r);
-    return err;
+    if (ok && (PQputCopyData(db->conn, rows, (int)len) != 1 || PQputCopyEnd(db->conn, NULL) != 1)) {
+        rb_pg_error(db->conn, NULL, "usage copy", errbuf, cap);
+        ok = 0;
+    }
+    if (ok) {
+        r = PQgetResult(db->conn); /* COPY's own result: a malformed row fails here */
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+        if (!ok)
+            rb_pg_error(db->conn, r, "usage copy", errbuf, cap);
+        PQclear(r);
+        while ((r = PQgetResult(db->conn)) != NULL)
+            PQclear(r);
+    }
+    if (ok) {
+        r = PQexec(db->conn, "SELECT cardinality(rb_usage_apply_staged())");
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+        if (!ok)
+            rb_pg_error(db->conn, r, "usage post", errbuf, cap);
+        PQclear(r);
+    }
+    if (ok) {
+        r = PQexec(db->conn, "COMMIT");
+        ok = PQresultStatus(r) == PGRES_COMMAND_OK && strcmp(PQcmdStatus(r), "COMMIT") == 0;
+        if (!ok)
+            rb_pg_error(db->conn, r, "usage commit", errbuf, cap);
+        PQclear(r);
+    }
+    if (!ok)
+        rollback(db);
+    return ok ? RB_OK : RB_ERR_DB;
 }
 
 rb_err_t gw_db_lease_take(gw_db_t *db, const char *lease_id, const char *node, const char *user,

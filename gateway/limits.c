@@ -2,6 +2,8 @@
 
 #include <string.h>
 
+#include "common/json.h"
+
 /* Digits of an integer we accept (fits int64 with room). */
 #define GW_LIMITS_DIGITS_MAX 15
 /* Fraction digits of a credit amount (micro-credits). */
@@ -204,4 +206,27 @@ int gw_limits_cap_reached(int64_t spent_micro, int64_t cap_credits)
     if (__builtin_mul_overflow(cap_credits, (int64_t)1000000, &cap_micro))
         return 0; /* a cap beyond int64 micro-credits cannot be reached */
     return spent_micro >= cap_micro;
+}
+
+int gw_limits_subject_valid(const char *s, size_t len)
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + len;
+
+    if (s == NULL || len == 0 || len > GW_LIMITS_SUBJECT_MAX)
+        return 0;
+    while (p < end) {
+        size_t k, bad;
+        if (*p < 0x80) {
+            if (*p < 0x20 || *p == 0x7F)
+                return 0;
+            p++;
+            continue;
+        }
+        if ((k = rb_utf8_seq(p, (size_t)(end - p), &bad)) == 0)
+            return 0;
+        if (p[0] == 0xC2 && p[1] <= 0x9F) /* U+0080..U+009F: the C1 controls */
+            return 0;
+        p += k;
+    }
+    return 1;
 }

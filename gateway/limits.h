@@ -32,6 +32,8 @@
 #define GW_LIMITS_COUNT_MAX 1000000000LL
 /* Longest header value parsed (bytes). */
 #define GW_LIMITS_VALUE_MAX 128
+/* Longest X-Rigbox-Subject (bytes), as usage_events.subject allows. */
+#define GW_LIMITS_SUBJECT_MAX 256
 
 /** A subject budget: at most budget_micro of cost per period_s. */
 typedef struct st_gw_limits_budget_t {
@@ -52,6 +54,11 @@ rb_err_t gw_limits_parse_budget(const char *s, size_t len, gw_limits_budget_t *o
 rb_err_t gw_limits_parse_rate(const char *s, size_t len, gw_limits_rate_t *out);
 /** Parses a duration ("30s", "5h", "7d", "90"): RB_OK with seconds in *out, or RB_ERR_PARSE. */
 rb_err_t gw_limits_parse_duration(const char *s, size_t len, int64_t *out);
+
+/** 1 when s[0..len) is a usable X-Rigbox-Subject: 1 to GW_LIMITS_SUBJECT_MAX bytes of well-formed
+ *  UTF-8 without control characters (C0, DEL, C1), which is what usage_events.subject accepts;
+ *  else 0 (the subject is then not attributed). */
+int gw_limits_subject_valid(const char *s, size_t len);
 
 /** Start (ms) of the window of len_ms (> 0) that contains now_ms (windows aligned to the epoch). */
 int64_t gw_limits_window_start(int64_t now_ms, int64_t len_ms);

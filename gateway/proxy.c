@@ -1,6 +1,5 @@
 #include "gateway/proxy.h"
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <string.h>
 #include <time.h>
@@ -26,7 +25,6 @@
 /* Request headers we may send upstream besides content-type and auth. */
 #define GW_PROXY_UP_EXTRA_MAX 4
 /* Longest X-Rigbox-Subject accepted (the schema's bound). */
-#define GW_PROXY_SUBJECT_MAX 256
 /* Longest error message built for a client. */
 #define GW_PROXY_MSG_MAX 512
 /* A pseudo-route for GET /v1/models (no upstream call, no usage row). */
@@ -85,7 +83,7 @@ typedef struct st_gw_call_t {
     int route;
     gw_dialect_t dialect;
     char request_id[GW_PROXY_REQUEST_ID_MAX];
-    char subject[GW_PROXY_SUBJECT_MAX + 1];
+    char subject[GW_LIMITS_SUBJECT_MAX + 1];
     uint64_t start_ms;
     int64_t ttfb_ms;
     /* identity and routing */
@@ -1264,14 +1262,9 @@ static gw_call_t *call_new(gw_proxy_worker_t *pw, h2o_req_t *req, int route)
     rb_buf_init(&c->pending, 0);
     rb_buf_init(&c->sending, 0);
     rb_buf_init(&c->hold, 0);
-    if ((subj = rb_http_header(req, "x-rigbox-subject", &subj_len)) != NULL && subj_len > 0 &&
-        subj_len <= GW_PROXY_SUBJECT_MAX) {
-        int ok = 1;
-        for (size_t i = 0; i < subj_len; i++)
-            ok &= !iscntrl((unsigned char)subj[i]);
-        if (ok)
-            snprintf(c->subject, sizeof(c->subject), "%.*s", (int)subj_len, subj);
-    }
+    if ((subj = rb_http_header(req, "x-rigbox-subject", &subj_len)) != NULL &&
+        gw_limits_subject_valid(subj, subj_len))
+        snprintf(c->subject, sizeof(c->subject), "%.*s", (int)subj_len, subj);
     pw->calls++;
     return c;
 }

@@ -16,7 +16,7 @@
 /* Room for a database error message. */
 #define GW_QUOTA_ERR_MAX 512
 /* Longest subject key: user, a separator, subject, NUL. */
-#define GW_QUOTA_KEY_MAX (GW_DB_ID_MAX + 1 + GW_QUOTA_SUBJECT_MAX + 1)
+#define GW_QUOTA_KEY_MAX (GW_DB_ID_MAX + 1 + GW_LIMITS_SUBJECT_MAX + 1)
 /* The separator of a subject key (never in a user id or an accepted subject). */
 #define GW_QUOTA_KEY_SEP '\x1f'
 
@@ -55,7 +55,7 @@ struct st_gw_quota_job_t {
     gw_quota_t *q;
     char user[GW_DB_ID_MAX];
     char model[CFG_NAME_LEN_MAX + 1];
-    char subject[GW_QUOTA_SUBJECT_MAX + 1];
+    char subject[GW_LIMITS_SUBJECT_MAX + 1];
     int64_t tokens;
     int has_budget, has_rate;
     gw_limits_budget_t budget;

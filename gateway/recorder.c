@@ -10,8 +10,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "common/json.h"
 #include "common/log.h"
+#include "common/pg.h"
 
 /* Room for a database error message. */
 #define GW_RECORDER_ERR_MAX 512
@@ -31,7 +31,7 @@ struct st_gw_recorder_t {
     uint64_t committed_seq;
     size_t pending; /* records past the checkpoint */
     int stopping;
-    rb_buf_t chunk, batch; /* the writer thread's */
+    rb_buf_t chunk; /* the writer thread's */
     char rejected_path[GW_RECORDER_PATH_MAX + 32];
     rb_metric_t *m_depth, *m_dropped, *m_written, *m_failed;
 };
@@ -59,23 +59,23 @@ static void sleep_ms(int ms)
 /* Room for the decimal digits of an int64_t, sign included. */
 #define GW_RECORDER_NUM_MAX 24
 
-/* A JSON string, or null for NULL and "". */
-static void put_str(rb_buf_t *out, const char *v)
+/* A COPY text field: \N for NULL and "", else the escaped text; then the separator sep. */
+static void put_str(rb_buf_t *out, const char *v, char sep)
 {
-    if (v == NULL || v[0] == '\0') {
-        PUT_LIT(out, "null");
-        return;
-    }
-    PUT_LIT(out, "\"");
-    rb_json_escape(out, v, strlen(v));
-    PUT_LIT(out, "\"");
+    if (v == NULL || v[0] == '\0')
+        PUT_LIT(out, "\\N");
+    else
+        rb_pg_copy_text(out, v, strlen(v));
+    rb_buf_append(out, &sep, 1);
 }
 
-static void put_int(rb_buf_t *out, int64_t v)
+/* A decimal integer, then the separator sep. */
+static void put_int(rb_buf_t *out, int64_t v, char sep)
 {
     char num[GW_RECORDER_NUM_MAX], *p = num + sizeof(num);
     uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
 
+    *--p = sep;
     do {
         *--p = (char)('0' + mag % 10);
         mag /= 10;
@@ -111,34 +111,18 @@ static void format_ts(const struct tm *tm, int ms, char *ts, size_t cap)
     put_digits(ts + 20, ms, 3);
 }
 
-/* The token buckets, the cost and billed. */
-static void row_json_counts(const gw_db_usage_row_t *row, rb_buf_t *out)
+/* A positive integer, or \N when the value is absent (v <= absent). */
+static void put_opt_int(rb_buf_t *out, int64_t v, int64_t absent, char sep)
 {
-    PUT_LIT(out, ",\"input_uncached\":");
-    put_int(out, row->input_uncached);
-    PUT_LIT(out, ",\"cache_read\":");
-    put_int(out, row->cache_read);
-    PUT_LIT(out, ",\"cache_write_5m\":");
-    put_int(out, row->cache_write_5m);
-    PUT_LIT(out, ",\"cache_write_1h\":");
-    put_int(out, row->cache_write_1h);
-    PUT_LIT(out, ",\"output\":");
-    put_int(out, row->output);
-    PUT_LIT(out, ",\"reasoning\":");
-    put_int(out, row->reasoning);
-    PUT_LIT(out, ",\"requests\":");
-    put_int(out, row->requests);
-    PUT_LIT(out, ",\"cost_micro\":");
-    put_int(out, row->cost_micro);
-    if (row->billed)
-        PUT_LIT(out, ",\"billed\":true");
+    if (v > absent)
+        put_int(out, v, sep);
     else
-        PUT_LIT(out, ",\"billed\":false");
+        put_str(out, NULL, sep);
 }
 
-/* One record as a JSON object on one line. The per-request hot path: the keys are literals and
- * the numbers hand-formatted (rb_jw's generic key escaping and printf showed in profiles). */
-void gw_recorder_row_json(const gw_db_usage_row_t *row, rb_buf_t *out)
+/* One record as one line of COPY text: the columns of pg_temp.rb_usage_stage (schema/0005), in
+ * order. The per-request hot path: no printf, no generic escaping of constant text. */
+void gw_recorder_row_copy(const gw_db_usage_row_t *row, rb_buf_t *out)
 {
     char ts[40];
     time_t secs = (time_t)(row->created_at_ms / 1000);
@@ -147,48 +131,32 @@ void gw_recorder_row_json(const gw_db_usage_row_t *row, rb_buf_t *out)
     RB_ASSERT(row->request_id[0] != '\0' && row->user_id[0] != '\0');
     gmtime_r(&secs, &tm);
     format_ts(&tm, (int)(row->created_at_ms % 1000), ts, sizeof(ts));
-    PUT_LIT(out, "{\"request_id\":");
-    put_str(out, row->request_id);
-    PUT_LIT(out, ",\"user_id\":");
-    put_str(out, row->user_id);
-    PUT_LIT(out, ",\"workspace_id\":");
-    put_str(out, row->workspace_id);
-    PUT_LIT(out, ",\"subject\":");
-    put_str(out, row->subject);
-    PUT_LIT(out, ",\"route\":");
-    put_str(out, row->route);
-    PUT_LIT(out, ",\"provider\":");
-    put_str(out, row->provider);
-    PUT_LIT(out, ",\"model\":");
-    put_str(out, row->model);
-    PUT_LIT(out, ",\"upstream_model\":");
-    put_str(out, row->upstream_model);
-    PUT_LIT(out, ",\"mode\":");
-    put_str(out, row->byok ? "byok" : "managed");
-    PUT_LIT(out, ",\"status\":");
-    put_str(out, row->status);
-    PUT_LIT(out, ",\"http_status\":");
-    if (row->http_status > 0)
-        put_int(out, row->http_status);
-    else
-        PUT_LIT(out, "null");
-    row_json_counts(row, out);
-    PUT_LIT(out, ",\"usage_source\":");
-    put_str(out, row->usage_source);
-    PUT_LIT(out, ",\"ttfb_ms\":");
-    if (row->ttfb_ms >= 0)
-        put_int(out, row->ttfb_ms);
-    else
-        PUT_LIT(out, "null");
-    PUT_LIT(out, ",\"duration_ms\":");
-    put_int(out, row->duration_ms);
-    PUT_LIT(out, ",\"error_code\":");
-    put_str(out, row->error_code);
-    PUT_LIT(out, ",\"created_at\":");
-    put_str(out, ts);
-    PUT_LIT(out, ",\"lease_id\":");
-    put_str(out, row->lease_id);
-    PUT_LIT(out, "}\n");
+    put_str(out, row->request_id, '\t');
+    put_str(out, row->user_id, '\t');
+    put_str(out, row->workspace_id, '\t');
+    put_str(out, row->subject, '\t');
+    put_str(out, row->route, '\t');
+    put_str(out, row->provider, '\t');
+    put_str(out, row->model, '\t');
+    put_str(out, row->upstream_model, '\t');
+    put_str(out, row->byok ? "byok" : "managed", '\t');
+    put_str(out, row->status, '\t');
+    put_opt_int(out, row->http_status, 0, '\t');
+    put_int(out, row->input_uncached, '\t');
+    put_int(out, row->cache_read, '\t');
+    put_int(out, row->cache_write_5m, '\t');
+    put_int(out, row->cache_write_1h, '\t');
+    put_int(out, row->output, '\t');
+    put_int(out, row->reasoning, '\t');
+    put_int(out, row->requests, '\t');
+    put_int(out, row->cost_micro, '\t');
+    put_str(out, row->billed ? "t" : "f", '\t');
+    put_str(out, row->usage_source, '\t');
+    put_opt_int(out, row->ttfb_ms, -1, '\t');
+    put_int(out, row->duration_ms, '\t');
+    put_str(out, row->error_code, '\t');
+    put_str(out, ts, '\t');
+    put_str(out, row->lease_id, '\n');
 }
 
 static void metrics_depth(gw_recorder_t *r)
@@ -206,7 +174,7 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
     RB_ASSERT(row->user_id[0] != '\0' && row->request_id[0] != '\0');
     /* formatted before taking the mutex: the loop threads only serialize on the write itself */
     rb_buf_init(&line, GW_RECORDER_LINE_MAX);
-    gw_recorder_row_json(row, &line);
+    gw_recorder_row_copy(row, &line);
     pthread_mutex_lock(&r->mu);
     if (line.overflow)
         why = "record_too_long";
@@ -306,25 +274,6 @@ static size_t batch_read(gw_recorder_t *r, uint64_t off, uint64_t size, uint64_t
     return n;
 }
 
-/* Builds "[rec,rec,…]" from the first len bytes of lines into r->batch. */
-static void batch_json(gw_recorder_t *r, const char *lines, size_t len)
-{
-    size_t pos = 0;
-
-    r->batch.len = 0;
-    rb_buf_append(&r->batch, "[", 1);
-    while (pos < len) {
-        const char *nl = memchr(lines + pos, '\n', len - pos);
-        RB_ASSERT(nl != NULL);
-        if (r->batch.len > 1)
-            rb_buf_append(&r->batch, ",", 1);
-        rb_buf_append(&r->batch, lines + pos, (size_t)(nl - (lines + pos)));
-        pos = (size_t)(nl - lines) + 1;
-    }
-    rb_buf_append(&r->batch, "]", 1);
-    rb_buf_cstr(&r->batch);
-}
-
 /* A batch the database refused as a whole: post record by record, quarantine the bad ones. */
 static void post_one_by_one(gw_recorder_t *r, size_t len)
 {
@@ -334,11 +283,11 @@ static void post_one_by_one(gw_recorder_t *r, size_t len)
     while (pos < len) {
         const char *line = r->chunk.base + pos, *nl = memchr(line, '\n', len - pos);
         size_t ll = (size_t)(nl - line) + 1;
-        batch_json(r, line, ll);
-        if (gw_db_usage_post(r->db, r->batch.base, r->batch.len, err, sizeof(err)) == RB_OK) {
+        if (gw_db_usage_post(r->db, line, ll, err, sizeof(err)) == RB_OK) {
             if (r->m_written != NULL)
                 rb_metric_add(r->m_written, 1);
         } else {
+            const char *tab = memchr(line, '\t', ll); /* the request id is the first field */
             int fd = open(r->rejected_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
             if (fd == -1 || write(fd, line, ll) != (ssize_t)ll)
                 rb_log_error("usage_quarantine_failed", "errno=%d", errno);
@@ -346,7 +295,8 @@ static void post_one_by_one(gw_recorder_t *r, size_t len)
                 close(fd);
             if (r->m_failed != NULL)
                 rb_metric_add(r->m_failed, 1);
-            rb_log_error("usage_row_refused", "record=%.*s error=\"%s\"", (int)(ll - 1), line, err);
+            rb_log_error("usage_row_refused", "request_id=%.*s error=\"%s\" (record kept in %s)",
+                         (int)(tab != NULL ? tab - line : 0), line, err, r->rejected_path);
         }
         pos += ll;
     }
@@ -359,10 +309,9 @@ static int post_batch(gw_recorder_t *r, size_t len, size_t n)
     char err[GW_RECORDER_ERR_MAX] = "";
     int waited_ms = 0;
 
-    batch_json(r, r->chunk.base, len);
     for (;;) {
         if (gw_db_ensure(r->db)) {
-            if (gw_db_usage_post(r->db, r->batch.base, r->batch.len, err, sizeof(err)) == RB_OK) {
+            if (gw_db_usage_post(r->db, r->chunk.base, len, err, sizeof(err)) == RB_OK) {
                 if (r->m_written != NULL)
                     rb_metric_add(r->m_written, (int64_t)n);
                 return 0;
@@ -494,7 +443,7 @@ static rb_err_t spool_open(gw_recorder_t *r, char *errbuf, size_t cap)
     r->fd = open(path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
     snprintf(path, sizeof(path), "%s/checkpoint", dir);
     r->ckpt_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
-    snprintf(r->rejected_path, sizeof(r->rejected_path), "%s/rejected.jsonl", dir);
+    snprintf(r->rejected_path, sizeof(r->rejected_path), "%s/rejected.spool", dir);
     if (r->fd == -1 || r->ckpt_fd == -1 || fstat(r->fd, &st) != 0) {
         snprintf(errbuf, cap, "spool %s: %s", dir, strerror(errno));
         return RB_ERR_SYS;
@@ -521,7 +470,6 @@ static void recorder_free(gw_recorder_t *r)
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);
     rb_buf_free(&r->chunk);
-    rb_buf_free(&r->batch);
     free(r);
 }
 
@@ -550,7 +498,6 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cond, NULL);
     rb_buf_init(&r->chunk, 0);
-    rb_buf_init(&r->batch, 0);
     if ((err = spool_open(r, errbuf, cap)) != RB_OK ||
         (err = gw_db_connect(conf->db_url, conf->connect_timeout_s, &r->db, errbuf, cap)) !=
             RB_OK) {

@@ -1,20 +1,22 @@
 /*
  * gw_recorder: the ledger writer (DESIGN.md §3 "Ledger writer"). Every finished request, served or
  * refused, becomes one usage record; the record goes first to a local append-only spool file and
- * then, in batches, into PostgreSQL with ONE rb_usage_post(jsonb) call per batch (usage_events rows
- * ON CONFLICT (request_id) DO NOTHING, usage transfers, account and lease counters; idempotent by
- * request_id, schema/0002_credits.sql).
+ * then, in batches, into PostgreSQL: one COPY of the batch's lines into the session's staging table
+ * and one rb_usage_apply_staged() call, in one transaction (usage_events rows ON CONFLICT
+ * (request_id) DO NOTHING, usage transfers, account and lease counters; idempotent by request_id,
+ * schema/0002_credits.sql, 0005_usage_stage.sql).
  *
  * Spool (directory conf->spool_dir, created if missing, locked with flock so one process owns it):
- *   usage.spool   one JSON object per line, exactly the element rb_usage_post takes (the
- *                 usage_events columns plus "lease_id"); appended with write(2) under a mutex by
+ *   usage.spool   one line of COPY text per record, exactly a row of pg_temp.rb_usage_stage (the
+ *                 usage_events columns plus lease_id), so a batch is sent as it lies in the file;
+ *                 appended with write(2) under a mutex by
  *                 gw_recorder_submit, so a record survives the process being killed the moment
  *                 submit returns (fsync'd in groups by the writer thread before each batch is
  *                 posted, for a machine crash);
  *   checkpoint    the spool offset up to which every record is committed in PostgreSQL, written
  *                 after each commit. When the whole spool is committed and larger than
  *                 GW_RECORDER_ROTATE_BYTES, it is truncated and the checkpoint reset to 0;
- *   rejected.jsonl records PostgreSQL refused (a CHECK constraint): a refused batch is retried
+ *   rejected.spool records PostgreSQL refused (a CHECK constraint): a refused batch is retried
  *                 record by record and the bad record is moved here and logged, never retried.
  * At start the writer thread posts whatever lies past the checkpoint (a crash or an outage left it
  * there): a record committed before a crash but after its checkpoint is posted again, which the
@@ -60,7 +62,7 @@ typedef struct st_gw_recorder_conf_t {
     const char *db_url;
     int connect_timeout_s;
     int queue_max; /* uncommitted records kept in the spool */
-    int batch_max; /* records per rb_usage_post call */
+    int batch_max; /* records per batch (one COPY, one transaction) */
     int flush_ms;  /* how long a batch may wait to fill */
     const char *spool_dir;
     rb_metrics_t *metrics; /* borrowed; may be NULL */
@@ -77,8 +79,8 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
 uint64_t gw_recorder_committed(gw_recorder_t *r);
 /** Records not yet committed. */
 size_t gw_recorder_depth(gw_recorder_t *r);
-/** Appends row as one JSON line (newline included) to out: the rb_usage_post element. */
-void gw_recorder_row_json(const gw_db_usage_row_t *row, rb_buf_t *out);
+/** Appends row as one line of COPY text (newline included) to out: a row of rb_usage_stage. */
+void gw_recorder_row_copy(const gw_db_usage_row_t *row, rb_buf_t *out);
 /** Posts what it can (bounded by GW_RECORDER_STOP_MS), stops the thread and frees r; NULL is a
  *  no-op. */
 void gw_recorder_stop(gw_recorder_t *r);

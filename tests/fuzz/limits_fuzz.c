@@ -37,5 +37,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     RB_ASSERT(gw_limits_utc_month(now_ms / 1000) >= 1970 * 12);
     if (gw_limits_parse_duration(s, size, &d) == RB_OK)
         RB_ASSERT(d >= 1 && d <= GW_LIMITS_PERIOD_MAX_S);
+    if (gw_limits_subject_valid(s, size)) { /* what usage_events.subject accepts */
+        RB_ASSERT(size >= 1 && size <= GW_LIMITS_SUBJECT_MAX);
+        for (size_t i = 0; i < size; i++)
+            RB_ASSERT(data[i] >= 0x20 && data[i] != 0x7F && data[i] != 0xFF && data[i] != 0xC0);
+    }
     return 0;
 }

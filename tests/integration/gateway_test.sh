@@ -176,6 +176,23 @@ check "bad token on messages: 401 Anthropic shape" test "$st:$(jq -r '.type + "/
 st=$(post /v1/chat/completions $TOK '{"model":"nope","messages":[]}')
 check "unknown model: 404 model_not_found" test "$st:$(jq -r .error.code "$RB_TMP/out")" = "404:model_not_found"
 check "unknown model: rejected row" test "$(row "$(rid)" "status, http_status, error_code")" = "rejected|404|model_not_found"
+# A subject usage_events would refuse (ill-formed UTF-8, a C1 control) is not attributed.
+st=$(post /v1/chat/completions $TOK "$CHAT" -H $'X-Rigbox-Subject: caf\xff')
+check "an ill-formed UTF-8 subject: served, not attributed" test "$st:$(row "$(rid)" "coalesce(subject, '-')")" = "200:-"
+st=$(post /v1/chat/completions $TOK "$CHAT" -H $'X-Rigbox-Subject: caf\xc3\xa9')
+check "a UTF-8 subject is attributed" test "$st:$(row "$(rid)" "subject")" = "200:café"
+# A record PostgreSQL refuses (here a CHECK this test adds): its batch is retried record by record,
+# the bad record is kept in rejected.spool and logged, the rest of the batch is posted.
+rb_sql "ALTER TABLE usage_events ADD CONSTRAINT test_refuse CHECK (subject IS DISTINCT FROM 'refuse-me')" >/dev/null
+st=$(post /v1/chat/completions $TOK "$CHAT" -H 'X-Rigbox-Subject: refuse-me')
+bad=$(rid)
+st2=$(post /v1/chat/completions $TOK "$CHAT")
+check "a refused record: the next one is still posted" test "$st:$st2:$(row "$(rid)" "status")" = "200:200:ok"
+sleep 0.3
+check "a refused record: kept in rejected.spool" grep -q "^$bad"$'\t' "$RB_TMP/spool/rejected.spool"
+check "a refused record: not in usage_events" test "$(rb_sql "SELECT count(*) FROM usage_events WHERE request_id = '$bad'")" = 0
+check "a refused record: logged by request id" grep -q "event=usage_row_refused request_id=$bad " "$RB_TMP/gateway.log"
+rb_sql "ALTER TABLE usage_events DROP CONSTRAINT test_refuse" >/dev/null
 st=$(post_ant /v1/messages $TOK '{"model":"nope","max_tokens":5,"messages":[]}')
 check "unknown model on messages: 404 not_found_error" test "$st:$(jq -r .error.type "$RB_TMP/out")" = "404:not_found_error"
 st=$(post /v1/chat/completions $TOK '{"model":"t-free","messages":[{"role":"user","content":"x"}]}')

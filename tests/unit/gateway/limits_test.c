@@ -169,5 +169,32 @@ static void test_caps(void)
     CHECK_INT_EQ(gw_limits_cap_reached(INT64_MAX, INT64_MAX / 10), 0); /* overflowing cap */
 }
 
-TEST_MAIN(test_duration, test_budget_ok, test_budget_malformed, test_rate, test_length_limit,
-          test_windows, test_calendar, test_caps)
+static void test_subject(void)
+{
+    char longest[GW_LIMITS_SUBJECT_MAX + 1];
+#define OK(lit)  CHECK_INT_EQ(gw_limits_subject_valid(lit, sizeof(lit) - 1), 1)
+#define BAD(lit) CHECK_INT_EQ(gw_limits_subject_valid(lit, sizeof(lit) - 1), 0)
+    OK("alice");
+    OK("end user 7 <a@b.c> ~!");
+    OK("caf\xc3\xa9 \xe6\x97\xa5\xe6\x9c\xac \xf0\x9f\x98\x80"); /* é, 日本, an emoji */
+    OK("\xc2\xa0");                                              /* U+00A0: printable */
+    BAD("");
+    BAD("tab\there");
+    BAD("nl\n");
+    BAD("del\x7f");
+    BAD("c1 \xc2\x85");       /* U+0085 NEL */
+    BAD("c1 \xc2\x9f");       /* U+009F */
+    BAD("bad \xff");          /* never UTF-8 */
+    BAD("cut \xe6\x97");      /* a truncated sequence */
+    BAD("overlong \xc0\xaf"); /* '/' overlong */
+    BAD("surrogate \xed\xa0\x80");
+    CHECK_INT_EQ(gw_limits_subject_valid(NULL, 0), 0);
+#undef OK
+#undef BAD
+    memset(longest, 'x', sizeof(longest));
+    CHECK_INT_EQ(gw_limits_subject_valid(longest, GW_LIMITS_SUBJECT_MAX), 1);
+    CHECK_INT_EQ(gw_limits_subject_valid(longest, GW_LIMITS_SUBJECT_MAX + 1), 0);
+}
+
+TEST_MAIN(test_subject, test_duration, test_budget_ok, test_budget_malformed, test_rate,
+          test_length_limit, test_windows, test_calendar, test_caps)

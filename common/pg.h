@@ -26,6 +26,14 @@
 #include "common/buf.h"
 #include "common/err.h"
 
+/* A LATERAL subquery giving the billed spend (micro-credits) of user u.id in the current UTC day
+ * ("today") and month ("month"), from the per-day counters of schema/0006_usage_spend.sql (at most
+ * 31 rows read). Both daemons use it: `FROM users u, LATERAL " RB_PG_USAGE_SPEND_SQL " s`. */
+#define RB_PG_USAGE_SPEND_SQL                                                                      \
+    "(SELECT coalesce(sum(cost_micro) FILTER (WHERE day >= (now() AT TIME ZONE 'UTC')::date), 0)"  \
+    " AS today, coalesce(sum(cost_micro), 0) AS month FROM usage_spend_daily WHERE user_id = u.id" \
+    " AND day >= date_trunc('month', now() AT TIME ZONE 'UTC')::date)"
+
 /* Largest migration file read (bytes). */
 #define RB_PG_MIGRATION_FILE_MAX 1048576
 /* Most migration files in one directory. */

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/pg.h"
 #include "control/credits.h"
 
 /* The numeric limits: user_limits column = JSON name = cfg_plan_t member. */
@@ -104,11 +105,8 @@ static rb_err_t query_limits(ctl_req_t *r, const char *uid, PGresult **res)
         "count(*) AS n, count(*) FILTER (WHERE status IN ('starting', 'running', 'stopping')) AS "
         "running, coalesce(sum(ram_mb), 0) AS ram, coalesce(sum(vcpu_count) FILTER (WHERE status "
         "IN ('starting', 'running', 'stopping')), 0) AS vcpus, coalesce(sum(disk_size_mb), 0) AS "
-        "disk FROM workspaces WHERE user_id = u.id) w, LATERAL (SELECT coalesce(sum(cost_micro) "
-        "FILTER (WHERE created_at >= date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE "
-        "'UTC'), 0) AS today, coalesce(sum(cost_micro), 0) AS month FROM usage_events WHERE "
-        "user_id = u.id AND billed AND created_at >= date_trunc('month', now() AT TIME ZONE "
-        "'UTC') AT TIME ZONE 'UTC') e WHERE u.id = $1");
+        "disk FROM workspaces WHERE user_id = u.id) w, LATERAL " RB_PG_USAGE_SPEND_SQL
+        " e WHERE u.id = $1");
     err = ctl_db_query(r->db, rb_buf_cstr(&q), 1, params, res);
     rb_buf_free(&q);
     return err;

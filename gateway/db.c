@@ -344,12 +344,8 @@ rb_err_t gw_db_node_heartbeat(gw_db_t *db, const char *id, const char *hostname,
 static const char LIMITS_SQL[] =
     "SELECT u.plan, l.credits_per_day, l.credits_per_month, l.rpm, l.tpm, l.max_concurrent,"
     " l.allowed_models IS NOT NULL, array_to_string(l.allowed_models, E'\\n'),"
-    " (SELECT coalesce(sum(cost_micro) FILTER (WHERE created_at >= date_trunc('day', now() AT TIME"
-    " ZONE 'UTC') AT TIME ZONE 'UTC'), 0) FROM usage_events WHERE user_id = u.id AND billed AND"
-    " created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC'),"
-    " (SELECT coalesce(sum(cost_micro), 0) FROM usage_events WHERE user_id = u.id AND billed AND"
-    " created_at >= date_trunc('month', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
-    " FROM users u LEFT JOIN user_limits l ON l.user_id = u.id WHERE u.id = $1";
+    " s.today, s.month FROM users u LEFT JOIN user_limits l ON l.user_id = u.id,"
+    " LATERAL " RB_PG_USAGE_SPEND_SQL " s WHERE u.id = $1";
 
 static int64_t opt_int64(const PGresult *r, int col)
 {

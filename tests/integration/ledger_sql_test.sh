@@ -235,6 +235,29 @@ eq "every billed usage event has exactly one usage transfer" 0 \
     "SELECT count(*) FROM usage_events e WHERE billed AND cost_micro > 0 AND NOT EXISTS (SELECT 1 FROM credit_transfers t WHERE t.id = 'usage:' || e.request_id)"
 check_identity "after parallel batches"
 
+# ---- per-day spend counters (schema/0006): equal to the sums over usage_events, whatever the DML ----
+SPEND_DIFF="SELECT count(*) FROM (SELECT user_id, day, cost_micro FROM usage_spend_daily WHERE cost_micro <> 0
+    EXCEPT SELECT user_id, (created_at AT TIME ZONE 'UTC')::date, sum(cost_micro) FROM usage_events
+    WHERE billed AND cost_micro > 0 GROUP BY 1, 2) d"
+eq "spend counters = billed usage per user and UTC day, after batches" 0 "$SPEND_DIFF"
+eq "spend counters: some billed spend was counted" t "SELECT sum(cost_micro) > 0 FROM usage_spend_daily"
+# every kind of change, in one transaction that is rolled back
+got=$(psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt -v ON_ERROR_STOP=1 2>&1 <<SQL | tr '\n' ' '
+BEGIN;
+UPDATE usage_events SET cost_micro = cost_micro + 7
+ WHERE request_id IN (SELECT request_id FROM usage_events WHERE billed ORDER BY 1 LIMIT 3);
+$SPEND_DIFF;
+UPDATE usage_events SET billed = false, created_at = created_at - interval '3 days'
+ WHERE request_id IN (SELECT request_id FROM usage_events WHERE billed ORDER BY 1 LIMIT 2);
+$SPEND_DIFF;
+DELETE FROM usage_events WHERE request_id IN (SELECT request_id FROM usage_events ORDER BY 1 DESC LIMIT 4);
+$SPEND_DIFF;
+ROLLBACK;
+SQL
+)
+check "spend counters follow UPDATE (cost, billed, day) and DELETE of usage rows ($got)" test "$got" = "0 0 0 "
+eq "the spend check catches a counter that disagrees" t "BEGIN; UPDATE usage_spend_daily SET cost_micro = cost_micro + 1; SELECT ($SPEND_DIFF) > 0; ROLLBACK"
+
 # ---- NOTIFY ----
 { echo "LISTEN rigbox_limits; LISTEN rigbox_credits;"; sleep 1.5; echo "SELECT 1;"; } |
     psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt >"$RB_TMP/listen.txt" 2>&1 &

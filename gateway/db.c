@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <stddef.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/pg.h"
@@ -14,6 +15,9 @@
 
 struct st_gw_db_t {
     PGconn *conn;
+    uint64_t usage_rows;  /* usage records posted on this connection */
+    uint64_t replan_rows; /* re-plan when usage_rows reaches this */
+    int64_t replan_ms;    /* monotonic ms of the last re-plan */
 };
 
 static const char IDENTITY_CONFIG[] =
@@ -223,6 +227,36 @@ static void rollback(gw_db_t *db)
         PQclear(PQexec(db->conn, "ROLLBACK"));
 }
 
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* PL/pgSQL keeps the plans of rb_usage_apply_staged for the session's life, made for the table
+ * sizes of their first run, and only an ANALYZE replaces them. Planned on empty tables, they scan
+ * what later needs an index probe: measured, a batch of 500 grew from 23 ms to 60 ms as
+ * credit_transfers grew by 100k rows, against 16 ms for the same work freshly planned. So the
+ * session's plans are dropped each time the rows it posted doubled (>= GW_DB_REPLAN_ROWS_MIN) and
+ * at least every GW_DB_REPLAN_MS; re-planning costs ~1 ms. */
+static void replan_if_grown(gw_db_t *db, const char *rows, size_t len)
+{
+    const char *p = rows, *end = rows + len;
+    int64_t now = mono_ms();
+
+    while ((p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        db->usage_rows++;
+        p++;
+    }
+    if (db->usage_rows < db->replan_rows && now - db->replan_ms < GW_DB_REPLAN_MS)
+        return;
+    PQclear(PQexec(db->conn, "DISCARD PLANS")); /* a failure only costs speed */
+    db->replan_rows =
+        db->usage_rows * 2 > GW_DB_REPLAN_ROWS_MIN ? db->usage_rows * 2 : GW_DB_REPLAN_ROWS_MIN;
+    db->replan_ms = now;
+}
+
 rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, char *errbuf, size_t cap)
 {
     PGresult *r;
@@ -263,9 +297,12 @@ rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, char *errbu
             rb_pg_error(db->conn, r, "usage commit", errbuf, cap);
         PQclear(r);
     }
-    if (!ok)
+    if (!ok) {
         rollback(db);
-    return ok ? RB_OK : RB_ERR_DB;
+        return RB_ERR_DB;
+    }
+    replan_if_grown(db, rows, len);
+    return RB_OK;
 }
 
 rb_err_t gw_db_lease_take(gw_db_t *db, const char *lease_id, const char *node, const char *user,

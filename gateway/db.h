@@ -46,6 +46,11 @@
 /* Longest text field of a usage row (route, model, error code…), NUL included. */
 #define GW_DB_TEXT_MAX 256
 
+/* The ledger writer's session drops its cached plans when the records it posted doubled (from
+ * this many) and at least this often (ms): see gw_db_usage_post. */
+#define GW_DB_REPLAN_ROWS_MIN 1000
+#define GW_DB_REPLAN_MS       60000
+
 typedef struct st_gw_db_t gw_db_t;
 
 /** An identity as stored: who, where, and the AI config that applies. */

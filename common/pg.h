@@ -27,7 +27,7 @@
 #include "common/err.h"
 
 /* A LATERAL subquery giving the billed spend (micro-credits) of user u.id in the current UTC day
- * ("today") and month ("month"), from the per-day counters of schema/0006_usage_spend.sql (at most
+ * ("today") and month ("month"), from the per-day counters of schema/0003_ledger_fast.sql (at most
  * 31 rows read). Both daemons use it: `FROM users u, LATERAL " RB_PG_USAGE_SPEND_SQL " s`. */
 #define RB_PG_USAGE_SPEND_SQL                                                                      \
     "(SELECT coalesce(sum(cost_micro) FILTER (WHERE day >= (now() AT TIME ZONE 'UTC')::date), 0)"  \

@@ -8,8 +8,8 @@
  *
  * Credits (schema/0002_credits.sql): leases are taken, renewed and returned through rb_lease_take,
  * rb_lease_renew and rb_lease_return; settled usage is posted per batch with one COPY into the
- * session's staging table and one rb_usage_apply_staged() call (schema/0005: rb_usage_post's work
- * on typed rows, without its per-event result; idempotent by request_id).
+ * session's staging table and one rb_usage_apply_staged() call (schema/0003_ledger_fast.sql:
+ * rb_usage_post's work on typed rows, without its per-event result; idempotent by request_id).
  *
  * Identity (schema/0001_init.sql): a workspace token is looked up in workspace_tokens by
  * SHA-256 (revoked_at IS NULL), a user key in api_keys (revoked_at IS NULL); the AI config is the
@@ -129,10 +129,11 @@ rb_err_t gw_db_subject_spent(gw_db_t *db, const char *user, const char *subject,
                              int64_t since_unix_s, int64_t *spent, char *errbuf, size_t cap);
 /** The connection's socket, for poll(2); -1 when closed. */
 int gw_db_socket(const gw_db_t *db);
-/** Posts one ledger batch: rows[0, len) are whole lines of COPY text, each a row of
+/** Posts one ledger batch: rows[0, len) are n whole lines of COPY text, each a row of
  *  pg_temp.rb_usage_stage (gw_recorder_row_copy), copied in and applied with
  *  rb_usage_apply_staged() in one transaction. RB_OK or RB_ERR_DB (nothing committed). */
-rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, char *errbuf, size_t cap);
+rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, size_t n, char *errbuf,
+                          size_t cap);
 /** rb_lease_take: reserves up to amount (at least min) of user's credit as lease_id for node;
  *  *got = what was reserved (0 = not enough credit). RB_OK or RB_ERR_DB. */
 rb_err_t gw_db_lease_take(gw_db_t *db, const char *lease_id, const char *node, const char *user,

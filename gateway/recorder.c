@@ -120,8 +120,9 @@ static void put_opt_int(rb_buf_t *out, int64_t v, int64_t absent, char sep)
         put_str(out, NULL, sep);
 }
 
-/* One record as one line of COPY text: the columns of pg_temp.rb_usage_stage (schema/0005), in
- * order. The per-request hot path: no printf, no generic escaping of constant text. */
+/* One record as one line of COPY text: the columns of pg_temp.rb_usage_stage
+ * (schema/0003_ledger_fast.sql), in order. The per-request hot path: no printf, no generic escaping
+ * of constant text. */
 void gw_recorder_row_copy(const gw_db_usage_row_t *row, rb_buf_t *out)
 {
     char ts[40];
@@ -283,7 +284,7 @@ static void post_one_by_one(gw_recorder_t *r, size_t len)
     while (pos < len) {
         const char *line = r->chunk.base + pos, *nl = memchr(line, '\n', len - pos);
         size_t ll = (size_t)(nl - line) + 1;
-        if (gw_db_usage_post(r->db, line, ll, err, sizeof(err)) == RB_OK) {
+        if (gw_db_usage_post(r->db, line, ll, 1, err, sizeof(err)) == RB_OK) {
             if (r->m_written != NULL)
                 rb_metric_add(r->m_written, 1);
         } else {
@@ -311,7 +312,7 @@ static int post_batch(gw_recorder_t *r, size_t len, size_t n)
 
     for (;;) {
         if (gw_db_ensure(r->db)) {
-            if (gw_db_usage_post(r->db, r->chunk.base, len, err, sizeof(err)) == RB_OK) {
+            if (gw_db_usage_post(r->db, r->chunk.base, len, n, err, sizeof(err)) == RB_OK) {
                 if (r->m_written != NULL)
                     rb_metric_add(r->m_written, (int64_t)n);
                 return 0;

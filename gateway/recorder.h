@@ -4,7 +4,7 @@
  * then, in batches, into PostgreSQL: one COPY of the batch's lines into the session's staging table
  * and one rb_usage_apply_staged() call, in one transaction (usage_events rows ON CONFLICT
  * (request_id) DO NOTHING, usage transfers, account and lease counters; idempotent by request_id,
- * schema/0002_credits.sql, 0005_usage_stage.sql).
+ * schema/0002_credits.sql, 0003_ledger_fast.sql).
  *
  * Spool (directory conf->spool_dir, created if missing, locked with flock so one process owns it):
  *   usage.spool   one line of COPY text per record, exactly a row of pg_temp.rb_usage_stage (the

@@ -235,7 +235,7 @@ eq "every billed usage event has exactly one usage transfer" 0 \
     "SELECT count(*) FROM usage_events e WHERE billed AND cost_micro > 0 AND NOT EXISTS (SELECT 1 FROM credit_transfers t WHERE t.id = 'usage:' || e.request_id)"
 check_identity "after parallel batches"
 
-# ---- per-day spend counters (schema/0006): equal to the sums over usage_events, whatever the DML ----
+# ---- per-day spend counters (schema/0003_ledger_fast.sql): equal to the sums over usage_events, whatever the DML ----
 SPEND_DIFF="SELECT count(*) FROM (SELECT user_id, day, cost_micro FROM usage_spend_daily WHERE cost_micro <> 0
     EXCEPT SELECT user_id, (created_at AT TIME ZONE 'UTC')::date, sum(cost_micro) FROM usage_events
     WHERE billed AND cost_micro > 0 GROUP BY 1, 2) d"

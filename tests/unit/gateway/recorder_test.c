@@ -8,7 +8,7 @@
 #include "gateway/recorder.h"
 #include "test.h"
 
-#define COLUMNS 26 /* pg_temp.rb_usage_stage, schema/0005_usage_stage.sql */
+#define COLUMNS 26 /* pg_temp.rb_usage_stage, schema/0003_ledger_fast.sql */
 
 typedef struct {
     char v[COLUMNS][512];

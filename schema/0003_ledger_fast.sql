@@ -1,47 +1,68 @@
--- 0004_ledger_keys: the per-event cost of the append-only ledger tables, cut to what is needed.
+-- 0003_ledger_fast: the ledger writer's hot path, made cheap enough for the gateway's rate, and the
+-- credit caps read from counters. Each part was measured before and after (tools/bench/proxy and
+-- batches of 500 events on a durable cluster, 2 cores); rb_usage_post(jsonb) of schema/0002 keeps
+-- its contract throughout.
 --
--- Measured (20 batches of 500 billed events on one lease, jsonb already parsed, quiet 2-core box):
--- rb_usage_post cost ~62 us of PostgreSQL time per event after 0003; ~49 us with 1. and 2. below,
--- ~44 us through rb_usage_apply (3.). Of the rest, the usage_events insert is ~13 us (jsonb to
--- record ~6, CHECKs ~4, heap and indexes), the usage transfer ~10 us, the split ~12 us; parsing
--- the batch's text into jsonb adds ~9 us per event on the writer's call. Before: every event
--- inserted a usage_events row and a credit_transfers row, each fired one RI trigger per foreign
--- key (usage_events.user_id, credit_transfers.user_id, .lease_id: three SPI queries and three row
--- locks per event) and each went into three btree indexes.
+-- 1. CHECKs with bounded repetitions ('^[!-~]{1,128}$') cost ~50 us per match (PostgreSQL's regex
+--    engine expands {m,n} into that many NFA states) and every event evaluated five: replaced by
+--    a length bound plus an unbounded class match ('[^!-~]' finds any character outside printable
+--    ASCII). Same names, same meaning.
+-- 2. Per-row foreign keys of the append-only ledger (usage_events.user_id, credit_transfers.user_id
+--    and .lease_id: one SPI query and row lock each per event) become one check per statement: an
+--    AFTER INSERT statement trigger reads the new rows once (a transition table), takes FOR KEY
+--    SHARE on each distinct referenced row (the lock an RI check takes) and raises 23503 if one is
+--    missing; BEFORE DELETE / UPDATE OF id triggers on users and credit_leases keep ON DELETE
+--    RESTRICT. Indexes nobody reads are dropped (usage_events_workspace_time: usage is read by
+--    user, and by user and subject; credit_transfers_seq_key: seq is an identity column, the ledger
+--    pages through (user_id, seq)).
+-- 3. The batch is set-based and arrives by COPY: the writer copies its spool lines (COPY text) into
+--    rb_usage_stage, a temporary table of its session, and calls rb_usage_apply_staged(): one
+--    INSERT for the usage rows, one for the usage transfers (the running split below, computed with
+--    window sums), one UPDATE for the leases and one for the accounts, then the grant burn per
+--    account. As one jsonb argument the batch cost 89 us of PostgreSQL time per new event (~17 us
+--    only to parse it, and five more passes over it); staged, 62 us. rb_usage_apply(jsonb) and
+--    rb_usage_post(jsonb) stage their argument and call the same body.
+-- 4. The daily and monthly credit caps summed the month's billed usage rows on every read (the
+--    gateway re-reads each active user every 60 s): over 3 s per read for a user with 1.5M requests.
+--    usage_spend_daily keeps the billed spend per user and UTC day, maintained by statement triggers
+--    on usage_events through INSERT, UPDATE and DELETE; a read is at most 31 rows.
 --
--- 1. Foreign keys of the append-only tables become per-statement checks. The row-level FKs
---    usage_events.user_id -> users, credit_transfers.user_id -> users and
---    credit_transfers.lease_id -> credit_leases are replaced by
---    - an AFTER INSERT (and, for usage_events, AFTER UPDATE) statement trigger that reads the
---      statement's new rows once (a transition table), takes FOR KEY SHARE on each distinct
---      referenced row (exactly the lock an RI check takes, so a concurrent DELETE of the user or
---      lease waits for us, and then sees our rows) and raises 23503 foreign_key_violation if one
---      is missing: one query per batch instead of one per row;
---    - BEFORE DELETE / BEFORE UPDATE OF id row triggers on users and credit_leases that raise
---      23503 while a ledger row still refers to the key (ON DELETE RESTRICT, unchanged meaning).
---    rb_usage_post also already locks every credit_accounts row of the batch (credit_accounts
---    keeps its own FK to users), so a billed event's user is guaranteed by two mechanisms; the
---    lease id it writes comes from a join with credit_leases, so it always exists.
---    credit_accounts, credit_leases and credit_grants keep their row-level FKs (one row per user
---    or per lease, not per event).
--- 2. Indexes nobody reads are dropped.
---    - usage_events_workspace_time: no query filters usage by workspace (control/credits.c groups
---      a user's usage by workspace under usage_events_user_time; control/limits.c, gateway/db.c and
---      gateway/quota.c read by user, and by user and subject). Kept: the primary key (request_id:
---      idempotency, GET /ai/requests/{id}), usage_events_user_time (usage, spend windows) and the
---      partial usage_events_subject_time (subject budgets; only rows with a subject pay for it).
---    - credit_transfers_seq_key (UNIQUE (seq)): seq is GENERATED ALWAYS AS IDENTITY, so unique by
---      construction (no statement of ours uses OVERRIDING SYSTEM VALUE); the ledger is paginated by
---      (user_id, seq) through credit_transfers_user_seq, which stays, as do the primary key
---      (idempotency of every transfer) and the partial credit_transfers_resolve_once (holds only).
--- Net per billed event: 3 fewer RI queries and row locks, 2 fewer index insertions (4 instead of 6
--- for an event from a workspace token).
--- 3. rb_usage_post's result (one row per billed event, joined back to credit_transfers) cost ~10%
---    of the call and the gateway only counted it. The work moves, unchanged (schema/0003's
---    set-based body), into rb_usage_apply(p_events jsonb) RETURNS text[]: the request ids whose
---    usage transfer this call inserted (a replayed or duplicated event is not in it). The gateway's
---    writer calls rb_usage_apply; rb_usage_post keeps its contract (schema/0002) on top of it.
+-- Lock order within a batch: usage_spend_daily rows by (user_id, day), then accounts by user_id,
+-- then leases by (user_id, id).
 
+-- 1. Cheap CHECKs.
+ALTER TABLE usage_events
+    DROP CONSTRAINT usage_events_request_id_check,
+    ADD CONSTRAINT usage_events_request_id_check
+        CHECK (octet_length(request_id) BETWEEN 1 AND 128 AND request_id !~ '[^!-~]'),
+    DROP CONSTRAINT usage_events_route_check,
+    ADD CONSTRAINT usage_events_route_check
+        CHECK (octet_length(route) BETWEEN 1 AND 128 AND starts_with(route, '/')
+               AND route !~ '[^!-~]'),
+    DROP CONSTRAINT usage_events_provider_check,
+    ADD CONSTRAINT usage_events_provider_check
+        CHECK (octet_length(provider) BETWEEN 1 AND 32 AND provider ~ '^[a-z0-9][a-z0-9_-]*$'),
+    DROP CONSTRAINT usage_events_error_code_check,
+    ADD CONSTRAINT usage_events_error_code_check
+        CHECK (octet_length(error_code) BETWEEN 1 AND 64 AND error_code ~ '^[a-z][a-z0-9_]*$');
+
+ALTER TABLE credit_transfers
+    DROP CONSTRAINT credit_transfers_id_check,
+    ADD CONSTRAINT credit_transfers_id_check
+        CHECK (octet_length(id) BETWEEN 1 AND 200 AND id !~ '[^!-~]'),
+    DROP CONSTRAINT credit_transfers_request_id_check,
+    ADD CONSTRAINT credit_transfers_request_id_check
+        CHECK (octet_length(request_id) BETWEEN 1 AND 128 AND request_id !~ '[^!-~]');
+
+ALTER TABLE credit_leases
+    DROP CONSTRAINT credit_leases_id_check,
+    ADD CONSTRAINT credit_leases_id_check
+        CHECK (octet_length(id) BETWEEN 1 AND 128 AND id !~ '[^!-~]'),
+    DROP CONSTRAINT credit_leases_node_id_check,
+    ADD CONSTRAINT credit_leases_node_id_check
+        CHECK (octet_length(node_id) BETWEEN 1 AND 128 AND node_id !~ '[^!-~]');
+
+-- 2. Statement-level key checks, and two fewer indexes.
 ALTER TABLE usage_events DROP CONSTRAINT usage_events_user_id_fkey;
 ALTER TABLE credit_transfers
     DROP CONSTRAINT credit_transfers_user_id_fkey,
@@ -147,8 +168,37 @@ CREATE TRIGGER users_ledger_restrict BEFORE DELETE OR UPDATE OF id ON users
 CREATE TRIGGER credit_leases_ledger_restrict BEFORE DELETE OR UPDATE OF id ON credit_leases
     FOR EACH ROW EXECUTE FUNCTION rb_ledger_lease_restrict();
 
--- rb_usage_apply: schema/0003's rb_usage_post body up to the grant burn; returns v_new.
-CREATE FUNCTION rb_usage_apply(p_events jsonb)
+-- 3. Staged, set-based batches.
+-- How rb_usage_apply_staged splits costs (rb_usage_post's contract, schema/0002_credits.sql):
+-- The billed events (billed and cost_micro > 0) are split in the order (user_id, lease_id,
+-- request_id): within one lease, cost i takes min(cost_i, reserve left after the costs before it)
+-- from the reserve, i.e. pending_i = min(cum_i, reserve) - min(cum_i - cost_i, reserve); what
+-- remains takes the same running form against the account's free balance (across its leases), and
+-- the rest is overrun. Exactly what the event-by-event loop of 0002 computed.
+
+-- Creates this session's staging table if it does not exist yet; the writer calls it once per
+-- connection, rb_usage_apply(jsonb) on every call.
+CREATE FUNCTION rb_usage_stage_open() RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    IF to_regclass('pg_temp.rb_usage_stage') IS NULL THEN
+        -- the columns of a usage_events row plus the lease its cost is carved from, in the order
+        -- of the writer's COPY rows; constraints are usage_events' own, checked on insert there
+        CREATE TEMPORARY TABLE rb_usage_stage (
+            request_id text, user_id text, workspace_id text, subject text, route text,
+            provider text, model text, upstream_model text, mode text, status text,
+            http_status integer, input_uncached bigint, cache_read bigint, cache_write_5m bigint,
+            cache_write_1h bigint, output bigint, reasoning bigint, requests bigint,
+            cost_micro bigint, billed boolean, usage_source text, ttfb_ms integer,
+            duration_ms integer, error_code text, created_at timestamptz, lease_id text
+        ) ON COMMIT DELETE ROWS;
+    END IF;
+END $$;
+
+-- rb_usage_apply's work on the rows of pg_temp.rb_usage_stage; returns the request ids whose usage
+-- transfer this call inserted (a replayed or duplicated event is not in it).
+CREATE FUNCTION rb_usage_apply_staged()
     RETURNS text[]
     LANGUAGE plpgsql
     AS $$
@@ -158,9 +208,6 @@ DECLARE
     v_burn_user text[]; -- accounts whose posted debit grew, and by how much (grant burn)
     v_burn_amount bigint[];
 BEGIN
-    IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
-        RAISE EXCEPTION 'rb_usage_post wants a JSON array' USING ERRCODE = '22023';
-    END IF;
     INSERT INTO usage_events (request_id, user_id, workspace_id, subject, route, provider, model,
                               upstream_model, mode, status, http_status, input_uncached,
                               cache_read, cache_write_5m, cache_write_1h, output, reasoning,
@@ -172,35 +219,33 @@ BEGIN
                coalesce(r.cache_write_1h, 0), coalesce(r.output, 0), coalesce(r.reasoning, 0),
                coalesce(r.requests, 0), r.cost_micro, r.billed, coalesce(r.usage_source, 'none'),
                r.ttfb_ms, coalesce(r.duration_ms, 0), r.error_code, coalesce(r.created_at, now())
-          FROM jsonb_populate_recordset(NULL::usage_events, p_events) r
+          FROM pg_temp.rb_usage_stage r
         ON CONFLICT (request_id) DO NOTHING;
     -- Lock every account of the batch, in user_id order, before touching any of them; then create
     -- (in the same order) the accounts of billed users who never had a grant, and lock those too
     -- (a concurrent batch may have created one first).
     PERFORM 1 FROM credit_accounts
-      WHERE user_id IN (SELECT x->>'user_id' FROM jsonb_array_elements(p_events) x)
+      WHERE user_id IN (SELECT s.user_id FROM pg_temp.rb_usage_stage s)
       ORDER BY user_id FOR UPDATE;
     INSERT INTO credit_accounts (user_id)
-        SELECT DISTINCT x->>'user_id' FROM jsonb_array_elements(p_events) x
-         WHERE (x->>'billed')::boolean AND (x->>'cost_micro')::bigint > 0
+        SELECT DISTINCT s.user_id FROM pg_temp.rb_usage_stage s
+         WHERE s.billed AND s.cost_micro > 0
          ORDER BY 1
         ON CONFLICT DO NOTHING;
     PERFORM 1 FROM credit_accounts
-      WHERE user_id IN (SELECT x->>'user_id' FROM jsonb_array_elements(p_events) x
-                         WHERE (x->>'billed')::boolean AND (x->>'cost_micro')::bigint > 0)
+      WHERE user_id IN (SELECT s.user_id FROM pg_temp.rb_usage_stage s
+                         WHERE s.billed AND s.cost_micro > 0)
       ORDER BY user_id FOR UPDATE;
     -- The leases the batch draws on (only a lease of the event's own user counts), in order.
     PERFORM 1 FROM credit_leases l
-      WHERE (l.id, l.user_id) IN (SELECT x->>'lease_id', x->>'user_id'
-                                    FROM jsonb_array_elements(p_events) x
-                                   WHERE (x->>'billed')::boolean
-                                     AND (x->>'cost_micro')::bigint > 0)
+      WHERE (l.id, l.user_id) IN (SELECT s.lease_id, s.user_id FROM pg_temp.rb_usage_stage s
+                                   WHERE s.billed AND s.cost_micro > 0)
       ORDER BY l.user_id, l.id FOR UPDATE;
     WITH ev AS (
-        SELECT x->>'request_id' AS rid, x->>'user_id' AS uid,
-               coalesce(x->>'lease_id', '') AS lkey, (x->>'cost_micro')::bigint AS cost
-          FROM jsonb_array_elements(p_events) x
-         WHERE (x->>'billed')::boolean AND (x->>'cost_micro')::bigint > 0),
+        SELECT s.request_id AS rid, s.user_id AS uid, coalesce(s.lease_id, '') AS lkey,
+               s.cost_micro AS cost
+          FROM pg_temp.rb_usage_stage s
+         WHERE s.billed AND s.cost_micro > 0),
     fresh AS ( -- the first occurrence of each request never billed before
         SELECT DISTINCT ON (ev.rid) ev.rid, ev.uid, ev.lkey, ev.cost FROM ev
          WHERE NOT EXISTS (SELECT 1 FROM credit_transfers t WHERE t.id = 'usage:' || ev.rid)
@@ -260,6 +305,27 @@ BEGIN
     RETURN coalesce(v_new, '{}');
 END $$;
 
+-- rb_usage_apply(jsonb): stages its argument and applies it; returns what rb_usage_apply_staged
+-- returns (rb_usage_post's work without its per-event result).
+CREATE FUNCTION rb_usage_apply(p_events jsonb)
+    RETURNS text[]
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    v_new text[];
+BEGIN
+    IF jsonb_typeof(p_events) IS DISTINCT FROM 'array' THEN
+        RAISE EXCEPTION 'rb_usage_post wants a JSON array' USING ERRCODE = '22023';
+    END IF;
+    PERFORM rb_usage_stage_open();
+    DELETE FROM pg_temp.rb_usage_stage; -- an earlier call of this transaction
+    INSERT INTO pg_temp.rb_usage_stage
+        SELECT * FROM jsonb_populate_recordset(NULL::pg_temp.rb_usage_stage, p_events);
+    v_new := rb_usage_apply_staged();
+    DELETE FROM pg_temp.rb_usage_stage;
+    RETURN v_new;
+END $$;
+
 -- rb_usage_post: rb_usage_apply, then one row per billed event (contract of schema/0002).
 CREATE OR REPLACE FUNCTION rb_usage_post(p_events jsonb)
     RETURNS TABLE (request_id text, user_id text, posted_micro bigint, overrun_micro bigint,
@@ -287,3 +353,56 @@ BEGIN
               LEFT JOIN fresh f ON f.rid = ev.rid
      ORDER BY ev.uid, ev.lkey, ev.rid, ev.nth;
 END $$;
+
+-- 4. Per-day spend counters.
+CREATE TABLE usage_spend_daily (
+    user_id    text   NOT NULL,
+    day        date   NOT NULL,
+    cost_micro bigint NOT NULL CHECK (cost_micro >= 0),
+    PRIMARY KEY (user_id, day)
+);
+
+-- Adds the billed cost of the statement's new rows.
+CREATE FUNCTION rb_usage_spend_add() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO usage_spend_daily AS s (user_id, day, cost_micro)
+        SELECT n.user_id, (n.created_at AT TIME ZONE 'UTC')::date, sum(n.cost_micro)
+          FROM rb_new_rows n WHERE n.billed AND n.cost_micro > 0
+         GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (user_id, day) DO UPDATE SET cost_micro = s.cost_micro + EXCLUDED.cost_micro;
+    RETURN NULL;
+END $$;
+
+-- Takes back the billed cost of the statement's old rows (UPDATE, DELETE).
+CREATE FUNCTION rb_usage_spend_sub() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE usage_spend_daily s SET cost_micro = s.cost_micro - g.cost
+      FROM (SELECT o.user_id, (o.created_at AT TIME ZONE 'UTC')::date AS day,
+                   sum(o.cost_micro) AS cost
+              FROM rb_old_rows o WHERE o.billed AND o.cost_micro > 0 GROUP BY 1, 2) g
+     WHERE s.user_id = g.user_id AND s.day = g.day;
+    RETURN NULL;
+END $$;
+
+-- Statement triggers fire in name order: an UPDATE takes the old cost back (1), then adds the new (2).
+CREATE TRIGGER usage_events_spend_1_sub AFTER UPDATE ON usage_events
+    REFERENCING OLD TABLE AS rb_old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rb_usage_spend_sub();
+CREATE TRIGGER usage_events_spend_2_add AFTER UPDATE ON usage_events
+    REFERENCING NEW TABLE AS rb_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rb_usage_spend_add();
+CREATE TRIGGER usage_events_spend_add AFTER INSERT ON usage_events
+    REFERENCING NEW TABLE AS rb_new_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rb_usage_spend_add();
+CREATE TRIGGER usage_events_spend_sub AFTER DELETE ON usage_events
+    REFERENCING OLD TABLE AS rb_old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION rb_usage_spend_sub();
+
+-- The spend of the rows already there.
+INSERT INTO usage_spend_daily (user_id, day, cost_micro)
+    SELECT user_id, (created_at AT TIME ZONE 'UTC')::date, sum(cost_micro)
+      FROM usage_events WHERE billed AND cost_micro > 0 GROUP BY 1, 2;

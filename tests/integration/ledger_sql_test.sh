@@ -123,6 +123,22 @@ check "a hold is voided at most once (unique index)" \
     test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, pending_id) VALUES ('void2', '$u1', 'void', 1, 'hold:L1')")" = 23505
 eq "renewing a closed lease says so" f "SELECT rb_lease_renew('L1', 60)"
 check_identity "after return"
+# Batches that repeat a stored request, or one request twice (schema/0004: the replay path).
+rb_sql "INSERT INTO users (id, email) VALUES ('u-user0010', 'user10@example.com')" >/dev/null
+rb_sql "SELECT count(*) FROM rb_grant('g-10', 'u-user0010', 10000000, 'paid', NULL, NULL)" >/dev/null
+rb_sql "SELECT rb_lease_take('L10', 'gw-a', 'u-user0010', 4000000, 60)" >/dev/null
+rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev m1 u-user0010 3500000 '"L10"')]')" >/dev/null
+# m1 is stored and took 3.5 of the lease's 4: a batch that counted it again would leave m2 no reserve
+eq "a batch of a stored request and a new one twice bills the new one once" "m1|3500000|t
+m2|1000000|f
+m2|1000000|t" "SELECT request_id, posted_micro, replayed FROM rb_usage_post('[$(ev m1 u-user0010 3500000 '"L10"'),$(ev m2 u-user0010 1000000 '"L10"'),$(ev m2 u-user0010 1000000 '"L10"')]') ORDER BY 1, 3"
+eq "...from the lease's last 0.5, the rest from the balance" "4000000|500000" \
+    "SELECT used_micro, extra_micro FROM credit_leases WHERE id = 'L10'"
+eq "a new batch holding one request twice bills it once" "m3|400000|f
+m3|400000|t" "SELECT request_id, posted_micro, replayed FROM rb_usage_post('[$(ev m3 u-user0010 400000 '"L10"'),$(ev m3 u-user0010 400000 '"L10"')]') ORDER BY 1, 3"
+eq "...each stored once, and each paid once" "3|4000000|900000" \
+    "SELECT (SELECT count(*) FROM usage_events WHERE user_id = 'u-user0010'), used_micro, extra_micro FROM credit_leases WHERE id = 'L10'"
+check_identity "after batches with repeated requests"
 
 # ---- the last credits: smaller chunks, p_min, nothing when empty ----
 rb_sql "SELECT count(*) FROM rb_grant('g-2', '$u2', 3000000, 'paid', NULL, NULL)" >/dev/null

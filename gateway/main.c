@@ -30,6 +30,9 @@
 #include <limits.h>
 #include <string.h>
 #include <unistd.h>
+#ifdef RB_MIMALLOC
+#include <mimalloc.h>
+#endif
 
 #include "common/crypto.h"
 #include "common/http.h"
@@ -256,6 +259,11 @@ static int listen_all(rb_server_t *s, const cfg_t *cfg, gw_proxy_t *proxy)
     rb_server_add_builtins(s, ai, "");
     rb_server_route(apps, "/", on_apps_request, sizeof(h2o_handler_t));
     rb_log_info("listeners", "ai=%s apps=%s", cfg->gateway.ai_listen, cfg->gateway.apps_listen);
+#ifdef RB_MIMALLOC
+    rb_log_info("allocator", "name=mimalloc version=%d", mi_version());
+#else
+    rb_log_info("allocator", "name=libc");
+#endif
     return 0;
 }
 

@@ -28,6 +28,10 @@ gw_pid=$RB_LAST_PID
 check "gateway answers /healthz" rb_wait_http "http://127.0.0.1:$ai_port/healthz"
 check "control logs its listener" grep -q "event=listening.*:$ctl_port" "$RB_TMP/control.log"
 check "gateway logs its listener" grep -q "event=listening.*:$ai_port" "$RB_TMP/gateway.log"
+# mimalloc serves the gateway's allocations, except in a sanitizer build (CMakeLists.txt RB_MIMALLOC)
+alloc=mimalloc
+grep -q '^RB_SANITIZE:STRING=.' "$build/CMakeCache.txt" && alloc=libc
+check "gateway allocates with $alloc" grep -q "event=allocator name=$alloc" "$RB_TMP/gateway.log"
 
 migrations=$(ls "$src"/schema/[0-9][0-9][0-9][0-9]_*.sql | wc -l)
 check "every migration recorded once" \

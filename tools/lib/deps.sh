@@ -2,7 +2,7 @@
 # Only missing packages are installed; `apt-get update` runs once, and only when something is missing.
 
 RB_DEBS=(build-essential cmake pkg-config clang libclang-rt-14-dev clang-format
-    libh2o-evloop-dev libcurl4-openssl-dev libpq-dev libjsmn-dev libyaml-dev libssl-dev libwslay-dev
+    libh2o-evloop-dev libcurl4-openssl-dev libpq-dev libjsmn-dev libyaml-dev libssl-dev libwslay-dev libmimalloc-dev
     postgresql curl jq nodejs npm
     qemu-system-x86 qemu-utils busybox-static)
 

@@ -81,6 +81,28 @@ void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json)
     rb_http_send_json(r->req, status, json);
 }
 
+void ctl_list_begin(rb_jw_t *w, rb_buf_t *b)
+{
+    rb_buf_init(b, 0);
+    rb_jw_init(w, b);
+    rb_jw_obj_begin(w);
+    rb_jw_key(w, "items");
+    rb_jw_arr_begin(w);
+}
+
+void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor)
+{
+    rb_jw_arr_end(w);
+    rb_jw_key(w, "next_cursor");
+    if (next_cursor != NULL)
+        rb_jw_str(w, next_cursor);
+    else
+        rb_jw_null(w);
+    rb_jw_obj_end(w);
+    ctl_reply(r, 200, b);
+    rb_buf_free(b);
+}
+
 /* Appends the API's error document (DESIGN.md §4) to b. */
 static void error_json(rb_buf_t *b, const char *code, const char *message, const char *details_json)
 {

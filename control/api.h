@@ -58,6 +58,11 @@ typedef struct st_ctl_req_t {
 void ctl_api_register(rb_server_t *server, h2o_hostconf_t *hc, ctl_app_t *app);
 /** Sends a JSON reply. */
 void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json);
+/** A list reply, {"items": [...], "next_cursor": ...}: ctl_list_begin starts it in b (then write
+ * the items with w), ctl_list_end closes it with next_cursor (NULL: null), sends it with status 200
+ * and frees b. */
+void ctl_list_begin(rb_jw_t *w, rb_buf_t *b);
+void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor);
 /** Sends the standard error body; details_json is raw JSON or NULL for null. */
 void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
                const char *details_json);

@@ -398,24 +398,14 @@ static void write_items_page(ctl_req_t *r, PGresult *res, int64_t limit)
     rb_buf_t b;
     rb_jw_t w;
 
-    rb_buf_init(&b, 0);
-    rb_jw_init(&w, &b);
-    rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "items");
-    rb_jw_arr_begin(&w);
+    char cur[CURSOR_MAX + 1] = "";
+
+    ctl_list_begin(&w, &b);
     for (int i = 0; i < shown; i++)
         rb_jw_raw(&w, PQgetvalue(res, i, 1), strlen(PQgetvalue(res, i, 1)));
-    rb_jw_arr_end(&w);
-    rb_jw_key(&w, "next_cursor");
-    if (n > limit) {
-        char cur[CURSOR_MAX + 1];
+    if (n > limit)
         snprintf(cur, sizeof(cur), "t1%llx", strtoull(PQgetvalue(res, shown - 1, 0), NULL, 10));
-        rb_jw_str(&w, cur);
-    } else {
-        rb_jw_null(&w);
-    }
-    rb_jw_obj_end(&w);
-    reply_buf(r, 200, &b);
+    ctl_list_end(r, &w, &b, n > limit ? cur : NULL);
 }
 
 void ctl_credits_ledger(ctl_req_t *r)

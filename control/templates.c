@@ -40,19 +40,10 @@ void ctl_templates_list(ctl_req_t *r)
     rb_buf_t b;
     rb_jw_t w;
 
-    rb_buf_init(&b, 0);
-    rb_jw_init(&w, &b);
-    rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "items");
-    rb_jw_arr_begin(&w);
+    ctl_list_begin(&w, &b);
     for (size_t i = 0; i < cfg->templates_len; i++)
         ctl_templates_write(&w, &cfg->templates[i]);
-    rb_jw_arr_end(&w);
-    rb_jw_key(&w, "next_cursor");
-    rb_jw_null(&w);
-    rb_jw_obj_end(&w);
-    ctl_reply(r, 200, &b);
-    rb_buf_free(&b);
+    ctl_list_end(r, &w, &b, NULL);
 }
 
 void ctl_templates_get(ctl_req_t *r)

@@ -232,11 +232,7 @@ void ctl_keys_list(ctl_req_t *r)
         ctl_error_db(r, err);
         return;
     }
-    rb_buf_init(&b, 0);
-    rb_jw_init(&w, &b);
-    rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "items");
-    rb_jw_arr_begin(&w);
+    ctl_list_begin(&w, &b);
     for (int i = 0; i < PQntuples(res); i++) {
         static const char *const keys[] = {"id", "role", "name", "prefix", "created_at"};
         rb_jw_obj_begin(&w);
@@ -246,12 +242,7 @@ void ctl_keys_list(ctl_req_t *r)
         }
         rb_jw_obj_end(&w);
     }
-    rb_jw_arr_end(&w);
-    rb_jw_key(&w, "next_cursor");
-    rb_jw_null(&w);
-    rb_jw_obj_end(&w);
-    ctl_reply(r, 200, &b);
-    rb_buf_free(&b);
+    ctl_list_end(r, &w, &b, NULL);
     PQclear(res);
 }
 

@@ -331,19 +331,10 @@ void ctl_workspaces_list(ctl_req_t *r)
         ctl_error_db(r, err);
         return;
     }
-    rb_buf_init(&b, 0);
-    rb_jw_init(&w, &b);
-    rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "items");
-    rb_jw_arr_begin(&w);
+    ctl_list_begin(&w, &b);
     for (int i = 0; i < PQntuples(res); i++)
         ctl_workspaces_write(&w, r, res, i);
-    rb_jw_arr_end(&w);
-    rb_jw_key(&w, "next_cursor");
-    rb_jw_null(&w);
-    rb_jw_obj_end(&w);
-    ctl_reply(r, 200, &b);
-    rb_buf_free(&b);
+    ctl_list_end(r, &w, &b, NULL);
     PQclear(res);
 }
 

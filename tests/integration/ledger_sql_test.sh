@@ -138,6 +138,18 @@ eq "a new batch holding one request twice bills it once" "m3|400000|f
 m3|400000|t" "SELECT request_id, posted_micro, replayed FROM rb_usage_post('[$(ev m3 u-user0010 400000 '"L10"'),$(ev m3 u-user0010 400000 '"L10"')]') ORDER BY 1, 3"
 eq "...each stored once, and each paid once" "3|4000000|900000" \
     "SELECT (SELECT count(*) FROM usage_events WHERE user_id = 'u-user0010'), used_micro, extra_micro FROM credit_leases WHERE id = 'L10'"
+# New batches (schema/0004's path without duplicate checks) split costs as replays do: n1 takes 0.6 of
+# L11's 1, n2 the last 0.4 and 0.2 from the balance; n4, without a lease, is paid from the balance.
+rb_sql "SELECT rb_lease_take('L11', 'gw-a', 'u-user0010', 1000000, 60)" >/dev/null
+rb_sql "SELECT rb_lease_take('L10b', 'gw-a', 'u-user0010', 1000000, 60)" >/dev/null
+rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev n2 u-user0010 600000 '"L11"'),$(ev n1 u-user0010 600000 '"L11"')]')" >/dev/null
+eq "a lease that covers a new batch in part pays in request order, the balance the rest" "n1|600000|600000
+n2|600000|400000" "SELECT request_id, amount_micro, pending_micro FROM credit_transfers WHERE request_id IN ('n1', 'n2') ORDER BY 1"
+eq "...and its lease is used up" "1000000|200000" "SELECT used_micro, extra_micro FROM credit_leases WHERE id = 'L11'"
+rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev n3 u-user0010 300000 '"L10b"'),$(ev n4 u-user0010 200000 null)]')" >/dev/null
+eq "a new batch that fits whole: the lease's events from the lease, the others from the balance" "n3|300000|300000|0
+n4|200000|0|0" "SELECT request_id, amount_micro, pending_micro, overrun_micro FROM credit_transfers WHERE request_id IN ('n3', 'n4') ORDER BY 1"
+eq "...and the lease records only its own" "300000|0" "SELECT used_micro, extra_micro FROM credit_leases WHERE id = 'L10b'"
 check_identity "after batches with repeated requests"
 
 # ---- the last credits: smaller chunks, p_min, nothing when empty ----

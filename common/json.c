@@ -890,32 +890,18 @@ static const char *ascii_escape(unsigned char c, char tmp[8])
     return tmp;
 }
 
+static const char *json_seq_escape(const unsigned char *p, size_t k, char tmp[8])
+{
+    if (k == 1)
+        return ascii_escape(*p, tmp);
+    if (k == 3 && p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9))
+        return p[2] == 0xA8 ? "\\u2028" : "\\u2029"; /* valid JSON, but end lines in JavaScript */
+    return NULL;
+}
+
 void rb_json_escape(rb_buf_t *out, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
-    char tmp[8];
-
-    RB_ASSERT(out != NULL && (s != NULL || n == 0));
-    while (p < end) {
-        const char *esc = NULL;
-        size_t k = 1, bad = 0;
-        if (*p < 0x80) {
-            esc = ascii_escape(*p, tmp);
-        } else if ((k = rb_utf8_seq(p, (size_t)(end - p), &bad)) == 0) {
-            esc = "\xEF\xBF\xBD"; /* U+FFFD REPLACEMENT CHARACTER */
-            k = bad;
-        } else if (k == 3 && p[0] == 0xE2 && p[1] == 0x80 && (p[2] == 0xA8 || p[2] == 0xA9)) {
-            /* U+2028/U+2029 are valid JSON but end lines in JavaScript */
-            esc = p[2] == 0xA8 ? "\\u2028" : "\\u2029";
-        }
-        if (esc != NULL) {
-            rb_buf_append(out, run, (size_t)(p - run));
-            rb_buf_puts(out, esc);
-            run = p + k;
-        }
-        p += k;
-    }
-    rb_buf_append(out, run, (size_t)(p - run));
+    rb_utf8_escape(out, s, n, json_seq_escape);
 }
 
 void rb_jw_init(rb_jw_t *w, rb_buf_t *out)

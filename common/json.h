@@ -156,5 +156,34 @@ void rb_json_escape(rb_buf_t *out, const char *s, size_t n);
 /** Length (1..4) of the well-formed UTF-8 sequence at s[0..n), n >= 1 (Unicode Table 3-7), or 0
  *  when ill-formed; *bad_len is then the maximal subpart to replace with one U+FFFD (>= 1). */
 size_t rb_utf8_seq(const unsigned char *s, size_t n, size_t *bad_len);
+/** Appends s[0..n) to out with each ill-formed UTF-8 sequence replaced by U+FFFD and each
+ *  well-formed sequence p[0..k) for which esc returns a string replaced by it (esc may write that
+ *  string into tmp; NULL keeps the sequence). The loop of rb_json_escape and rb_pg_copy_text;
+ *  inline, so that each caller's esc is inlined into it too. */
+static inline void rb_utf8_escape(rb_buf_t *out, const char *s, size_t n,
+                                  const char *(*esc)(const unsigned char *p, size_t k, char tmp[8]))
+{
+    const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
+    char tmp[8];
+
+    RB_ASSERT(out != NULL && (s != NULL || n == 0));
+    while (p < end) {
+        const char *rep;
+        size_t k = 1, bad = 0;
+        if (*p >= 0x80 && (k = rb_utf8_seq(p, (size_t)(end - p), &bad)) == 0) {
+            rep = "\xEF\xBF\xBD"; /* U+FFFD REPLACEMENT CHARACTER */
+            k = bad;
+        } else {
+            rep = esc(p, k, tmp);
+        }
+        if (rep != NULL) {
+            rb_buf_append(out, run, (size_t)(p - run));
+            rb_buf_puts(out, rep);
+            run = p + k;
+        }
+        p += k;
+    }
+    rb_buf_append(out, run, (size_t)(p - run));
+}
 
 #endif

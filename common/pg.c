@@ -609,30 +609,25 @@ Exit:
     return rc;
 }
 
+static const char *copy_seq_escape(const unsigned char *p, size_t k, char tmp[8])
+{
+    (void)tmp;
+    if (k != 1)
+        return NULL;
+    switch (*p) {
+    case '\\':
+        return "\\\\";
+    case '\t':
+        return "\\t";
+    case '\n':
+        return "\\n";
+    case '\r':
+        return "\\r";
+    }
+    return NULL;
+}
+
 void rb_pg_copy_text(rb_buf_t *out, const char *s, size_t n)
 {
-    const unsigned char *p = (const unsigned char *)s, *end = p + n, *run = p;
-
-    RB_ASSERT(out != NULL && (s != NULL || n == 0));
-    while (p < end) {
-        const char *esc = NULL;
-        size_t k = 1, bad = 0;
-        if (*p < 0x80) {
-            esc = *p == '\\'   ? "\\\\"
-                  : *p == '\t' ? "\\t"
-                  : *p == '\n' ? "\\n"
-                  : *p == '\r' ? "\\r"
-                               : NULL;
-        } else if ((k = rb_utf8_seq(p, (size_t)(end - p), &bad)) == 0) {
-            esc = "\xEF\xBF\xBD"; /* U+FFFD REPLACEMENT CHARACTER */
-            k = bad;
-        }
-        if (esc != NULL) {
-            rb_buf_append(out, run, (size_t)(p - run));
-            rb_buf_puts(out, esc);
-            run = p + k;
-        }
-        p += k;
-    }
-    rb_buf_append(out, run, (size_t)(p - run));
+    rb_utf8_escape(out, s, n, copy_seq_escape);
 }

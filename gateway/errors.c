@@ -99,27 +99,24 @@ void gw_errors_early(h2o_req_t *req, int status, rb_buf_t *out)
                              memcmp(path.base, anthropic, sizeof(anthropic) - 1) == 0
                          ? GW_DIALECT_ANTHROPIC
                          : GW_DIALECT_OPENAI;
-    char msg[256];
-    const char *code;
+    char url[256];
+    const char *code = "http_error", *msg = rb_http_reason(status);
 
     switch (status) {
     case 413:
         code = "request_too_large";
-        snprintf(msg, sizeof(msg), "the request body is larger than this gateway accepts");
+        msg = "the request body is larger than this gateway accepts";
         break;
     case 404: /* OpenAI's own words for an unknown path */
         code = "not_found";
-        snprintf(msg, sizeof(msg), "Invalid URL (%.*s %.*s)",
+        snprintf(url, sizeof(url), "Invalid URL (%.*s %.*s)",
                  (int)(method.len > 16 ? 16 : method.len), method.base,
                  (int)(path.len > 160 ? 160 : path.len), path.base);
+        msg = url;
         break;
     case 400:
         code = "invalid_request";
-        snprintf(msg, sizeof(msg), "malformed HTTP request");
-        break;
-    default:
-        code = "http_error";
-        snprintf(msg, sizeof(msg), "%s", rb_http_reason(status));
+        msg = "malformed HTTP request";
         break;
     }
     gw_errors_body(out, d, status, code, msg, NULL);

@@ -24,7 +24,6 @@
 #define GW_PROXY_UP_HEADER_MAX (GW_IDENTITY_KEY_MAX + 64)
 /* Request headers we may send upstream besides content-type and auth. */
 #define GW_PROXY_UP_EXTRA_MAX 4
-/* Longest X-Rigbox-Subject accepted (the schema's bound). */
 /* Longest error message built for a client. */
 #define GW_PROXY_MSG_MAX 512
 /* A pseudo-route for GET /v1/models (no upstream call, no usage row). */

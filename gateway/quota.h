@@ -53,7 +53,6 @@
 #define GW_QUOTA_USERS_MAX 100000
 /* Subjects tracked (user + subject). */
 #define GW_QUOTA_SUBJECTS_MAX 100000
-/* Longest subject (the schema's bound). */
 /* Lookups queued for the quota thread (past it: GW_QUOTA_UNAVAILABLE). */
 #define GW_QUOTA_QUEUE_MAX 4096
 /* Limits and spends are re-read (in the background) when older than this (ms). */

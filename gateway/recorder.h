@@ -9,10 +9,9 @@
  * Spool (directory conf->spool_dir, created if missing, locked with flock so one process owns it):
  *   usage.spool   one line of COPY text per record, exactly a row of pg_temp.rb_usage_stage (the
  *                 usage_events columns plus lease_id), so a batch is sent as it lies in the file;
- *                 appended with write(2) under a mutex by
- *                 gw_recorder_submit, so a record survives the process being killed the moment
- *                 submit returns (fsync'd in groups by the writer thread before each batch is
- *                 posted, for a machine crash);
+ *                 appended with write(2) under a mutex by gw_recorder_submit, so a record
+ *                 survives the process being killed the moment submit returns (fsync'd in
+ *                 groups by the writer thread before each batch is posted, for a machine crash);
  *   checkpoint    the spool offset up to which every record is committed in PostgreSQL, written
  *                 after each commit. When the whole spool is committed and larger than
  *                 GW_RECORDER_ROTATE_BYTES, it is truncated and the checkpoint reset to 0;

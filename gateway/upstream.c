@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/log.h"
 
@@ -15,14 +16,16 @@
  * request showed in profiles. */
 #define GW_UPSTREAM_EASY_POOL_MAX 64
 
-/* One curl socket, wrapped for the h2o loop. curl owns the fd. */
+/* One curl socket, wrapped for the h2o loop from the first time curl asks to watch it until curl
+ * closes it (on_curl_close): a connection reused from curl's cache keeps its h2o socket and its
+ * epoll registration, so a request costs no fcntl, epoll_ctl or allocation for it. */
 typedef struct st_curl_sock_t {
     gw_upstream_t *u;
     curl_socket_t fd;
     h2o_socket_t *sock;
-    int what; /* CURL_POLL_* curl asked for last */
+    int what; /* CURL_POLL_* curl asked for last; 0 after CURL_POLL_REMOVE */
     int busy; /* inside curl_multi_socket_action for this fd */
-    int dead; /* curl dropped it while busy: free when busy drops to 0 */
+    int dead; /* curl closed it while busy: free when busy drops to 0 */
 } curl_sock_t;
 
 struct st_gw_upstream_t {
@@ -38,6 +41,8 @@ struct st_gw_upstream_t {
     size_t active;
     CURL *easy_pool[GW_UPSTREAM_EASY_POOL_MAX];
     size_t easy_pooled;
+    curl_sock_t **socks; /* by fd: the sockets curl has open */
+    size_t socks_cap;
 };
 
 struct st_gw_xfer_t {
@@ -67,17 +72,19 @@ void gw_upstream_global_cleanup(void)
     curl_global_cleanup();
 }
 
-/* Unregisters the fd from the loop WITHOUT closing it: curl owns the fd. */
-static void cs_detach(curl_sock_t *cs)
+/* The slot of fd in u->socks, grown to hold it. */
+static curl_sock_t **cs_slot(gw_upstream_t *u, curl_socket_t fd)
 {
-    h2o_socket_export_t info;
-
-    if (cs->sock == NULL)
-        return;
-    cs->sock->_cb.write = NULL; /* export asserts !is_writing; a pending notify_write counts */
-    if (h2o_socket_export(cs->sock, &info) == 0)
-        h2o_buffer_dispose(&info.input);
-    cs->sock = NULL;
+    RB_ASSERT(fd >= 0);
+    if ((size_t)fd >= u->socks_cap) {
+        size_t cap = u->socks_cap > 0 ? u->socks_cap : 64;
+        while (cap <= (size_t)fd)
+            cap *= 2;
+        u->socks = rb_realloc(u->socks, cap * sizeof(*u->socks));
+        memset(u->socks + u->socks_cap, 0, (cap - u->socks_cap) * sizeof(*u->socks));
+        u->socks_cap = cap;
+    }
+    return &u->socks[fd];
 }
 
 static void cs_action(curl_sock_t *cs, int ev)
@@ -101,6 +108,12 @@ static void cs_action(curl_sock_t *cs, int ev)
 static void cs_on_read(h2o_socket_t *sock, const char *err)
 {
     curl_sock_t *cs = sock->data;
+    if (!(cs->what & CURL_POLL_IN)) {
+        /* idle in curl's cache (the peer closed it, or sent what nobody asked for): stop watching;
+         * curl finds out when it next checks the connection */
+        h2o_socket_read_stop(sock);
+        return;
+    }
     cs_action(cs, err != NULL ? CURL_CSELECT_IN | CURL_CSELECT_ERR : CURL_CSELECT_IN);
 }
 
@@ -115,26 +128,21 @@ static void cs_on_write(h2o_socket_t *sock, const char *err)
 static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     gw_upstream_t *u = userp;
-    curl_sock_t *cs = socketp;
+    curl_sock_t **slot = cs_slot(u, fd);
+    curl_sock_t *cs = *slot;
 
-    if (what == CURL_POLL_REMOVE) { /* also on pause and when a connection goes idle */
-        if (cs != NULL) {
-            cs_detach(cs);
-            curl_multi_assign(u->multi, fd, NULL);
-            if (cs->busy)
-                cs->dead = 1;
-            else
-                free(cs);
-        }
+    if (what == CURL_POLL_REMOVE) {
+        /* A transfer ended or paused, or the connection went idle: the socket stays in the loop,
+         * still read-armed (a wake-up while idle only stops reading, cs_on_read), so that reusing
+         * the connection changes nothing in epoll. */
+        if (cs != NULL)
+            cs->what = 0;
         return 0;
     }
     if (cs == NULL) {
-        cs = rb_calloc(1, sizeof(*cs));
+        cs = *slot = rb_calloc(1, sizeof(*cs));
         cs->u = u;
         cs->fd = fd;
-        curl_multi_assign(u->multi, fd, cs);
-    }
-    if (cs->sock == NULL) {
         cs->sock = h2o_evloop_socket_create(u->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
         cs->sock->data = cs;
     }
@@ -145,6 +153,25 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
         h2o_socket_read_stop(cs->sock);
     if ((what & CURL_POLL_OUT) && cs->sock->_cb.write == NULL)
         h2o_socket_notify_write(cs->sock, cs_on_write);
+    return 0;
+}
+
+/* curl closes a connection's socket: it leaves the loop (h2o closes the fd). */
+static int on_curl_close(void *userp, curl_socket_t fd)
+{
+    gw_upstream_t *u = userp;
+    curl_sock_t *cs = (size_t)fd < u->socks_cap ? u->socks[fd] : NULL;
+
+    if (cs == NULL) /* curl never asked to watch it (a failed connect) */
+        return close(fd) == 0 ? 0 : 1;
+    u->socks[fd] = NULL;
+    cs->sock->_cb.write = NULL; /* a pending one-shot notify_write must not fire on a freed cs */
+    h2o_socket_close(cs->sock);
+    cs->sock = NULL;
+    if (cs->busy)
+        cs->dead = 1;
+    else
+        free(cs);
     return 0;
 }
 
@@ -311,7 +338,10 @@ void gw_upstream_destroy(gw_upstream_t *u)
         h2o_timeout_unlink(&u->curl_te);
     while (u->easy_pooled > 0)
         curl_easy_cleanup(u->easy_pool[--u->easy_pooled]);
-    curl_multi_cleanup(u->multi);
+    curl_multi_cleanup(u->multi); /* closes the cached connections: on_curl_close */
+    for (size_t fd = 0; fd < u->socks_cap; fd++)
+        RB_ASSERT(u->socks[fd] == NULL);
+    free(u->socks);
     free(u);
 }
 
@@ -351,6 +381,8 @@ static void xfer_setopts(gw_xfer_t *x, const gw_xfer_req_t *req)
     curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_curl_header);
     curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
+    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, x->u);
     curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(x->easy, CURLOPT_PROXY, ""); /* never *_proxy from the environment */
     curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);

@@ -50,6 +50,7 @@ templates: templates
 YAML
 
 rb_spawn mock "$MOCK_BIN" --listen 127.0.0.1:$MOCK_PORT
+MOCK_PID=$RB_LAST_PID
 rb_wait_http "$MOCK/mock/healthz" || fail "mock provider did not start"
 RIGBOX_SPOOL_DIR=$RB_TMP/spool RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_MOCKOAI_API_KEY=sk-managed-oai RIGBOX_MOCKANT_API_KEY=sk-ant-managed RIGBOX_DEADOAI_API_KEY=sk-dead \
     rb_spawn gateway "$GW_BIN" --config "$RB_TMP/rigbox.yaml" --schema-dir "${RB_GW_SCHEMA_DIR:-$SRC/schema}"
@@ -259,6 +260,23 @@ while kill -0 $CPID 2>/dev/null; do
     sleep 0.2
 done
 check "slow client: gateway RSS stays bounded ($RSS_MAX kB < 60 MB for a 16 MB stream)" test "$RSS_MAX" -lt 61440
+
+# ---- 9b. the provider restarts: its idle keep-alive connections in the gateway are closed ---------
+for i in 1 2 3 4; do post /v1/chat/completions $TOK "$CHAT" >/dev/null; done # idle connections in both workers
+kill $MOCK_PID
+wait $MOCK_PID 2>/dev/null
+cpu_ticks() { awk '{ print $14 + $15 }' /proc/$GW_PID/stat; }
+T0=$(cpu_ticks)
+sleep 1
+T1=$(cpu_ticks)
+check "provider gone: the idle gateway does not spin on its closed connections ($((T1 - T0)) ticks in 1 s)" \
+    test $((T1 - T0)) -lt $(($(getconf CLK_TCK) / 4))
+rb_spawn mock2 "$MOCK_BIN" --listen 127.0.0.1:$MOCK_PORT
+MOCK_PID=$RB_LAST_PID
+rb_wait_http "$MOCK/mock/healthz" || fail "mock provider did not restart"
+codes=""
+for i in 1 2 3 4; do codes+=$(post /v1/chat/completions $TOK "$CHAT"); done
+check "provider restarted: every request served on a new connection" test "$codes" = 200200200200
 
 # ---- 10. metrics, apps listener, shutdown flush ----------------------------------------------------
 curl -sS "$GW/metrics" >"$RB_TMP/metrics"

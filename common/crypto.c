@@ -2,7 +2,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
-#include <openssl/sha.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
@@ -21,15 +21,43 @@ void rb_random_bytes(void *buf, size_t n)
     }
 }
 
-/* Uniform characters from alphabet by rejection sampling (no modulo bias). */
-static void random_chars(const char *alphabet, unsigned radix, char *out, size_t n)
+/* Random bytes for ids that are not secrets (rb_sortable_id: one per gateway request) from a
+ * per-thread pool that one getrandom() refills, instead of a system call per id. A process that
+ * forks must not use it in both parent and child (they would share the pool); the gateway never
+ * forks. */
+#define RB_RANDOM_POOL_LEN 4096
+
+static void pooled_random_bytes(void *buf, size_t n)
+{
+    static __thread uint8_t pool[RB_RANDOM_POOL_LEN];
+    static __thread size_t left;
+    uint8_t *p = buf;
+
+    while (n > 0) {
+        size_t take;
+        if (left == 0) {
+            rb_random_bytes(pool, sizeof(pool));
+            left = sizeof(pool);
+        }
+        take = n < left ? n : left;
+        memcpy(p, pool + sizeof(pool) - left, take);
+        left -= take;
+        p += take;
+        n -= take;
+    }
+}
+
+/* Uniform characters from alphabet by rejection sampling (no modulo bias), with bytes from fill. */
+static void random_chars(void (*fill)(void *, size_t), const char *alphabet, unsigned radix,
+                         char *out, size_t n)
 {
     unsigned limit = 256 - 256 % radix;
     size_t i = 0;
     while (i < n) {
         uint8_t bytes[64];
-        rb_random_bytes(bytes, sizeof(bytes));
-        for (size_t k = 0; k < sizeof(bytes) && i < n; k++) {
+        size_t want = n - i < sizeof(bytes) ? n - i : sizeof(bytes);
+        fill(bytes, want);
+        for (size_t k = 0; k < want; k++) {
             if (bytes[k] < limit)
                 out[i++] = alphabet[bytes[k] % radix];
         }
@@ -41,7 +69,8 @@ void rb_random_id(const char *prefix, char *out, size_t cap)
     size_t plen = strlen(prefix);
     RB_ASSERT(cap >= plen + RB_ID_SUFFIX_LEN + 1);
     memcpy(out, prefix, plen);
-    random_chars("0123456789abcdefghijklmnopqrstuvwxyz", 36, out + plen, RB_ID_SUFFIX_LEN);
+    random_chars(rb_random_bytes, "0123456789abcdefghijklmnopqrstuvwxyz", 36, out + plen,
+                 RB_ID_SUFFIX_LEN);
     out[plen + RB_ID_SUFFIX_LEN] = '\0';
 }
 
@@ -53,7 +82,7 @@ void rb_random_secret(const char *prefix, char *out, size_t cap)
     size_t plen = strlen(prefix);
     RB_ASSERT(cap >= plen + RB_SECRET_BODY_LEN + 1);
     memcpy(out, prefix, plen);
-    random_chars(base62, 62, out + plen, RB_SECRET_BODY_LEN);
+    random_chars(rb_random_bytes, base62, 62, out + plen, RB_SECRET_BODY_LEN);
     out[plen + RB_SECRET_BODY_LEN] = '\0';
 }
 
@@ -67,13 +96,28 @@ void rb_sortable_id(const char *prefix, uint64_t unix_ms, char *out, size_t cap)
         unix_ms /= 62;
     }
     RB_ASSERT(unix_ms == 0); /* 62^9 ms: some 428,000 years after 1970 */
-    random_chars(base62, 62, out + plen + RB_SORTABLE_TIME_LEN, RB_SORTABLE_RANDOM_LEN);
+    random_chars(pooled_random_bytes, base62, 62, out + plen + RB_SORTABLE_TIME_LEN,
+                 RB_SORTABLE_RANDOM_LEN);
     out[plen + RB_SORTABLE_TIME_LEN + RB_SORTABLE_RANDOM_LEN] = '\0';
 }
 
+static EVP_MD *sha256_md;
+
+static void sha256_md_fetch(void)
+{
+    sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    RB_ASSERT(sha256_md != NULL);
+}
+
+/* The digest is fetched once: SHA256() looks it up on every call, which was most of the cost of
+ * hashing a token (the gateway hashes one per request). */
 void rb_sha256(const void *data, size_t len, uint8_t out[RB_SHA256_LEN])
 {
-    SHA256(data, len, out);
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    unsigned int n = 0;
+
+    pthread_once(&once, sha256_md_fetch);
+    RB_ASSERT(EVP_Digest(data, len, out, &n, sha256_md, NULL) == 1 && n == RB_SHA256_LEN);
 }
 
 int rb_ct_equal(const void *a, const void *b, size_t n)

@@ -24,6 +24,10 @@
 #define GW_PROXY_UP_HEADER_MAX (GW_IDENTITY_KEY_MAX + 64)
 /* Request headers we may send upstream besides content-type and auth. */
 #define GW_PROXY_UP_EXTRA_MAX 4
+/* Upstream header lines at most: the key's, the content type's and the extras. */
+#define GW_PROXY_UP_LINES_MAX (2 + GW_PROXY_UP_EXTRA_MAX)
+/* What call_forward allocates for the url and the header lines. */
+#define GW_PROXY_UP_MEM_MAX (GW_PROXY_URL_MAX + GW_PROXY_UP_LINES_MAX * GW_PROXY_UP_HEADER_MAX)
 /* Longest error message built for a client. */
 #define GW_PROXY_MSG_MAX 512
 /* A pseudo-route for GET /v1/models (no upstream call, no usage row). */
@@ -95,8 +99,10 @@ typedef struct st_gw_call_t {
     int byok;
     /* upstream request */
     rb_buf_t upbody;
-    char url[GW_PROXY_URL_MAX];
-    char up_headers[2 + GW_PROXY_UP_EXTRA_MAX][GW_PROXY_UP_HEADER_MAX];
+    char *up_mem;   /* the url and header lines below; malloc'd by call_forward, and up_release */
+    size_t up_used; /* wipes what was written (a line holds the provider key) before freeing */
+    const char *url;
+    const char *up_headers[GW_PROXY_UP_LINES_MAX];
     size_t up_headers_len;
     gw_xfer_t *xfer;
     int called; /* the upstream was asked */
@@ -340,6 +346,19 @@ static void call_metrics(gw_call_t *c)
 }
 
 /* Frees the call once nothing refers to it: request gone, transfer ended, lookup answered. */
+/* Wipes and frees the upstream url and header lines (sent, refused, or the call ended). */
+static void up_release(gw_call_t *c)
+{
+    if (c->up_mem == NULL)
+        return;
+    explicit_bzero(c->up_mem, c->up_used);
+    free(c->up_mem);
+    c->up_mem = NULL;
+    c->up_used = 0;
+    c->up_headers_len = 0;
+    c->url = NULL;
+}
+
 static void call_maybe_free(gw_call_t *c)
 {
     gw_proxy_t *p = c->pw->proxy;
@@ -359,7 +378,7 @@ static void call_maybe_free(gw_call_t *c)
     call_record(c);
     call_metrics(c);
     gw_identity_wipe(&c->ident);
-    explicit_bzero(c->up_headers, sizeof(c->up_headers));
+    up_release(c);
     rb_buf_free(&c->upbody);
     rb_buf_free(&c->resp_headers);
     rb_buf_free(&c->pending);
@@ -847,14 +866,15 @@ static const gw_xfer_cb_t XFER_CB = {.on_header = on_up_header,
 
 static int add_up_header(gw_call_t *c, const char *name, const char *value, size_t len)
 {
-    char *line;
+    size_t need = strlen(name) + len + 3;
 
-    if (c->up_headers_len >= sizeof(c->up_headers) / sizeof(c->up_headers[0]) ||
-        strlen(name) + len + 3 > GW_PROXY_UP_HEADER_MAX || memchr(value, '\r', len) != NULL ||
-        memchr(value, '\n', len) != NULL)
+    if (c->up_headers_len >= GW_PROXY_UP_LINES_MAX || need > GW_PROXY_UP_HEADER_MAX ||
+        memchr(value, '\r', len) != NULL || memchr(value, '\n', len) != NULL)
         return -1;
-    line = c->up_headers[c->up_headers_len++];
-    snprintf(line, GW_PROXY_UP_HEADER_MAX, "%s: %.*s", name, (int)len, value);
+    RB_ASSERT(c->up_used + need <= GW_PROXY_UP_MEM_MAX);
+    snprintf(c->up_mem + c->up_used, need, "%s: %.*s", name, (int)len, value);
+    c->up_headers[c->up_headers_len++] = c->up_mem + c->up_used;
+    c->up_used += need;
     return 0;
 }
 
@@ -866,7 +886,6 @@ static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
     const char *v;
     size_t vlen;
 
-    c->up_headers_len = 0;
     if (prov->kind == CFG_PROVIDER_ANTHROPIC) {
         if (add_up_header(c, "x-api-key", key, key_len) != 0)
             return -1;
@@ -975,7 +994,7 @@ static int call_subject_limits(gw_call_t *c);
 /* Admission refused or impossible: the answer in the caller's dialect, nothing sent upstream. */
 static void call_refuse(gw_call_t *c, gw_credits_result_t r)
 {
-    explicit_bzero(c->up_headers, sizeof(c->up_headers));
+    up_release(c);
     if (r == GW_CREDITS_INSUFFICIENT)
         call_fail(c, 402, "insufficient_credits", "rejected",
                   "insufficient credits for this request: add credits, or lower max_tokens", NULL);
@@ -1069,7 +1088,7 @@ static void call_limits_answer(gw_call_t *c, const gw_quota_answer_t *a)
         call_limited(c);
         return;
     }
-    explicit_bzero(c->up_headers, sizeof(c->up_headers));
+    up_release(c);
     status = gw_quota_describe(a, &code, msg, sizeof(msg));
     if (a->retry_after_s > 0) {
         snprintf(num, sizeof(num), "%" PRId64, a->retry_after_s);
@@ -1128,13 +1147,19 @@ static void call_forward(gw_call_t *c)
     force_usage = c->info.stream && !c->info.include_usage;
     c->strip_usage = force_usage;
     rb_buf_init(&c->upbody, lim->body_max_bytes + GW_PROXY_URL_MAX);
+    RB_ASSERT(c->up_mem == NULL);
+    c->up_mem = rb_malloc(GW_PROXY_UP_MEM_MAX);
     if (gw_adapter_rewrite(c->req->entity.base, c->req->entity.len, &c->info, c->model->upstream,
                            cap, force_usage, &c->upbody) != RB_OK ||
         build_up_headers(c, key, key_len) != 0) {
+        up_release(c);
         call_fail(c, 413, "request_too_large", "rejected", "the request is too large", NULL);
         return;
     }
-    snprintf(c->url, sizeof(c->url), "%s%s", c->model->provider->base_url, route_path(c->route));
+    c->url = c->up_mem + c->up_used;
+    snprintf(c->up_mem + c->up_used, GW_PROXY_URL_MAX, "%s%s", c->model->provider->base_url,
+             route_path(c->route));
+    c->up_used += strlen(c->url) + 1;
     call_limits(c);
 }
 
@@ -1151,7 +1176,7 @@ static void call_send(gw_call_t *c)
     xr.body_len = c->upbody.len;
     c->called = 1;
     c->xfer = gw_xfer_start(c->pw->up, &xr, &XFER_CB, c);
-    explicit_bzero(c->up_headers, sizeof(c->up_headers)); /* curl copied them */
+    up_release(c); /* curl copied them */
 }
 
 static void respond_models(gw_call_t *c)

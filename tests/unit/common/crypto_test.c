@@ -1,3 +1,4 @@
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -12,6 +13,12 @@ static void test_sha256_known_vector(void)
     rb_sha256("abc", 3, d);
     rb_hex(d, sizeof(d), hex, sizeof(hex));
     CHECK_STR_EQ(hex, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    rb_sha256("", 0, d);
+    rb_hex(d, sizeof(d), hex, sizeof(hex));
+    CHECK_STR_EQ(hex, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    rb_sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56, d); /* two blocks */
+    rb_hex(d, sizeof(d), hex, sizeof(hex));
+    CHECK_STR_EQ(hex, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
 }
 
 static void test_ids_and_secrets(void)
@@ -63,6 +70,40 @@ static void test_sortable_ids(void)
         CHECK(strcmp(id, twin) != 0);                            /* but a different id */
         snprintf(prev, sizeof(prev), "%s", id);
     }
+}
+
+/* Ids made in one millisecond by two threads, across several refills of each thread's pool of
+ * random bytes: all different, and every base62 character turns up in their random parts. */
+#define POOLED_IDS 3000
+static char pooled[2][POOLED_IDS][64];
+
+static void *make_pooled_ids(void *arg)
+{
+    char(*ids)[64] = arg;
+    for (size_t i = 0; i < POOLED_IDS; i++)
+        rb_sortable_id("req_", 1796006400000ull, ids[i], sizeof(ids[i]));
+    return NULL;
+}
+
+static int cmp_ids(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
+static void test_sortable_ids_pooled(void)
+{
+    pthread_t t;
+    int seen[256] = {0}, kinds = 0;
+    CHECK(pthread_create(&t, NULL, make_pooled_ids, pooled[1]) == 0);
+    make_pooled_ids(pooled[0]);
+    CHECK(pthread_join(t, NULL) == 0);
+    qsort(pooled, 2 * POOLED_IDS, sizeof(pooled[0][0]), cmp_ids);
+    for (size_t i = 1; i < 2 * POOLED_IDS; i++)
+        CHECK(strcmp(pooled[0][i - 1], pooled[0][i]) < 0);
+    for (size_t i = 0; i < 2 * POOLED_IDS; i++)
+        for (const char *c = pooled[0][i] + 4 + RB_SORTABLE_TIME_LEN; *c; c++)
+            kinds += seen[(unsigned char)*c]++ == 0;
+    CHECK_INT_EQ(kinds, 62);
 }
 
 static void test_ct_equal_and_hex(void)
@@ -130,5 +171,6 @@ static void test_master_key_load(void)
     unlink(path);
 }
 
-TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_sortable_ids, test_ct_equal_and_hex,
-          test_aes_gcm_round_trip_and_tamper, test_master_key_parse, test_master_key_load)
+TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_sortable_ids,
+          test_sortable_ids_pooled, test_ct_equal_and_hex, test_aes_gcm_round_trip_and_tamper,
+          test_master_key_parse, test_master_key_load)

@@ -220,16 +220,6 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
                : "provider";
 }
 
-/* Bounded copy; a longer source is cut (ids and names are far below every cap). */
-static void copy_str(char *dst, size_t cap, const char *src)
-{
-    size_t n = src != NULL ? strlen(src) : 0;
-    if (n > cap - 1)
-        n = cap - 1;
-    memcpy(dst, src != NULL ? src : "", n);
-    dst[n] = '\0';
-}
-
 static void call_record(gw_call_t *c)
 {
     gw_db_usage_row_t row_s = {0}, *row = &row_s; /* on the stack: no allocation per request */
@@ -238,15 +228,15 @@ static void call_record(gw_call_t *c)
 
     if (!c->have_ident || c->route == GW_ROUTE_MODELS)
         return;
-    copy_str(row->request_id, sizeof(row->request_id), c->request_id);
-    copy_str(row->user_id, sizeof(row->user_id), c->ident.user_id);
-    copy_str(row->workspace_id, sizeof(row->workspace_id), c->ident.workspace_id);
-    copy_str(row->subject, sizeof(row->subject), c->subject);
-    copy_str(row->route, sizeof(row->route), route_path(c->route));
+    rb_copy_str(row->request_id, sizeof(row->request_id), c->request_id);
+    rb_copy_str(row->user_id, sizeof(row->user_id), c->ident.user_id);
+    rb_copy_str(row->workspace_id, sizeof(row->workspace_id), c->ident.workspace_id);
+    rb_copy_str(row->subject, sizeof(row->subject), c->subject);
+    rb_copy_str(row->route, sizeof(row->route), route_path(c->route));
     if (c->model != NULL) {
-        copy_str(row->provider, sizeof(row->provider), c->model->provider->name);
-        copy_str(row->model, sizeof(row->model), c->model->name);
-        copy_str(row->upstream_model, sizeof(row->upstream_model), c->model->upstream);
+        rb_copy_str(row->provider, sizeof(row->provider), c->model->provider->name);
+        rb_copy_str(row->model, sizeof(row->model), c->model->name);
+        rb_copy_str(row->upstream_model, sizeof(row->upstream_model), c->model->upstream);
     }
     row->byok = c->byok;
     row->status = c->status != NULL ? c->status : (c->client_gone ? "client_gone" : "error");
@@ -270,12 +260,12 @@ static void call_record(gw_call_t *c)
     if (row->ttfb_ms > row->duration_ms)
         row->ttfb_ms = row->duration_ms;
     if (strcmp(row->status, "ok") != 0)
-        copy_str(row->error_code, sizeof(row->error_code),
-                 c->error_code != NULL ? c->error_code : "client_gone");
+        rb_copy_str(row->error_code, sizeof(row->error_code),
+                    c->error_code != NULL ? c->error_code : "client_gone");
     row->created_at_ms = (int64_t)c->start_ms;
     if (c->credit.lease != NULL) {
         uint64_t seq = 0;
-        copy_str(row->lease_id, sizeof(row->lease_id), gw_credits_lease_id(c->credit.lease));
+        rb_copy_str(row->lease_id, sizeof(row->lease_id), gw_credits_lease_id(c->credit.lease));
         gw_recorder_submit(c->pw->proxy->rec, row, &seq);
         /* settle exactly once: the cost leaves the lease, the rest of the hold comes back */
         gw_credits_settle(c->pw->proxy->credits, &c->credit, row->billed ? row->cost_micro : 0,
@@ -866,14 +856,18 @@ static const gw_xfer_cb_t XFER_CB = {.on_header = on_up_header,
 
 static int add_up_header(gw_call_t *c, const char *name, const char *value, size_t len)
 {
-    size_t need = strlen(name) + len + 3;
+    size_t nlen = strlen(name), need = nlen + len + 3;
+    char *line = c->up_mem + c->up_used;
 
     if (c->up_headers_len >= GW_PROXY_UP_LINES_MAX || need > GW_PROXY_UP_HEADER_MAX ||
         memchr(value, '\r', len) != NULL || memchr(value, '\n', len) != NULL)
         return -1;
     RB_ASSERT(c->up_used + need <= GW_PROXY_UP_MEM_MAX);
-    snprintf(c->up_mem + c->up_used, need, "%s: %.*s", name, (int)len, value);
-    c->up_headers[c->up_headers_len++] = c->up_mem + c->up_used;
+    memcpy(line, name, nlen);
+    memcpy(line + nlen, ": ", 2);
+    memcpy(line + nlen + 2, value, len);
+    line[need - 1] = '\0';
+    c->up_headers[c->up_headers_len++] = line;
     c->up_used += need;
     return 0;
 }

@@ -8,6 +8,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "gateway/db.h"
 
@@ -366,9 +367,9 @@ static void install(gw_quota_t *q, gw_quota_user_t *u, const gw_db_limits_t *l, 
 
 static void job_fill(gw_quota_job_t *j, const gw_quota_ask_t *ask)
 {
-    snprintf(j->user, sizeof(j->user), "%s", ask->user);
-    snprintf(j->model, sizeof(j->model), "%s", ask->model);
-    snprintf(j->subject, sizeof(j->subject), "%s", ask->subject != NULL ? ask->subject : "");
+    rb_copy_str(j->user, sizeof(j->user), ask->user);
+    rb_copy_str(j->model, sizeof(j->model), ask->model);
+    rb_copy_str(j->subject, sizeof(j->subject), ask->subject);
     j->tokens = ask->tokens > 0 ? ask->tokens : 0;
     if ((j->has_budget = ask->budget != NULL))
         j->budget = *ask->budget;

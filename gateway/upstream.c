@@ -4,6 +4,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 
 #if H2O_USE_LIBUV
@@ -253,7 +254,7 @@ static void xfer_finish(gw_xfer_t *x, rb_err_t result, const char *msg)
     void *ctx = x->ctx;
     char errmsg[GW_XFER_ERRMSG_MAX];
 
-    snprintf(errmsg, sizeof(errmsg), "%s", msg != NULL ? msg : "");
+    rb_copy_str(errmsg, sizeof(errmsg), msg);
     xfer_free(x); /* first: the owner may start another transfer from on_done */
     cb.on_done(ctx, result, errmsg);
 }

@@ -663,10 +663,13 @@ char *rb_json_strdup(const rb_json_t *doc, int v)
 static int str_eq_n(const rb_json_t *doc, const jsmntok_t *t, const char *s, size_t n)
 {
     const char *p = doc->text + t->start, *end = doc->text + t->end;
-    size_t off = 0;
+    size_t raw = (size_t)(end - p), off = 0;
 
-    if (memchr(p, '\\', (size_t)(end - p)) == NULL)
-        return (size_t)(end - p) == n && memcmp(p, s, n) == 0;
+    /* an escape only lengthens the raw text: most keys are told apart by their length alone */
+    if (raw == n)
+        return memcmp(p, s, n) == 0 && memchr(p, '\\', raw) == NULL;
+    if (raw < n || memchr(p, '\\', raw) == NULL)
+        return 0;
     while (p < end) {
         char unit[4];
         size_t k;

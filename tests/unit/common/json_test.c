@@ -236,6 +236,16 @@ static void test_writer_structure(void)
     CHECK(rb_json_member(doc, 0, "k\"ey") != -1);
     rb_json_free(doc);
 
+    /* member names with escapes: compared unescaped, whatever their raw length */
+    const char *esc = "{\"a\\nb\":1,\"c\\\\d\":2,\"\\u0065\":3}";
+    CHECK_INT_EQ(rb_json_parse(esc, strlen(esc), NULL, &doc), RB_OK);
+    CHECK_INT_EQ(rb_json_member(doc, 0, "a\nb"), 2);   /* raw 4 bytes, name 3 */
+    CHECK_INT_EQ(rb_json_member(doc, 0, "a\\nb"), -1); /* same raw length, not the same name */
+    CHECK_INT_EQ(rb_json_member(doc, 0, "c\\d"), 4);
+    CHECK_INT_EQ(rb_json_member(doc, 0, "e"), 6);
+    CHECK_INT_EQ(rb_json_member(doc, 0, "\\u0065"), -1);
+    rb_json_free(doc);
+
     /* top-level values are written back to back; a bounded buffer flags overflow */
     rb_buf_free(&b);
     rb_buf_init(&b, 8);

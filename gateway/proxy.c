@@ -335,7 +335,6 @@ static void call_metrics(gw_call_t *c)
     }
 }
 
-/* Frees the call once nothing refers to it: request gone, transfer ended, lookup answered. */
 /* Wipes and frees the upstream url and header lines (sent, refused, or the call ended). */
 static void up_release(gw_call_t *c)
 {
@@ -349,6 +348,7 @@ static void up_release(gw_call_t *c)
     c->url = NULL;
 }
 
+/* Frees the call once nothing refers to it: request gone, transfer ended, lookup answered. */
 static void call_maybe_free(gw_call_t *c)
 {
     gw_proxy_t *p = c->pw->proxy;

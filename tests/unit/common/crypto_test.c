@@ -75,7 +75,7 @@ static void test_sortable_ids(void)
 /* Ids made in one millisecond by two threads, across several refills of each thread's pool of
  * random bytes: all different, and every base62 character turns up in their random parts. */
 #define POOLED_IDS 3000
-static char pooled[2][POOLED_IDS][64];
+static char pooled[2 * POOLED_IDS][64]; /* one thread's, then the other's */
 
 static void *make_pooled_ids(void *arg)
 {
@@ -94,14 +94,14 @@ static void test_sortable_ids_pooled(void)
 {
     pthread_t t;
     int seen[256] = {0}, kinds = 0;
-    CHECK(pthread_create(&t, NULL, make_pooled_ids, pooled[1]) == 0);
-    make_pooled_ids(pooled[0]);
+    CHECK(pthread_create(&t, NULL, make_pooled_ids, pooled + POOLED_IDS) == 0);
+    make_pooled_ids(pooled);
     CHECK(pthread_join(t, NULL) == 0);
-    qsort(pooled, 2 * POOLED_IDS, sizeof(pooled[0][0]), cmp_ids);
+    qsort(pooled, 2 * POOLED_IDS, sizeof(pooled[0]), cmp_ids);
     for (size_t i = 1; i < 2 * POOLED_IDS; i++)
-        CHECK(strcmp(pooled[0][i - 1], pooled[0][i]) < 0);
+        CHECK(strcmp(pooled[i - 1], pooled[i]) < 0);
     for (size_t i = 0; i < 2 * POOLED_IDS; i++)
-        for (const char *c = pooled[0][i] + 4 + RB_SORTABLE_TIME_LEN; *c; c++)
+        for (const char *c = pooled[i] + 4 + RB_SORTABLE_TIME_LEN; *c; c++)
             kinds += seen[(unsigned char)*c]++ == 0;
     CHECK_INT_EQ(kinds, 62);
 }

@@ -16,6 +16,9 @@
 /* Finished easy handles kept for reuse (curl_easy_reset), per loop: an init and a cleanup per
  * request showed in profiles. */
 #define GW_UPSTREAM_EASY_POOL_MAX 64
+/* Upstream URLs kept parsed, per loop (a provider's base URL and a route each); past this many,
+ * curl parses the URL of every transfer again. */
+#define GW_UPSTREAM_URLS_MAX 64
 
 /* One curl socket, wrapped for the h2o loop from the first time curl asks to watch it until curl
  * closes it (on_curl_close): a connection reused from curl's cache keeps its h2o socket and its
@@ -44,6 +47,11 @@ struct st_gw_upstream_t {
     size_t easy_pooled;
     curl_sock_t **socks; /* by fd: the sockets curl has open */
     size_t socks_cap;
+    struct {
+        char *text;
+        CURLU *parsed;
+    } urls[GW_UPSTREAM_URLS_MAX];
+    size_t nurls;
 };
 
 struct st_gw_xfer_t {
@@ -343,6 +351,10 @@ void gw_upstream_destroy(gw_upstream_t *u)
     for (size_t fd = 0; fd < u->socks_cap; fd++)
         RB_ASSERT(u->socks[fd] == NULL);
     free(u->socks);
+    for (size_t i = 0; i < u->nurls; i++) {
+        free(u->urls[i].text);
+        curl_url_cleanup(u->urls[i].parsed);
+    }
     free(u);
 }
 
@@ -371,11 +383,37 @@ static size_t on_curl_write(char *b, size_t size, size_t n, void *ud)
     return len;
 }
 
+/* url parsed once per loop, with the flags curl itself parses a URL with; NULL when it does not
+ * parse or the table is full (then curl parses it, and reports what is wrong with it). */
+static CURLU *parsed_url(gw_upstream_t *u, const char *url)
+{
+    CURLU *p;
+
+    for (size_t i = 0; i < u->nurls; i++) {
+        if (strcmp(u->urls[i].text, url) == 0)
+            return u->urls[i].parsed;
+    }
+    if (u->nurls == GW_UPSTREAM_URLS_MAX || (p = curl_url()) == NULL)
+        return NULL;
+    if (curl_url_set(p, CURLUPART_URL, url, CURLU_GUESS_SCHEME | CURLU_NON_SUPPORT_SCHEME) !=
+        CURLUE_OK) {
+        curl_url_cleanup(p);
+        return NULL;
+    }
+    u->urls[u->nurls].text = rb_strdup(url);
+    u->urls[u->nurls++].parsed = p;
+    return p;
+}
+
 static void xfer_setopts(gw_xfer_t *x, const gw_xfer_req_t *req)
 {
     const gw_upstream_conf_t *c = &x->u->conf;
+    CURLU *url = parsed_url(x->u, req->url);
 
+    /* the text too: curl reports it (effective URL, errors) and then does not rebuild it */
     curl_easy_setopt(x->easy, CURLOPT_URL, req->url);
+    if (url != NULL) /* curl copies it per transfer instead of parsing the text */
+        curl_easy_setopt(x->easy, CURLOPT_CURLU, url);
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
     curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_curl_write);
     curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);

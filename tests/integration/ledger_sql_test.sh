@@ -96,6 +96,26 @@ check "TRUNCATE of transfers is refused" test "$(sqlstate "TRUNCATE credit_trans
 check "the no-overdraft CHECK holds even for hand-written SQL" \
     test "$(sqlstate "UPDATE credit_accounts SET debits_pending = credits_posted + 1 WHERE user_id = '$u1'")" = 23514
 
+# ---- the statement-level key checks (schema/0003, 0005): one unknown key among known ones ----
+uev() { # uev REQUEST_ID USER: a usage_events row
+    printf "('%s', '%s', '/v1/messages', 'm', 'managed', 'ok', 0, false)" "$1" "$2"
+}
+UEV="INSERT INTO usage_events (request_id, user_id, route, model, mode, status, cost_micro, billed) VALUES"
+check "usage rows naming an unknown user among known ones are refused (23503)" \
+    test "$(sqlstate "$UEV $(uev k1 "$u1"), $(uev k2 u-nobody00), $(uev k3 "$u2")")" = 23503
+err=$("${PSQL[@]}" -c "$UEV $(uev k1 "$u1"), $(uev k2 u-nobody00)" 2>&1 >/dev/null)
+if [[ $err == *'Key (user_id)=(u-nobody00) is not present in table "users"'* ]]; then
+    ok "the refusal names the missing user"
+else
+    fail "the refusal names the missing user ($err)"
+fi
+eq "rows naming known users only are stored" 2 "WITH i AS ($UEV $(uev k4 "$u1"), $(uev k5 "$u2") RETURNING 1) SELECT count(*) FROM i"
+rb_sql "DELETE FROM usage_events WHERE request_id IN ('k4', 'k5')" >/dev/null
+check "a transfer naming an unknown user is refused (23503)" \
+    test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, category) VALUES ('g-k1', '$u1', 'grant', 5, 'promo'), ('g-k2', 'u-nobody00', 'grant', 5, 'promo')")" = 23503
+check "a usage transfer naming an unknown lease is refused (23503)" \
+    test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, request_id, lease_id, cost_micro, pending_micro, overrun_micro) VALUES ('usage:k6', '$u1', 'usage', 5, 'k6', 'no-such-lease', 5, 0, 0)")" = 23503
+
 # ---- leases: take, replay, usage, return ----
 eq "a lease takes the whole chunk" 4000000 "SELECT rb_lease_take('L1', 'gw-a', '$u1', 4000000, 60)"
 eq "a replayed take returns the same lease, reserves nothing more" "4000000|4000000|1" \

@@ -1380,6 +1380,8 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
 
 void gw_proxy_destroy(gw_proxy_t *p)
 {
+    if (p == NULL) /* the gateway stopped before it made one (a failed start) */
+        return;
     gw_quota_stop(p->quota);
     free(p);
 }

@@ -92,10 +92,24 @@ static size_t adapter_key_count(const rb_json_t *doc, int obj, const char *key)
     return n;
 }
 
+/* The first of adapter_unique_keys (in their order) that the root object holds twice; one pass
+ * over the root's members. */
 static const char *adapter_duplicate_key(const rb_json_t *doc)
 {
-    for (size_t i = 0; i < sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]); i++) {
-        if (adapter_key_count(doc, 0, adapter_unique_keys[i]) > 1)
+    enum { N = sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]) };
+    unsigned seen[N] = {0};
+    int k = -1, v = -1;
+
+    while (rb_json_next(doc, 0, &k, &v)) {
+        for (size_t i = 0; i < N; i++) {
+            if (rb_json_str_eq(doc, k, adapter_unique_keys[i])) {
+                seen[i]++;
+                break; /* the keys differ: a name is at most one of them */
+            }
+        }
+    }
+    for (size_t i = 0; i < N; i++) {
+        if (seen[i] > 1)
             return adapter_unique_keys[i];
     }
     if (adapter_key_count(doc, rb_json_member(doc, 0, "stream_options"), "include_usage") > 1)

@@ -66,6 +66,10 @@ static const inspect_case_t inspect_cases[] = {
      "'model' appears more than once", "model", 0, 0, 0},
     {GW_ROUTE_CHAT, "{\"model\":\"cheap\",\"messages\":[],\"mod\\u0065l\":\"dear\"}", RB_ERR_INVAL,
      "'model' appears more than once", "model", 0, 0, 0},
+    /* two keys twice: the one named first among the unique keys, whatever the document order */
+    {GW_ROUTE_CHAT,
+     "{\"stream\":true,\"stream\":false,\"model\":\"a\",\"messages\":[],\"model\":\"b\"}",
+     RB_ERR_INVAL, "'model' appears more than once", "model", 0, 0, 0},
     {GW_ROUTE_CHAT,
      "{\"model\":\"m\",\"messages\":[],\"stream_options\":{\"include_usage\":false,"
      "\"include_usage\":true}}",

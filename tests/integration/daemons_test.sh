@@ -18,6 +18,7 @@ gateway=$build/gateway/rigbox-gateway
 api=http://127.0.0.1:$ctl_port/api/v1
 
 check "control --version" bash -c "$control --version | grep -q '^rigbox-control '"
+check "gateway --version" bash -c "$gateway --version | grep -q '^rigbox-gateway '"
 # A start that fails (here: a migration the database refuses) is an error exit with a log line, not a crash.
 mkdir -p "$RB_TMP/bad-schema"
 echo "CREATE TABLE broken (" >"$RB_TMP/bad-schema/0001_broken.sql"
@@ -29,7 +30,6 @@ check "gateway: a failed migration exits 1 ($rc), logged" \
 rc=$?
 check "control: a failed migration exits 1 ($rc), logged" \
     bash -c "[ $rc -eq 1 ] && grep -q 'event=migration_failed' '$RB_TMP/ctl-bad.log'"
-check "gateway --version" bash -c "$gateway --version | grep -q '^rigbox-gateway '"
 
 rb_spawn control "$control" --config "$src/config/rigbox.yaml"
 ctl_pid=$RB_LAST_PID

@@ -28,8 +28,8 @@ typedef struct st_curl_sock_t {
     curl_socket_t fd;
     h2o_socket_t *sock;
     int what; /* CURL_POLL_* curl asked for last; 0 after CURL_POLL_REMOVE */
-    int busy; /* inside curl_multi_socket_action for this fd */
-    int dead; /* curl closed it while busy: free when busy drops to 0 */
+    int busy; /* inside curl_multi_socket_action for this fd; if curl closes it meanwhile (sock
+               * becomes NULL), it is freed when busy drops to 0 */
 } curl_sock_t;
 
 struct st_gw_upstream_t {
@@ -81,6 +81,12 @@ void gw_upstream_global_cleanup(void)
     curl_global_cleanup();
 }
 
+/* The socket of fd, or NULL when curl does not have it open. */
+static curl_sock_t *cs_find(const gw_upstream_t *u, curl_socket_t fd)
+{
+    return fd >= 0 && (size_t)fd < u->socks_cap ? u->socks[fd] : NULL;
+}
+
 /* The slot of fd in u->socks, grown to hold it. */
 static curl_sock_t **cs_slot(gw_upstream_t *u, curl_socket_t fd)
 {
@@ -104,10 +110,10 @@ static void cs_action(curl_sock_t *cs, int ev)
     cs->busy++;
     curl_multi_socket_action(u->multi, cs->fd, ev, &running);
     cs->busy--;
-    if (cs->dead) {
+    if (cs->sock == NULL) { /* curl closed it meanwhile (on_curl_close) */
         if (cs->busy == 0)
             free(cs);
-    } else if (cs->sock != NULL && (cs->what & CURL_POLL_OUT) && cs->sock->_cb.write == NULL) {
+    } else if ((cs->what & CURL_POLL_OUT) && cs->sock->_cb.write == NULL) {
         /* notify_write is one-shot and curl reports only changes: re-arm while it wants OUT */
         h2o_socket_notify_write(cs->sock, cs_on_write);
     }
@@ -137,8 +143,7 @@ static void cs_on_write(h2o_socket_t *sock, const char *err)
 static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     gw_upstream_t *u = userp;
-    curl_sock_t **slot = cs_slot(u, fd);
-    curl_sock_t *cs = *slot;
+    curl_sock_t *cs = cs_find(u, fd);
 
     if (what == CURL_POLL_REMOVE) {
         /* A transfer ended or paused, or the connection went idle: the socket stays in the loop,
@@ -149,7 +154,7 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
         return 0;
     }
     if (cs == NULL) {
-        cs = *slot = rb_calloc(1, sizeof(*cs));
+        cs = *cs_slot(u, fd) = rb_calloc(1, sizeof(*cs));
         cs->u = u;
         cs->fd = fd;
         cs->sock = h2o_evloop_socket_create(u->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
@@ -169,7 +174,7 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
 static int on_curl_close(void *userp, curl_socket_t fd)
 {
     gw_upstream_t *u = userp;
-    curl_sock_t *cs = (size_t)fd < u->socks_cap ? u->socks[fd] : NULL;
+    curl_sock_t *cs = cs_find(u, fd);
 
     if (cs == NULL) /* curl never asked to watch it (a failed connect) */
         return close(fd) == 0 ? 0 : 1;
@@ -177,9 +182,7 @@ static int on_curl_close(void *userp, curl_socket_t fd)
     cs->sock->_cb.write = NULL; /* a pending one-shot notify_write must not fire on a freed cs */
     h2o_socket_close(cs->sock);
     cs->sock = NULL;
-    if (cs->busy)
-        cs->dead = 1;
-    else
+    if (!cs->busy) /* else cs_action frees it */
         free(cs);
     return 0;
 }

@@ -170,7 +170,22 @@ rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev n3 u-user0010 300000 '"L10b"')
 eq "a new batch that fits whole: the lease's events from the lease, the others from the balance" "n3|300000|300000|0
 n4|200000|0|0" "SELECT request_id, amount_micro, pending_micro, overrun_micro FROM credit_transfers WHERE request_id IN ('n3', 'n4') ORDER BY 1"
 eq "...and the lease records only its own" "300000|0" "SELECT used_micro, extra_micro FROM credit_leases WHERE id = 'L10b'"
+# A usage row deleted by hand, its transfer kept (schema/0006): the request comes back in a new
+# batch; its usage row is stored again but it is not paid again, and the other request of the batch
+# is split as if it were alone (h2 takes 0.3 of L12's last 0.4; counting h1 again would leave it none).
+rb_sql "SELECT rb_lease_take('L12', 'gw-a', 'u-user0010', 1000000, 60)" >/dev/null
+rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev h1 u-user0010 600000 '"L12"')]')" >/dev/null
+rb_sql "DELETE FROM usage_events WHERE request_id = 'h1'" >/dev/null
+eq "a request whose usage row was deleted is stored again, not paid again" "h1|600000|t
+h2|300000|f" "SELECT request_id, posted_micro, replayed FROM rb_usage_post('[$(ev h1 u-user0010 600000 '"L12"'),$(ev h2 u-user0010 300000 '"L12"')]') ORDER BY 1"
+eq "...the other request is paid from the lease" "h1|1|600000|1
+h2|1|300000|1" "SELECT request_id, (SELECT count(*) FROM usage_events e WHERE e.request_id = t.request_id), pending_micro, count(*) FROM credit_transfers t WHERE request_id IN ('h1', 'h2') GROUP BY 1, 2, 3 ORDER BY 1"
+eq "...and the lease has paid both" "900000|0" "SELECT used_micro, extra_micro FROM credit_leases WHERE id = 'L12'"
 check_identity "after batches with repeated requests"
+check "a post of an unknown hold is refused (23503)" \
+    test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, pending_id) VALUES ('post-x', 'u-user0010', 'post', 1, 'hold:never')")" = 23503
+check "an expiry of an unknown grant is refused (23503)" \
+    test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, grant_id) VALUES ('expire-x', 'u-user0010', 'expire', 1, 'grant:never')")" = 23503
 
 # ---- the last credits: smaller chunks, p_min, nothing when empty ----
 rb_sql "SELECT count(*) FROM rb_grant('g-2', '$u2', 3000000, 'paid', NULL, NULL)" >/dev/null

@@ -186,6 +186,18 @@ check "a post of an unknown hold is refused (23503)" \
     test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, pending_id) VALUES ('post-x', 'u-user0010', 'post', 1, 'hold:never')")" = 23503
 check "an expiry of an unknown grant is refused (23503)" \
     test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, grant_id) VALUES ('expire-x', 'u-user0010', 'expire', 1, 'grant:never')")" = 23503
+# Transfer ids are printable ASCII (schema/0006 compares a usage transfer's id to its request's).
+utr() { # utr ID REQUEST_ID: a usage transfer of 1 micro-credit
+    echo "INSERT INTO credit_transfers (id, user_id, kind, amount_micro, request_id, cost_micro, pending_micro, overrun_micro) VALUES ($1, 'u-user0010', 'usage', 1, $2, 1, 0, 0)"
+}
+check "a transfer id with a space is refused (23514)" \
+    test "$(sqlstate "INSERT INTO credit_transfers (id, user_id, kind, amount_micro) VALUES ('adj x', 'u-user0010', 'adjust', 1)")" = 23514
+check "a usage transfer id that is not its request's is checked too (23514)" \
+    test "$(sqlstate "$(utr "'usage:q 1'" "'q1'")")" = 23514
+check "a usage transfer of a request id with a control character is refused (23514)" \
+    test "$(sqlstate "$(utr "E'usage:q\\t1'" "E'q\\t1'")")" = 23514
+check "a usage transfer id with a control character, not its request's, is refused (23514)" \
+    test "$(sqlstate "$(utr "E'usage:q\\t1'" "'q1'")")" = 23514
 
 # ---- the last credits: smaller chunks, p_min, nothing when empty ----
 rb_sql "SELECT count(*) FROM rb_grant('g-2', '$u2', 3000000, 'paid', NULL, NULL)" >/dev/null

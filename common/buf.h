@@ -9,6 +9,7 @@
 
 #include <stdarg.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 typedef struct st_rb_buf_t {
@@ -44,6 +45,29 @@ static inline void rb_copy_str(char *dst, size_t cap, const char *src)
     if (n > 0)
         memcpy(dst, src, n);
     dst[n] = '\0';
+}
+
+/* Room for any int64_t in decimal: "-9223372036854775808" and a NUL. */
+#define RB_INT64_STR_MAX 21
+
+/** Writes v in decimal, NUL-terminated, at dst (RB_INT64_STR_MAX bytes); returns the length. In
+ * place of snprintf(dst, cap, "%" PRId64, v) on the request path. */
+static inline size_t rb_fmt_int64(char *dst, int64_t v)
+{
+    char tmp[RB_INT64_STR_MAX], *p = tmp + sizeof(tmp);
+    uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t n;
+
+    do {
+        *--p = (char)('0' + mag % 10);
+        mag /= 10;
+    } while (mag != 0);
+    if (v < 0)
+        *--p = '-';
+    n = (size_t)(tmp + sizeof(tmp) - p);
+    memcpy(dst, p, n);
+    dst[n] = '\0';
+    return n;
 }
 
 #endif

@@ -422,7 +422,7 @@ int gw_adapter_is_injected_usage_chunk(const char *data, size_t len)
 rb_err_t gw_adapter_add_cost_doc(const rb_json_t *doc, const char *json, size_t len,
                                  int64_t cost_micro, rb_buf_t *out)
 {
-    char credits[32], text[96];
+    char credits[GW_PRICING_CREDITS_STR_MAX], micro[RB_INT64_STR_MAX];
     size_t start = 0, end = 0;
     int usage, k;
 
@@ -435,11 +435,16 @@ rb_err_t gw_adapter_add_cost_doc(const rb_json_t *doc, const char *json, size_t 
     RB_ASSERT(rb_json_span(doc, usage, &start, &end) == 0 && end <= len && json[end - 1] == '}');
     k = gw_pricing_format_credits(cost_micro, credits, sizeof(credits));
     RB_ASSERT(k > 0);
-    k = snprintf(text, sizeof(text), "%s\"cost_micro\":%lld,\"cost_credits\":\"%s\"",
-                 rb_json_count(doc, usage) > 0 ? "," : "", (long long)cost_micro, credits);
-    RB_ASSERT(k > 0 && (size_t)k < sizeof(text));
-    if (rb_buf_append(out, json, end - 1) != 0 || rb_buf_append(out, text, (size_t)k) != 0 ||
-        rb_buf_append(out, json + end - 1, len - (end - 1)) != 0)
+    /* the usage object up to its '}', then [,]"cost_micro":N,"cost_credits":"C" and the rest */
+    rb_buf_append(out, json, end - 1);
+    if (rb_json_count(doc, usage) > 0)
+        rb_buf_append(out, ",", 1);
+    rb_buf_puts(out, "\"cost_micro\":");
+    rb_buf_append(out, micro, rb_fmt_int64(micro, cost_micro));
+    rb_buf_puts(out, ",\"cost_credits\":\"");
+    rb_buf_append(out, credits, (size_t)k);
+    rb_buf_append(out, "\"", 1);
+    if (rb_buf_append(out, json + end - 1, len - (end - 1)) != 0 || out->overflow)
         return RB_ERR_LIMIT;
     return RB_OK;
 }

@@ -753,7 +753,8 @@ static void respond_buffered(gw_call_t *c)
     rb_buf_t out;
     rb_json_t *doc = NULL;
     int64_t cost = 0;
-    char num[GW_PRICING_CREDITS_STR_MAX];
+    char num[GW_PRICING_CREDITS_STR_MAX]; /* the cost in micro-credits or in credits */
+    _Static_assert(GW_PRICING_CREDITS_STR_MAX >= RB_INT64_STR_MAX, "num holds an int64_t");
 
     if (c->overflow || c->result != RB_OK || !c->headers_done) {
         respond_upstream_failure(c);
@@ -775,7 +776,7 @@ static void respond_buffered(gw_call_t *c)
             gw_price_t p = model_price(c->model);
             gw_pricing_cost(&p, &u, &cost);
         }
-        snprintf(num, sizeof(num), "%" PRId64, cost);
+        rb_fmt_int64(num, cost);
         rb_http_add_header(req, "x-rigbox-cost-micro", num);
         gw_pricing_format_credits(cost, num, sizeof(num));
         rb_http_add_header(req, "x-rigbox-cost-credits", num);
@@ -896,8 +897,10 @@ static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
         char bearer[GW_PROXY_UP_HEADER_MAX];
         if (key_len + 8 > sizeof(bearer))
             return -1;
-        snprintf(bearer, sizeof(bearer), "Bearer %.*s", (int)key_len, key);
-        if (add_up_header(c, "Authorization", bearer, strlen(bearer)) != 0)
+        key_len = strnlen(key, key_len); /* as "%.*s" would */
+        memcpy(bearer, "Bearer ", 7);
+        memcpy(bearer + 7, key, key_len);
+        if (add_up_header(c, "Authorization", bearer, 7 + key_len) != 0)
             return -1;
         explicit_bzero(bearer, sizeof(bearer));
         /* an organization or project only means something with the caller's own key */
@@ -1124,7 +1127,7 @@ static void call_forward(gw_call_t *c)
     rb_json_limits_t jl = {(unsigned)lim->json_depth_max, (unsigned)lim->json_tokens_max};
     char msg[GW_ADAPTER_ERRMSG_MAX];
     const char *key = NULL;
-    size_t key_len = 0;
+    size_t key_len = 0, n;
     int64_t cap;
     int force_usage;
 
@@ -1151,8 +1154,9 @@ static void call_forward(gw_call_t *c)
         return;
     }
     c->url = c->up_mem + c->up_used;
-    snprintf(c->up_mem + c->up_used, GW_PROXY_URL_MAX, "%s%s", c->model->provider->base_url,
-             route_path(c->route));
+    rb_copy_str(c->up_mem + c->up_used, GW_PROXY_URL_MAX, c->model->provider->base_url);
+    n = strlen(c->url);
+    rb_copy_str(c->up_mem + c->up_used + n, GW_PROXY_URL_MAX - n, route_path(c->route));
     c->up_used += strlen(c->url) + 1;
     call_limits(c);
 }

@@ -56,8 +56,6 @@ static void sleep_ms(int ms)
 
 /* Appends a string literal (only a literal: "" lit "" refuses anything else at compile time). */
 #define PUT_LIT(out, lit) rb_buf_append((out), "" lit "", sizeof(lit) - 1)
-/* Room for the decimal digits of an int64_t, sign included. */
-#define GW_RECORDER_NUM_MAX 24
 
 /* A COPY text field: \N for NULL and "", else the escaped text; then the separator sep. */
 static void put_str(rb_buf_t *out, const char *v, char sep)
@@ -72,17 +70,11 @@ static void put_str(rb_buf_t *out, const char *v, char sep)
 /* A decimal integer, then the separator sep. */
 static void put_int(rb_buf_t *out, int64_t v, char sep)
 {
-    char num[GW_RECORDER_NUM_MAX], *p = num + sizeof(num);
-    uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    char num[RB_INT64_STR_MAX + 1];
+    size_t n = rb_fmt_int64(num, v);
 
-    *--p = sep;
-    do {
-        *--p = (char)('0' + mag % 10);
-        mag /= 10;
-    } while (mag != 0);
-    if (v < 0)
-        *--p = '-';
-    rb_buf_append(out, p, (size_t)(num + sizeof(num) - p));
+    num[n] = sep;
+    rb_buf_append(out, num, n + 1);
 }
 
 /* n decimal digits of v at p (zero-padded). */

@@ -1,8 +1,11 @@
 /*
- * Tests for common/buf.c: appends, printf, the len_max overflow flag, consume and cstr.
+ * Tests for common/buf.c: appends, printf, the len_max overflow flag, consume and cstr; and for
+ * buf.h's inline helpers against the snprintf they replace.
  */
 #include "common/buf.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "test.h"
@@ -82,4 +85,48 @@ static void test_consume(void)
     rb_buf_free(&b);
 }
 
-TEST_MAIN(test_append_grow, test_puts_printf_cstr, test_len_max, test_consume)
+/* rb_fmt_int64 writes what snprintf("%" PRId64) writes, at both ends of the range and around
+ * every power of ten. */
+static void test_fmt_int64(void)
+{
+    int64_t vs[64 * 3 + 4];
+    size_t n = 0;
+    char got[RB_INT64_STR_MAX], want[32];
+
+    vs[n++] = 0;
+    vs[n++] = INT64_MAX;
+    vs[n++] = INT64_MIN;
+    vs[n++] = INT64_MIN + 1;
+    for (int64_t p = 1; p <= INT64_MAX / 10; p *= 10) {
+        vs[n++] = p - 1;
+        vs[n++] = p;
+        vs[n++] = -p;
+    }
+    for (size_t i = 0; i < n; i++) {
+        memset(got, 'x', sizeof(got));
+        snprintf(want, sizeof(want), "%" PRId64, vs[i]);
+        CHECK_INT_EQ(rb_fmt_int64(got, vs[i]), strlen(want));
+        CHECK_STR_EQ(got, want);
+    }
+    CHECK_INT_EQ(rb_fmt_int64(got, INT64_MIN), RB_INT64_STR_MAX - 1); /* the longest fits */
+}
+
+/* rb_copy_str copies what snprintf("%s") copies, cut to the room there is. */
+static void test_copy_str(void)
+{
+    char got[8], want[8];
+    const char *srcs[] = {"", "a", "1234567", "12345678", "123456789abc"};
+
+    for (size_t i = 0; i < sizeof(srcs) / sizeof(srcs[0]); i++)
+        for (size_t cap = 1; cap <= sizeof(got); cap++) {
+            memset(got, 'x', sizeof(got));
+            snprintf(want, cap, "%s", srcs[i]);
+            rb_copy_str(got, cap, srcs[i]);
+            CHECK_STR_EQ(got, want);
+        }
+    rb_copy_str(got, sizeof(got), NULL);
+    CHECK_STR_EQ(got, "");
+}
+
+TEST_MAIN(test_append_grow, test_puts_printf_cstr, test_len_max, test_consume, test_fmt_int64,
+          test_copy_str)

@@ -323,6 +323,14 @@ static void test_add_cost(void)
         CHECK_STR_EQ(rb_buf_cstr(&out), cases[i].want);
         rb_buf_free(&out);
     }
+    /* an output buffer too small for any part of the result: a limit error, never a cut body */
+    for (size_t cap = 1; cap < strlen(cases[0].want); cap += 7) {
+        rb_buf_t out;
+        rb_buf_init(&out, cap);
+        CHECK_INT_EQ(gw_adapter_add_cost(cases[0].in, strlen(cases[0].in), cases[0].cost, &out),
+                     RB_ERR_LIMIT);
+        rb_buf_free(&out);
+    }
 }
 
 static void test_routes(void)

@@ -69,40 +69,69 @@ static int hex_val(char c)
     return -1;
 }
 
+/* SWAR: 8 bytes of a string at a time. Nonzero when a byte of v is below n (n <= 0x80); the lowest
+ * flagged byte is the first such byte (a borrow can only flag bytes above it). */
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "scan_string reads 8 bytes as a word");
+static uint64_t swar_below(uint64_t v, uint8_t n)
+{
+    return (v - 0x0101010101010101ull * n) & ~v & 0x8080808080808080ull;
+}
+
+/* Nonzero when a byte of v equals b. */
+static uint64_t swar_has(uint64_t v, uint8_t b)
+{
+    return swar_below(v ^ (0x0101010101010101ull * b), 1);
+}
+
 /* p is at the opening quote. Returns the byte after the closing quote, or NULL. Escapes are checked
  * lexically here; surrogate pairing is checked when the string is unescaped. */
 static const char *scan_string(const char *p, const char *end)
 {
     RB_ASSERT(p < end && *p == '"');
-    for (p++; p < end; p++) {
-        unsigned char c = (unsigned char)*p;
+    p++;
+    while (p < end) {
+        unsigned char c;
+        uint64_t v;
+
+        if (end - p >= 8) { /* to the first quote, backslash or control in the next 8 bytes */
+            uint64_t m;
+            memcpy(&v, p, 8);
+            m = swar_below(v, 0x20) | swar_has(v, '"') | swar_has(v, '\\');
+            if (m == 0) {
+                p += 8;
+                continue;
+            }
+            p += __builtin_ctzll(m) / 8; /* little-endian: the lowest flagged byte comes first */
+        }
+        c = (unsigned char)*p;
         if (c == '"')
             return p + 1;
         if (c < 0x20) /* RFC 8259: control characters must be escaped */
             return NULL;
-        if (c != '\\')
-            continue;
-        if (++p == end)
-            return NULL;
-        switch (*p) {
-        case '"':
-        case '\\':
-        case '/':
-        case 'b':
-        case 'f':
-        case 'n':
-        case 'r':
-        case 't':
-            break;
-        case 'u':
-            if (end - p < 5 || hex_val(p[1]) < 0 || hex_val(p[2]) < 0 || hex_val(p[3]) < 0 ||
-                hex_val(p[4]) < 0)
+        if (c == '\\') {
+            if (++p == end)
                 return NULL;
-            p += 4;
-            break;
-        default:
-            return NULL;
+            switch (*p) {
+            case '"':
+            case '\\':
+            case '/':
+            case 'b':
+            case 'f':
+            case 'n':
+            case 'r':
+            case 't':
+                break;
+            case 'u':
+                if (end - p < 5 || hex_val(p[1]) < 0 || hex_val(p[2]) < 0 || hex_val(p[3]) < 0 ||
+                    hex_val(p[4]) < 0)
+                    return NULL;
+                p += 4;
+                break;
+            default:
+                return NULL;
+            }
         }
+        p++;
     }
     return NULL;
 }

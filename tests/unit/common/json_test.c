@@ -731,7 +731,38 @@ static void test_raw_span(void)
     rb_json_free(doc);
 }
 
+/* Strings are scanned 8 bytes at a time: every byte value at every position of strings of every
+ * length up to 24 is accepted or refused as the byte-by-byte rule says (refused: a control
+ * character, a quote ending the string early, a backslash starting a bad escape), and an escape
+ * across each position is accepted. */
+static void test_string_bytes(void)
+{
+    char doc[64];
+
+    for (size_t len = 1; len <= 24; len++)
+        for (size_t k = 0; k < len; k++) {
+            for (int b = 1; b < 256; b++) {
+                rb_json_t *d = NULL;
+                int ok = b >= 0x20 && b != '"' && b != '\\';
+                doc[0] = '[';
+                doc[1] = '"';
+                memset(doc + 2, 'a', len);
+                doc[2 + k] = (char)b;
+                memcpy(doc + 2 + len, "\"]", 2);
+                CHECK_INT_EQ(rb_json_parse(doc, len + 4, NULL, &d), ok ? RB_OK : RB_ERR_PARSE);
+                rb_json_free(d);
+            }
+            if (k + 1 < len) {
+                rb_json_t *d = NULL;
+                doc[2 + k] = '\\';
+                doc[3 + k] = 'n';
+                CHECK_INT_EQ(rb_json_parse(doc, len + 4, NULL, &d), RB_OK);
+                rb_json_free(d);
+            }
+        }
+}
+
 TEST_MAIN(test_escapes, test_surrogate_errors, test_unicode_round_trip, test_writer_escaping,
           test_writer_structure, test_writer_misuse, test_depth_limit, test_token_limit,
           test_malformed, test_valid_edges, test_scalar_roots, test_types, test_paths,
-          test_iteration, test_str_buffers, test_raw_span)
+          test_iteration, test_str_buffers, test_raw_span, test_string_bytes)

@@ -91,10 +91,9 @@ static const char *scan_string(const char *p, const char *end)
     p++;
     while (p < end) {
         unsigned char c;
-        uint64_t v;
 
         if (end - p >= 8) { /* to the first quote, backslash or control in the next 8 bytes */
-            uint64_t m;
+            uint64_t v, m;
             memcpy(&v, p, 8);
             m = swar_below(v, 0x20) | swar_has(v, '"') | swar_has(v, '\\');
             if (m == 0) {

@@ -1127,7 +1127,7 @@ static void call_forward(gw_call_t *c)
     rb_json_limits_t jl = {(unsigned)lim->json_depth_max, (unsigned)lim->json_tokens_max};
     char msg[GW_ADAPTER_ERRMSG_MAX];
     const char *key = NULL;
-    size_t key_len = 0, n;
+    size_t key_len = 0, base_len;
     int64_t cap;
     int force_usage;
 
@@ -1155,8 +1155,9 @@ static void call_forward(gw_call_t *c)
     }
     c->url = c->up_mem + c->up_used;
     rb_copy_str(c->up_mem + c->up_used, GW_PROXY_URL_MAX, c->model->provider->base_url);
-    n = strlen(c->url);
-    rb_copy_str(c->up_mem + c->up_used + n, GW_PROXY_URL_MAX - n, route_path(c->route));
+    base_len = strlen(c->url);
+    rb_copy_str(c->up_mem + c->up_used + base_len, GW_PROXY_URL_MAX - base_len,
+                route_path(c->route));
     c->up_used += strlen(c->url) + 1;
     call_limits(c);
 }

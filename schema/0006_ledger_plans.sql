@@ -7,7 +7,9 @@
 --    a parameter, so the plan cache kept making a custom plan for it on every call (a custom plan
 --    folds the flag and drops one branch, so it always looked cheaper than the generic plan, and
 --    planning it cost ~12k per event). The function now runs with plan_cache_mode =
---    force_generic_plan: the flag is tested once per execution, as a one-time filter.
+--    force_generic_plan: the flag is tested once per execution, as a one-time filter. Like the
+--    function's other statements, the plan is remade when the writer drops its session's plans
+--    (DISCARD PLANS each time the rows it posted doubled, and every minute: gateway/db.c).
 -- 2. Usage transfers go in by a plain INSERT: the ON CONFLICT (id) DO NOTHING of schema/0003 probed
 --    credit_transfers_pkey for every row (~17k per event). A new batch's requests have no usage
 --    transfer (schema/0004: a usage row and its transfer are written together) unless the ledger

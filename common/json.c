@@ -44,12 +44,22 @@ typedef enum {
     SCAN_AFTER,          /* after a value: ',' or a closing bracket, or the end at depth 0 */
 } scan_state_t;
 
+/* A root member looked for while validating (rb_json_scan_member). */
+typedef struct {
+    const char *key;
+    size_t key_len;
+    enum { WANT_LOOKING, WANT_NEXT_VALUE, WANT_INSIDE, WANT_FOUND } state;
+    int escaped;             /* a root member name before it was written with escapes */
+    const char *start, *end; /* the value's span, once found */
+} scan_want_t;
+
 typedef struct {
     const char *p, *end;
     scan_state_t state;
     unsigned depth, depth_max;
     size_t tokens, tokens_max;
-    uint8_t *stack; /* bit d set: level d (1-based depth - 1) is an object */
+    uint8_t *stack;    /* bit d set: level d (1-based depth - 1) is an object */
+    scan_want_t *want; /* NULL: nothing looked for */
 } scan_t;
 
 static int is_ws(char c)
@@ -214,6 +224,10 @@ static rb_err_t scan_close(scan_t *s, int is_obj)
     s->depth--;
     s->p++;
     s->state = SCAN_AFTER;
+    if (s->want != NULL && s->want->state == WANT_INSIDE && s->depth == 1) {
+        s->want->end = s->p;
+        s->want->state = WANT_FOUND;
+    }
     return RB_OK;
 }
 
@@ -223,6 +237,10 @@ static rb_err_t scan_value(scan_t *s)
     const char *q;
     char c = *s->p;
 
+    if (s->want != NULL && s->want->state == WANT_NEXT_VALUE) {
+        s->want->start = s->p;
+        s->want->state = WANT_INSIDE;
+    }
     if (c == '{' || c == '[')
         return scan_open(s, c == '{');
     if (c == '"')
@@ -235,7 +253,24 @@ static rb_err_t scan_value(scan_t *s)
         return RB_ERR_PARSE;
     s->p = q;
     s->state = SCAN_AFTER;
+    if (s->want != NULL && s->want->state == WANT_INSIDE && s->depth == 1) {
+        s->want->end = q;
+        s->want->state = WANT_FOUND;
+    }
     return scan_count(s);
+}
+
+/* A member name of the root object (the string [k, q)) against the one looked for. */
+static void scan_want_key(scan_want_t *w, const char *k, const char *q)
+{
+    size_t n = (size_t)(q - k) - 2;
+
+    if (w->state != WANT_LOOKING)
+        return;
+    if (memchr(k + 1, '\\', n) != NULL)
+        w->escaped = 1;
+    else if (n == w->key_len && memcmp(k + 1, w->key, n) == 0)
+        w->state = WANT_NEXT_VALUE;
 }
 
 /* Consumes one significant character (and what it starts) according to the state. */
@@ -254,11 +289,15 @@ static rb_err_t scan_step(scan_t *s)
         if (c == '}')
             return scan_close(s, 1);
         /* fallthrough */
-    case SCAN_KEY:
+    case SCAN_KEY: {
+        const char *k = s->p;
         if (c != '"' || (s->p = scan_string(s->p, s->end)) == NULL)
             return RB_ERR_PARSE;
+        if (s->want != NULL && s->depth == 1)
+            scan_want_key(s->want, k, s->p);
         s->state = SCAN_COLON;
         return scan_count(s);
+    }
     case SCAN_COLON:
         if (c != ':')
             return RB_ERR_PARSE;
@@ -283,7 +322,7 @@ static rb_err_t scan_step(scan_t *s)
 /* Pass 1: validates text against RFC 8259 and counts jsmn's tokens (containers, keys, strings,
  * numbers and literals) without recursion. */
 static rb_err_t scan_doc(const char *text, size_t len, unsigned depth_max, size_t tokens_max,
-                         size_t *tokens_out)
+                         scan_want_t *want, size_t *tokens_out)
 {
     uint8_t local[JSON_STACK_BITS_LOCAL / 8];
     scan_t s = {.p = text,
@@ -291,7 +330,8 @@ static rb_err_t scan_doc(const char *text, size_t len, unsigned depth_max, size_
                 .state = SCAN_VALUE,
                 .depth_max = depth_max,
                 .tokens_max = tokens_max,
-                .stack = local};
+                .stack = local,
+                .want = want};
     rb_err_t err = RB_OK;
 
     /* depth never exceeds len, so the stack needs at most min(depth_max, len) bits */
@@ -378,7 +418,7 @@ rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *lim
         tokens_max = limits->tokens_max;
     if (len > JSON_TEXT_LEN_MAX)
         return RB_ERR_LIMIT;
-    if ((err = scan_doc(text, len, depth_max, tokens_max, &ntok)) != RB_OK)
+    if ((err = scan_doc(text, len, depth_max, tokens_max, NULL, &ntok)) != RB_OK)
         return err;
     RB_ASSERT(ntok >= 1 && ntok <= tokens_max && ntok <= len);
 
@@ -392,6 +432,32 @@ rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *lim
         RB_UNREACHABLE(); /* the validator accepted the text, so jsmn must agree on the count */
     link_subtrees(doc);
     *out = doc;
+    return RB_OK;
+}
+
+rb_err_t rb_json_scan_member(const char *text, size_t len, const rb_json_limits_t *limits,
+                             const char *key, size_t *start, size_t *end)
+{
+    unsigned depth_max = RB_JSON_DEPTH_MAX_DEFAULT, tokens_max = RB_JSON_TOKENS_MAX_DEFAULT;
+    scan_want_t want = {.key = key, .key_len = strlen(key)};
+    size_t ntok = 0;
+    rb_err_t err;
+
+    RB_ASSERT(key != NULL && start != NULL && end != NULL && (text != NULL || len == 0));
+    if (limits != NULL && limits->depth_max != 0)
+        depth_max = limits->depth_max;
+    if (limits != NULL && limits->tokens_max != 0)
+        tokens_max = limits->tokens_max;
+    if (len > JSON_TEXT_LEN_MAX)
+        return RB_ERR_LIMIT;
+    if ((err = scan_doc(text, len, depth_max, tokens_max, &want, &ntok)) != RB_OK)
+        return err;
+    if (want.escaped)
+        return RB_ERR_INVAL;
+    if (want.state != WANT_FOUND)
+        return RB_ERR_NOTFOUND;
+    *start = (size_t)(want.start - text);
+    *end = (size_t)(want.end - text);
     return RB_OK;
 }
 

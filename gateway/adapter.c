@@ -419,12 +419,33 @@ int gw_adapter_is_injected_usage_chunk(const char *data, size_t len)
     return yes;
 }
 
+rb_err_t gw_adapter_add_cost_at(const char *json, size_t len, size_t usage_end, int usage_empty,
+                                int64_t cost_micro, rb_buf_t *out)
+{
+    char credits[GW_PRICING_CREDITS_STR_MAX], micro[RB_INT64_STR_MAX];
+    int k = gw_pricing_format_credits(cost_micro, credits, sizeof(credits));
+
+    RB_ASSERT(k > 0 && json != NULL && usage_end > 0 && usage_end <= len &&
+              json[usage_end - 1] == '}' && out != NULL);
+    /* the usage object up to its '}', then [,]"cost_micro":N,"cost_credits":"C" and the rest */
+    rb_buf_append(out, json, usage_end - 1);
+    if (!usage_empty)
+        rb_buf_append(out, ",", 1);
+    rb_buf_puts(out, "\"cost_micro\":");
+    rb_buf_append(out, micro, rb_fmt_int64(micro, cost_micro));
+    rb_buf_puts(out, ",\"cost_credits\":\"");
+    rb_buf_append(out, credits, (size_t)k);
+    rb_buf_append(out, "\"", 1);
+    if (rb_buf_append(out, json + usage_end - 1, len - (usage_end - 1)) != 0 || out->overflow)
+        return RB_ERR_LIMIT;
+    return RB_OK;
+}
+
 rb_err_t gw_adapter_add_cost_doc(const rb_json_t *doc, const char *json, size_t len,
                                  int64_t cost_micro, rb_buf_t *out)
 {
-    char credits[GW_PRICING_CREDITS_STR_MAX], micro[RB_INT64_STR_MAX];
     size_t start = 0, end = 0;
-    int usage, k;
+    int usage;
 
     RB_ASSERT(doc != NULL && (json != NULL || len == 0) && out != NULL);
     usage = rb_json_member(doc, 0, "usage");
@@ -432,21 +453,8 @@ rb_err_t gw_adapter_add_cost_doc(const rb_json_t *doc, const char *json, size_t 
         usage = rb_json_find(doc, 0, "response.usage");
     if (rb_json_type(doc, usage) != RB_JSON_OBJECT)
         return RB_ERR_NOTFOUND;
-    RB_ASSERT(rb_json_span(doc, usage, &start, &end) == 0 && end <= len && json[end - 1] == '}');
-    k = gw_pricing_format_credits(cost_micro, credits, sizeof(credits));
-    RB_ASSERT(k > 0);
-    /* the usage object up to its '}', then [,]"cost_micro":N,"cost_credits":"C" and the rest */
-    rb_buf_append(out, json, end - 1);
-    if (rb_json_count(doc, usage) > 0)
-        rb_buf_append(out, ",", 1);
-    rb_buf_puts(out, "\"cost_micro\":");
-    rb_buf_append(out, micro, rb_fmt_int64(micro, cost_micro));
-    rb_buf_puts(out, ",\"cost_credits\":\"");
-    rb_buf_append(out, credits, (size_t)k);
-    rb_buf_append(out, "\"", 1);
-    if (rb_buf_append(out, json + end - 1, len - (end - 1)) != 0 || out->overflow)
-        return RB_ERR_LIMIT;
-    return RB_OK;
+    RB_ASSERT(rb_json_span(doc, usage, &start, &end) == 0 && end <= len);
+    return gw_adapter_add_cost_at(json, len, end, rb_json_count(doc, usage) == 0, cost_micro, out);
 }
 
 rb_err_t gw_adapter_add_cost(const char *json, size_t len, int64_t cost_micro, rb_buf_t *out)

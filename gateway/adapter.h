@@ -122,5 +122,9 @@ rb_err_t gw_adapter_add_cost(const char *json, size_t len, int64_t cost_micro, r
  *  exactly json[0, len)): same results, RB_ERR_PARSE excepted. */
 rb_err_t gw_adapter_add_cost_doc(const rb_json_t *doc, const char *json, size_t len,
                                  int64_t cost_micro, rb_buf_t *out);
+/** The splice itself, for a usage object whose closing brace is json[usage_end - 1] (usage_empty:
+ *  it has no members): RB_OK, or RB_ERR_LIMIT when out is full. */
+rb_err_t gw_adapter_add_cost_at(const char *json, size_t len, size_t usage_end, int usage_empty,
+                                int64_t cost_micro, rb_buf_t *out);
 
 #endif

@@ -746,12 +746,39 @@ static void respond_upstream_failure(gw_call_t *c)
 }
 
 /* The whole answer is in c->body: pass it on, with the cost when it succeeded. */
+/* Reads the usage of a non-streamed body into c->usage (once) and says where its cost goes: *udoc
+ * is the body's root usage object parsed alone (the body is validated whole by rb_json_scan_member,
+ * only that span is tokenized), its closing brace at body[*uend - 1]; *doc the whole body parsed,
+ * when it has no plain root usage object. Both NULL: the body is not JSON (it goes as it is). */
+static void body_usage(gw_call_t *c, rb_json_t **udoc, size_t *uend, rb_json_t **doc)
+{
+    const char *b = c->body.base;
+    size_t len = c->body.len, start = 0;
+    rb_err_t e;
+
+    *udoc = *doc = NULL;
+    if (c->sse_on || len == 0)
+        return;
+    e = rb_json_scan_member(b, len, NULL, "usage", &start, uend);
+    if (e == RB_OK && b[start] == '{' &&
+        rb_json_parse(b + start, *uend - start, NULL, udoc) == RB_OK) {
+        if (!c->usage_done)
+            gw_usage_from_value((gw_route_t)c->route, *udoc, 0, &c->usage);
+    } else if (e == RB_ERR_PARSE || e == RB_ERR_LIMIT ||
+               rb_json_parse(b, len, NULL, doc) != RB_OK) {
+        return;
+    } else if (!c->usage_done) {
+        gw_usage_from_doc((gw_route_t)c->route, *doc, &c->usage);
+    }
+    c->usage_done = 1;
+}
+
 static void respond_buffered(gw_call_t *c)
 {
     h2o_req_t *req = c->req;
     const char *ctype;
     rb_buf_t out;
-    rb_json_t *doc = NULL;
+    rb_json_t *doc = NULL, *udoc = NULL;
     int64_t cost = 0;
     char num[GW_PRICING_CREDITS_STR_MAX]; /* the cost in micro-credits or in credits */
     _Static_assert(GW_PRICING_CREDITS_STR_MAX >= RB_INT64_STR_MAX, "num holds an int64_t");
@@ -765,12 +792,9 @@ static void respond_buffered(gw_call_t *c)
     rb_buf_init(&out, 0);
     if (c->up_status / 100 == 2) {
         gw_usage_t u;
-        /* one parse serves the usage and the cost splice */
-        if (!c->sse_on && c->body.len > 0 &&
-            rb_json_parse(c->body.base, c->body.len, NULL, &doc) == RB_OK && !c->usage_done) {
-            c->usage_done = 1;
-            gw_usage_from_doc((gw_route_t)c->route, doc, &c->usage);
-        }
+        size_t uend = 0;
+        rb_err_t err;
+        body_usage(c, &udoc, &uend, &doc);
         call_usage(c, &u);
         if (c->model->priced) {
             gw_price_t p = model_price(c->model);
@@ -780,8 +804,14 @@ static void respond_buffered(gw_call_t *c)
         rb_http_add_header(req, "x-rigbox-cost-micro", num);
         gw_pricing_format_credits(cost, num, sizeof(num));
         rb_http_add_header(req, "x-rigbox-cost-credits", num);
-        if (doc == NULL ||
-            gw_adapter_add_cost_doc(doc, c->body.base, c->body.len, cost, &out) != RB_OK)
+        if (udoc != NULL)
+            err = gw_adapter_add_cost_at(c->body.base, c->body.len, uend,
+                                         rb_json_count(udoc, 0) == 0, cost, &out);
+        else if (doc != NULL)
+            err = gw_adapter_add_cost_doc(doc, c->body.base, c->body.len, cost, &out);
+        else
+            err = RB_ERR_NOTFOUND;
+        if (err != RB_OK)
             out.len = 0;
         c->status = "ok";
     } else {
@@ -796,6 +826,7 @@ static void respond_buffered(gw_call_t *c)
                  out.len > 0 ? out.base : (c->body.base != NULL ? c->body.base : ""),
                  out.len > 0 ? out.len : c->body.len);
     rb_buf_free(&out);
+    rb_json_free(udoc);
     rb_json_free(doc);
 }
 

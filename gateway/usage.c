@@ -171,7 +171,7 @@ static rb_err_t usage_read(gw_route_t route, const rb_json_t *doc, int v, gw_usa
     }
 }
 
-rb_err_t gw_usage_from_doc(gw_route_t route, const rb_json_t *doc, gw_usage_t *u)
+rb_err_t gw_usage_from_value(gw_route_t route, const rb_json_t *doc, int v, gw_usage_t *u)
 {
     rb_err_t err;
 
@@ -179,10 +179,16 @@ rb_err_t gw_usage_from_doc(gw_route_t route, const rb_json_t *doc, gw_usage_t *u
     *u = (gw_usage_t){0};
     if (route == GW_ROUTE_COUNT_TOKENS)
         return RB_ERR_NOTFOUND;
-    err = usage_read(route, doc, rb_json_member(doc, 0, "usage"), u);
+    err = usage_read(route, doc, v, u);
     if (err == RB_OK || err == RB_ERR_PARSE)
         u->terminal = 1;
     return err;
+}
+
+rb_err_t gw_usage_from_doc(gw_route_t route, const rb_json_t *doc, gw_usage_t *u)
+{
+    RB_ASSERT(doc != NULL);
+    return gw_usage_from_value(route, doc, rb_json_member(doc, 0, "usage"), u);
 }
 
 rb_err_t gw_usage_from_body(gw_route_t route, const char *body, size_t len,

@@ -90,6 +90,9 @@ rb_err_t gw_usage_from_body(gw_route_t route, const char *body, size_t len,
 /** gw_usage_from_body on a document the caller already parsed (borrowed): RB_OK or
  *  RB_ERR_NOTFOUND, RB_ERR_PARSE (a usage object of the wrong shape). */
 rb_err_t gw_usage_from_doc(gw_route_t route, const rb_json_t *doc, gw_usage_t *u);
+/** gw_usage_from_doc given the body's usage value v of doc (doc may be the parse of that value
+ *  alone, v = 0). */
+rb_err_t gw_usage_from_value(gw_route_t route, const rb_json_t *doc, int v, gw_usage_t *u);
 
 /** Starts observing a stream of route; limits may be NULL (defaults). */
 void gw_usage_observer_init(gw_usage_observer_t *obs, gw_route_t route,

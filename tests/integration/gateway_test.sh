@@ -156,6 +156,9 @@ st=$(post /v1/completions $TOK '{"model":"t-chat","prompt":"hello there"}')
 check "completions: 200 with cost" test "$st:$(jq '.usage.cost_micro > 0' "$RB_TMP/out")" = 200:true
 st=$(post /v1/completions $TOK '{"model":"t-chat","prompt":"hello there","stream":true}')
 check "completions stream: no usage chunk, [DONE]" bash -c "grep -q '\[DONE\]' '$RB_TMP/out' && ! grep -q '\"choices\":\[\]' '$RB_TMP/out'"
+st=$(post /v1/chat/completions $TOK '{"model":"t-chat","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: no-usage')
+check "chat without usage: 200, no usage added to the body, the row estimated" \
+    test "$st:$(jq -c .usage "$RB_TMP/out"):$(row "$(rid)" "usage_source")" = "200:null:estimate"
 st=$(post /v1/responses $TOK '{"model":"t-chat","input":"hello there"}')
 check "responses: 200 with cost" test "$st:$(jq '.usage.cost_micro > 0' "$RB_TMP/out")" = 200:true
 st=$(post /v1/responses $TOK '{"model":"t-chat","input":"hello there","stream":true}')

@@ -469,6 +469,8 @@ static void test_malformed(void)
             fprintf(stderr, "bad[%zu] \"%s\": %s\n", i, bad[i].text, rb_err_name(err));
         CHECK_INT_EQ(err, RB_ERR_PARSE);
         CHECK(doc == NULL);
+        size_t s0, s1; /* rb_json_scan_member validates as rb_json_parse does */
+        CHECK_INT_EQ(rb_json_scan_member(bad[i].text, len, NULL, "a", &s0, &s1), RB_ERR_PARSE);
     }
     CHECK(sizeof(bad) / sizeof(bad[0]) >= 30);
 }
@@ -762,7 +764,60 @@ static void test_string_bytes(void)
         }
 }
 
+/* rb_json_scan_member finds what a parse finds: the span of rb_json_member(doc, 0, key) (the
+ * first member of that name, of any type), nothing below the root or in a root array, and refuses
+ * to guess when a root member name is escaped; its limits are rb_json_parse's. */
+static void test_scan_member(void)
+{
+    static const char *const docs[] = {
+        "{\"usage\":{\"a\":1}}",
+        "{\"id\":\"x\",\"usage\":{},\"z\":[1,{\"usage\":2}]}",
+        " { \"usage\" : [ 1 , { } ] } ",
+        "{\"usage\":null}",
+        "{\"usage\":\"a\\\"}\"}",
+        "{\"usage\":-1.5e3,\"usage\":{}}",
+        "{\"x\":{\"usage\":1}}",
+        "[{\"usage\":1}]",
+        "\"usage\"",
+        "{}",
+        "{\"usag\":1,\"usagee\":2,\"usage\":true}",
+        "{\"usage\":{\"b\":{\"c\":[[]]}},\"d\":1}",
+    };
+    for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
+        size_t len = strlen(docs[i]), s0 = 0, s1 = 0, w0 = 0, w1 = 0;
+        rb_json_t *doc = NULL;
+        rb_err_t err = rb_json_scan_member(docs[i], len, NULL, "usage", &s0, &s1);
+        int v;
+
+        CHECK_INT_EQ(rb_json_parse(docs[i], len, NULL, &doc), RB_OK);
+        v = rb_json_type(doc, 0) == RB_JSON_OBJECT ? rb_json_member(doc, 0, "usage") : -1;
+        if (v < 0) {
+            CHECK_INT_EQ(err, RB_ERR_NOTFOUND);
+        } else {
+            CHECK_INT_EQ(err, RB_OK);
+            CHECK_INT_EQ(rb_json_span(doc, v, &w0, &w1), 0);
+            CHECK_INT_EQ(s0, w0);
+            CHECK_INT_EQ(s1, w1);
+        }
+        rb_json_free(doc);
+    }
+    size_t s0, s1;
+#define SCAN(text, lim, key, a, b) rb_json_scan_member(text, strlen(text), lim, key, a, b)
+    /* an escaped name before the match (or without one) could be the key: the caller must parse */
+    CHECK_INT_EQ(SCAN("{\"us\\u0061ge\":1,\"usage\":2}", NULL, "usage", &s0, &s1), RB_ERR_INVAL);
+    CHECK_INT_EQ(SCAN("{\"a\\n\":1}", NULL, "usage", &s0, &s1), RB_ERR_INVAL);
+    /* after the match an escaped name changes nothing */
+    CHECK_INT_EQ(SCAN("{\"usage\":2,\"a\\n\":1}", NULL, "usage", &s0, &s1), RB_OK);
+    CHECK(s0 == 9 && s1 == 10);
+    /* the limits of the whole document apply */
+    rb_json_limits_t lim = {.depth_max = 2, .tokens_max = 0};
+    CHECK_INT_EQ(SCAN("{\"usage\":{\"a\":[1]}}", &lim, "usage", &s0, &s1), RB_ERR_LIMIT);
+    lim = (rb_json_limits_t){.depth_max = 0, .tokens_max = 4};
+    CHECK_INT_EQ(SCAN("{\"usage\":1,\"b\":2}", &lim, "usage", &s0, &s1), RB_ERR_LIMIT);
+#undef SCAN
+}
+
 TEST_MAIN(test_escapes, test_surrogate_errors, test_unicode_round_trip, test_writer_escaping,
           test_writer_structure, test_writer_misuse, test_depth_limit, test_token_limit,
           test_malformed, test_valid_edges, test_scalar_roots, test_types, test_paths,
-          test_iteration, test_str_buffers, test_raw_span, test_string_bytes)
+          test_iteration, test_str_buffers, test_raw_span, test_string_bytes, test_scan_member)

@@ -44,13 +44,14 @@ typedef enum {
     SCAN_AFTER,          /* after a value: ',' or a closing bracket, or the end at depth 0 */
 } scan_state_t;
 
-/* A root member looked for while validating (rb_json_scan_member). */
+/* A root member looked for while validating (rb_json_parse_member). */
 typedef struct {
     const char *key;
     size_t key_len;
     enum { WANT_LOOKING, WANT_NEXT_VALUE, WANT_INSIDE, WANT_FOUND } state;
     int escaped;             /* a root member name before it was written with escapes */
     const char *start, *end; /* the value's span, once found */
+    size_t tok0, tok1;       /* the token count before and after it */
 } scan_want_t;
 
 typedef struct {
@@ -226,6 +227,7 @@ static rb_err_t scan_close(scan_t *s, int is_obj)
     s->state = SCAN_AFTER;
     if (s->want != NULL && s->want->state == WANT_INSIDE && s->depth == 1) {
         s->want->end = s->p;
+        s->want->tok1 = s->tokens;
         s->want->state = WANT_FOUND;
     }
     return RB_OK;
@@ -239,6 +241,7 @@ static rb_err_t scan_value(scan_t *s)
 
     if (s->want != NULL && s->want->state == WANT_NEXT_VALUE) {
         s->want->start = s->p;
+        s->want->tok0 = s->tokens;
         s->want->state = WANT_INSIDE;
     }
     if (c == '{' || c == '[')
@@ -255,6 +258,7 @@ static rb_err_t scan_value(scan_t *s)
     s->state = SCAN_AFTER;
     if (s->want != NULL && s->want->state == WANT_INSIDE && s->depth == 1) {
         s->want->end = q;
+        s->want->tok1 = s->tokens + 1; /* this scalar included */
         s->want->state = WANT_FOUND;
     }
     return scan_count(s);
@@ -402,27 +406,31 @@ static int tokenize(rb_json_t *doc)
     return jsmn_parse(&p, doc->text, doc->len, doc->tok, (unsigned)doc->ntok);
 }
 
-rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *limits,
-                       rb_json_t **out)
+/* Validates text[0..len) (scan_doc with want, which may be NULL) under limits (NULL: defaults). */
+static rb_err_t validate(const char *text, size_t len, const rb_json_limits_t *limits,
+                         scan_want_t *want, size_t *ntok)
 {
     unsigned depth_max = RB_JSON_DEPTH_MAX_DEFAULT, tokens_max = RB_JSON_TOKENS_MAX_DEFAULT;
-    rb_json_t *doc = NULL;
-    size_t ntok = 0;
     rb_err_t err;
 
-    RB_ASSERT(out != NULL && (text != NULL || len == 0));
-    *out = NULL;
+    RB_ASSERT(text != NULL || len == 0);
     if (limits != NULL && limits->depth_max != 0)
         depth_max = limits->depth_max;
     if (limits != NULL && limits->tokens_max != 0)
         tokens_max = limits->tokens_max;
     if (len > JSON_TEXT_LEN_MAX)
         return RB_ERR_LIMIT;
-    if ((err = scan_doc(text, len, depth_max, tokens_max, NULL, &ntok)) != RB_OK)
+    if ((err = scan_doc(text, len, depth_max, tokens_max, want, ntok)) != RB_OK)
         return err;
-    RB_ASSERT(ntok >= 1 && ntok <= tokens_max && ntok <= len);
+    RB_ASSERT(*ntok >= 1 && *ntok <= tokens_max && *ntok <= len);
+    return RB_OK;
+}
 
-    doc = rb_malloc(sizeof(*doc) + ntok * (sizeof(jsmntok_t) + sizeof(int)));
+/* Tokenizes text[0..len), a JSON text of ntok tokens (validated). */
+static rb_json_t *doc_build(const char *text, size_t len, size_t ntok)
+{
+    rb_json_t *doc = rb_malloc(sizeof(*doc) + ntok * (sizeof(jsmntok_t) + sizeof(int)));
+
     doc->text = text;
     doc->len = len;
     doc->ntok = (int)ntok;
@@ -431,33 +439,42 @@ rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *lim
     if (tokenize(doc) != (int)ntok)
         RB_UNREACHABLE(); /* the validator accepted the text, so jsmn must agree on the count */
     link_subtrees(doc);
-    *out = doc;
+    return doc;
+}
+
+rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *limits,
+                       rb_json_t **out)
+{
+    size_t ntok = 0;
+    rb_err_t err;
+
+    RB_ASSERT(out != NULL);
+    *out = NULL;
+    if ((err = validate(text, len, limits, NULL, &ntok)) != RB_OK)
+        return err;
+    *out = doc_build(text, len, ntok);
     return RB_OK;
 }
 
-rb_err_t rb_json_scan_member(const char *text, size_t len, const rb_json_limits_t *limits,
-                             const char *key, size_t *start, size_t *end)
+rb_err_t rb_json_parse_member(const char *text, size_t len, const rb_json_limits_t *limits,
+                              const char *key, rb_json_t **out, size_t *start, size_t *end)
 {
-    unsigned depth_max = RB_JSON_DEPTH_MAX_DEFAULT, tokens_max = RB_JSON_TOKENS_MAX_DEFAULT;
     scan_want_t want = {.key = key, .key_len = strlen(key)};
     size_t ntok = 0;
     rb_err_t err;
 
-    RB_ASSERT(key != NULL && start != NULL && end != NULL && (text != NULL || len == 0));
-    if (limits != NULL && limits->depth_max != 0)
-        depth_max = limits->depth_max;
-    if (limits != NULL && limits->tokens_max != 0)
-        tokens_max = limits->tokens_max;
-    if (len > JSON_TEXT_LEN_MAX)
-        return RB_ERR_LIMIT;
-    if ((err = scan_doc(text, len, depth_max, tokens_max, &want, &ntok)) != RB_OK)
+    RB_ASSERT(out != NULL && start != NULL && end != NULL);
+    *out = NULL;
+    if ((err = validate(text, len, limits, &want, &ntok)) != RB_OK)
         return err;
     if (want.escaped)
         return RB_ERR_INVAL;
     if (want.state != WANT_FOUND)
         return RB_ERR_NOTFOUND;
+    /* a member's value is a JSON text of its own, its tokens counted while it was scanned */
     *start = (size_t)(want.start - text);
     *end = (size_t)(want.end - text);
+    *out = doc_build(want.start, *end - *start, want.tok1 - want.tok0);
     return RB_OK;
 }
 

@@ -57,14 +57,14 @@ rb_err_t rb_json_parse(const char *text, size_t len, const rb_json_limits_t *lim
                        rb_json_t **out);
 /** Frees the document (NULL is fine). */
 void rb_json_free(rb_json_t *doc);
-/** Validates text[0..len) as rb_json_parse does (same errors and limits) without tokenizing it,
- *  and finds the value of the root object's first member named key: RB_OK with its byte span
- *  [*start, *end) in text; RB_ERR_NOTFOUND when the root has no such member (or is not an
- *  object); RB_ERR_INVAL when a root member name up to it is written with escapes, which only a
- *  parse compares (rb_json_parse, then rb_json_member). For a document of which only one member
- *  is read: parse its span alone. */
-rb_err_t rb_json_scan_member(const char *text, size_t len, const rb_json_limits_t *limits,
-                             const char *key, size_t *start, size_t *end);
+/** Validates text[0..len) as rb_json_parse does (same errors and limits) but tokenizes only the
+ *  value of the root object's first member named key: RB_OK with *out its document (owned, free
+ *  with rb_json_free; it borrows text, its root is that value) and its byte span [*start, *end) in
+ *  text; RB_ERR_NOTFOUND when the root has no such member (or is not an object); RB_ERR_INVAL when
+ *  a root member name up to it is written with escapes, which only a whole parse compares
+ *  (rb_json_parse, then rb_json_member). For a large document of which one member is read. */
+rb_err_t rb_json_parse_member(const char *text, size_t len, const rb_json_limits_t *limits,
+                              const char *key, rb_json_t **out, size_t *start, size_t *end);
 
 /** Number of tokens (values and keys) in the document: valid indexes are 0 .. count-1. */
 size_t rb_json_tokens(const rb_json_t *doc);

@@ -747,9 +747,9 @@ static void respond_upstream_failure(gw_call_t *c)
 
 /* The whole answer is in c->body: pass it on, with the cost when it succeeded. */
 /* Reads the usage of a non-streamed body into c->usage (once) and says where its cost goes: *udoc
- * is the body's root usage object parsed alone (the body is validated whole by rb_json_scan_member,
- * only that span is tokenized), its closing brace at body[*uend - 1]; *doc the whole body parsed,
- * when it has no plain root usage object. Both NULL: the body is not JSON (it goes as it is). */
+ * is the body's root usage object, tokenized alone (rb_json_parse_member validates the whole body),
+ * its closing brace at body[*uend - 1]; *doc the whole body parsed, when it has no plain root usage
+ * object. Both NULL: the body is not JSON (it goes as it is). */
 static void body_usage(gw_call_t *c, rb_json_t **udoc, size_t *uend, rb_json_t **doc)
 {
     const char *b = c->body.base;
@@ -759,9 +759,12 @@ static void body_usage(gw_call_t *c, rb_json_t **udoc, size_t *uend, rb_json_t *
     *udoc = *doc = NULL;
     if (c->sse_on || len == 0)
         return;
-    e = rb_json_scan_member(b, len, NULL, "usage", &start, uend);
-    if (e == RB_OK && b[start] == '{' &&
-        rb_json_parse(b + start, *uend - start, NULL, udoc) == RB_OK) {
+    e = rb_json_parse_member(b, len, NULL, "usage", udoc, &start, uend);
+    if (e == RB_OK && b[start] != '{') { /* not an object: read as any other shape */
+        rb_json_free(*udoc);
+        *udoc = NULL;
+    }
+    if (*udoc != NULL) {
         if (!c->usage_done)
             gw_usage_from_value((gw_route_t)c->route, *udoc, 0, &c->usage);
     } else if (e == RB_ERR_PARSE || e == RB_ERR_LIMIT ||

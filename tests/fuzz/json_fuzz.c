@@ -132,26 +132,37 @@ static void probe(const rb_json_t *doc, int v, char *buf)
     }
 }
 
-/* rb_json_scan_member agrees with a parse: the same error, and for each of a few names the span of
- * rb_json_member(doc, 0, name) (or no member, or a refusal when a root name is escaped). */
-static void scan_member_agrees(const char *text, size_t size, const rb_json_limits_t *lim,
-                               rb_err_t parsed, const rb_json_t *doc)
+/* rb_json_parse_member agrees with a parse: the same error, and for each of a few names the span
+ * and the tokens of rb_json_member(doc, 0, name) (or no member, or a refusal when a root name is
+ * escaped). */
+static void parse_member_agrees(const char *text, size_t size, const rb_json_limits_t *lim,
+                                rb_err_t parsed, const rb_json_t *doc)
 {
     static const char *const names[] = {"a", "usage", ""};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         size_t s0 = 0, s1 = 0, w0 = 0, w1 = 0;
-        rb_err_t err = rb_json_scan_member(text, size, lim, names[i], &s0, &s1);
-        int v;
+        rb_json_t *m = NULL, *again = NULL;
+        rb_err_t err = rb_json_parse_member(text, size, lim, names[i], &m, &s0, &s1);
+        int v, bad;
         if (parsed != RB_OK) {
-            if (err != parsed)
+            if (err != parsed || m != NULL)
                 abort();
             continue;
         }
         if (err == RB_ERR_INVAL) /* an escaped root name: only a parse can tell */
             continue;
         v = rb_json_type(doc, 0) == RB_JSON_OBJECT ? rb_json_member(doc, 0, names[i]) : -1;
-        if (v < 0 ? err != RB_ERR_NOTFOUND
-                  : err != RB_OK || rb_json_span(doc, v, &w0, &w1) != 0 || s0 != w0 || s1 != w1)
+        if (v < 0) {
+            bad = err != RB_ERR_NOTFOUND || m != NULL;
+        } else {
+            bad = err != RB_OK || rb_json_span(doc, v, &w0, &w1) != 0 || s0 != w0 || s1 != w1 ||
+                  rb_json_parse(text + s0, s1 - s0, NULL, &again) != RB_OK ||
+                  rb_json_tokens(m) != rb_json_tokens(again) ||
+                  rb_json_type(m, 0) != rb_json_type(doc, v);
+        }
+        rb_json_free(again);
+        rb_json_free(m);
+        if (bad)
             abort();
     }
 }
@@ -168,7 +179,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* raw bytes are also a string to sanitize */
     round_trip((const char *)data, size);
     err = rb_json_parse((const char *)data, size, &lim, &doc);
-    scan_member_agrees((const char *)data, size, &lim, err, doc);
+    parse_member_agrees((const char *)data, size, &lim, err, doc);
     if (err != RB_OK)
         return 0;
     buf = malloc(FUZZ_STR_MAX);

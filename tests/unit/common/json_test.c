@@ -469,8 +469,10 @@ static void test_malformed(void)
             fprintf(stderr, "bad[%zu] \"%s\": %s\n", i, bad[i].text, rb_err_name(err));
         CHECK_INT_EQ(err, RB_ERR_PARSE);
         CHECK(doc == NULL);
-        size_t s0, s1; /* rb_json_scan_member validates as rb_json_parse does */
-        CHECK_INT_EQ(rb_json_scan_member(bad[i].text, len, NULL, "a", &s0, &s1), RB_ERR_PARSE);
+        size_t s0, s1; /* rb_json_parse_member validates as rb_json_parse does */
+        CHECK_INT_EQ(rb_json_parse_member(bad[i].text, len, NULL, "a", &doc, &s0, &s1),
+                     RB_ERR_PARSE);
+        CHECK(doc == NULL);
     }
     CHECK(sizeof(bad) / sizeof(bad[0]) >= 30);
 }
@@ -764,10 +766,11 @@ static void test_string_bytes(void)
         }
 }
 
-/* rb_json_scan_member finds what a parse finds: the span of rb_json_member(doc, 0, key) (the
- * first member of that name, of any type), nothing below the root or in a root array, and refuses
- * to guess when a root member name is escaped; its limits are rb_json_parse's. */
-static void test_scan_member(void)
+/* rb_json_parse_member finds what a parse finds: the span of rb_json_member(doc, 0, key) (the first
+ * member of that name, of any type), nothing below the root or in a root array; the value's own
+ * document is the parse of that span (same tokens); it refuses to guess when a root member name is
+ * escaped; its limits are rb_json_parse's. */
+static void test_parse_member(void)
 {
     static const char *const docs[] = {
         "{\"usage\":{\"a\":1}}",
@@ -785,39 +788,47 @@ static void test_scan_member(void)
     };
     for (size_t i = 0; i < sizeof(docs) / sizeof(docs[0]); i++) {
         size_t len = strlen(docs[i]), s0 = 0, s1 = 0, w0 = 0, w1 = 0;
-        rb_json_t *doc = NULL;
-        rb_err_t err = rb_json_scan_member(docs[i], len, NULL, "usage", &s0, &s1);
+        rb_json_t *doc = NULL, *m = NULL, *again = NULL;
+        rb_err_t err = rb_json_parse_member(docs[i], len, NULL, "usage", &m, &s0, &s1);
         int v;
 
         CHECK_INT_EQ(rb_json_parse(docs[i], len, NULL, &doc), RB_OK);
         v = rb_json_type(doc, 0) == RB_JSON_OBJECT ? rb_json_member(doc, 0, "usage") : -1;
         if (v < 0) {
             CHECK_INT_EQ(err, RB_ERR_NOTFOUND);
+            CHECK(m == NULL);
         } else {
             CHECK_INT_EQ(err, RB_OK);
             CHECK_INT_EQ(rb_json_span(doc, v, &w0, &w1), 0);
             CHECK_INT_EQ(s0, w0);
             CHECK_INT_EQ(s1, w1);
+            CHECK_INT_EQ(rb_json_type(m, 0), rb_json_type(doc, v));
+            CHECK_INT_EQ(rb_json_parse(docs[i] + s0, s1 - s0, NULL, &again), RB_OK);
+            CHECK_INT_EQ(rb_json_tokens(m), rb_json_tokens(again));
         }
+        rb_json_free(again);
+        rb_json_free(m);
         rb_json_free(doc);
     }
+    rb_json_t *m = NULL;
     size_t s0, s1;
-#define SCAN(text, lim, key, a, b) rb_json_scan_member(text, strlen(text), lim, key, a, b)
+#define PM(text, lim) rb_json_parse_member(text, strlen(text), lim, "usage", &m, &s0, &s1)
     /* an escaped name before the match (or without one) could be the key: the caller must parse */
-    CHECK_INT_EQ(SCAN("{\"us\\u0061ge\":1,\"usage\":2}", NULL, "usage", &s0, &s1), RB_ERR_INVAL);
-    CHECK_INT_EQ(SCAN("{\"a\\n\":1}", NULL, "usage", &s0, &s1), RB_ERR_INVAL);
+    CHECK_INT_EQ(PM("{\"us\\u0061ge\":1,\"usage\":2}", NULL), RB_ERR_INVAL);
+    CHECK_INT_EQ(PM("{\"a\\n\":1}", NULL), RB_ERR_INVAL);
     /* after the match an escaped name changes nothing */
-    CHECK_INT_EQ(SCAN("{\"usage\":2,\"a\\n\":1}", NULL, "usage", &s0, &s1), RB_OK);
-    CHECK(s0 == 9 && s1 == 10);
+    CHECK_INT_EQ(PM("{\"usage\":2,\"a\\n\":1}", NULL), RB_OK);
+    CHECK(s0 == 9 && s1 == 10 && rb_json_type(m, 0) == RB_JSON_NUMBER);
+    rb_json_free(m);
     /* the limits of the whole document apply */
     rb_json_limits_t lim = {.depth_max = 2, .tokens_max = 0};
-    CHECK_INT_EQ(SCAN("{\"usage\":{\"a\":[1]}}", &lim, "usage", &s0, &s1), RB_ERR_LIMIT);
+    CHECK_INT_EQ(PM("{\"usage\":{\"a\":[1]}}", &lim), RB_ERR_LIMIT);
     lim = (rb_json_limits_t){.depth_max = 0, .tokens_max = 4};
-    CHECK_INT_EQ(SCAN("{\"usage\":1,\"b\":2}", &lim, "usage", &s0, &s1), RB_ERR_LIMIT);
-#undef SCAN
+    CHECK_INT_EQ(PM("{\"usage\":1,\"b\":2}", &lim), RB_ERR_LIMIT);
+#undef PM
 }
 
 TEST_MAIN(test_escapes, test_surrogate_errors, test_unicode_round_trip, test_writer_escaping,
           test_writer_structure, test_writer_misuse, test_depth_limit, test_token_limit,
           test_malformed, test_valid_edges, test_scalar_roots, test_types, test_paths,
-          test_iteration, test_str_buffers, test_raw_span, test_string_bytes, test_scan_member)
+          test_iteration, test_str_buffers, test_raw_span, test_string_bytes, test_parse_member)

@@ -1165,6 +1165,12 @@ static void call_forward(gw_call_t *c)
     int64_t cap;
     int force_usage;
 
+    if (gw_recorder_backlogged(c->pw->proxy->rec)) { /* a call now might not be recorded */
+        rb_http_add_header(c->req, "retry-after", "1");
+        call_fail(c, 503, "ledger_backlog", "rejected",
+                  "usage is being recorded more slowly than calls arrive; retry shortly", NULL);
+        return;
+    }
     if (gw_adapter_inspect((gw_route_t)c->route, c->req->entity.base, c->req->entity.len, &jl,
                            &c->info, msg, sizeof(msg)) != RB_OK) {
         call_fail(c, 400, "invalid_request", "rejected", msg, c->info.err_param);

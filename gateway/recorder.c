@@ -29,7 +29,8 @@ struct st_gw_recorder_t {
     uint64_t read_off; /* committed up to here (the checkpoint) */
     uint64_t base;     /* bytes removed by rotations: seq = base + offset */
     uint64_t committed_seq;
-    size_t pending; /* records past the checkpoint */
+    size_t pending;   /* records past the checkpoint (written atomically, under mu) */
+    size_t admit_max; /* pending from which gw_recorder_backlogged says 1 */
     int stopping;
     rb_buf_t chunk; /* the writer thread's */
     char rejected_path[GW_RECORDER_PATH_MAX + 32];
@@ -180,7 +181,7 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
     }
     if (why == NULL) {
         r->size += line.len;
-        r->pending++;
+        __atomic_add_fetch(&r->pending, 1, __ATOMIC_RELAXED);
         if (seq_out != NULL)
             *seq_out = r->base + r->size;
         /* wake on the first record (or nothing is written until a batch fills) and a full batch */
@@ -202,6 +203,11 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
 uint64_t gw_recorder_committed(gw_recorder_t *r)
 {
     return __atomic_load_n(&r->committed_seq, __ATOMIC_ACQUIRE);
+}
+
+int gw_recorder_backlogged(gw_recorder_t *r)
+{
+    return __atomic_load_n(&r->pending, __ATOMIC_RELAXED) >= r->admit_max;
 }
 
 size_t gw_recorder_depth(gw_recorder_t *r)
@@ -228,7 +234,7 @@ static void batch_committed(gw_recorder_t *r, uint64_t end, size_t n)
 {
     RB_ASSERT(end > r->read_off && end <= r->size && n <= r->pending);
     r->read_off = end;
-    r->pending -= n;
+    __atomic_sub_fetch(&r->pending, n, __ATOMIC_RELAXED);
     if (r->read_off == r->size && r->size >= GW_RECORDER_ROTATE_BYTES && ftruncate(r->fd, 0) == 0) {
         r->base += r->size;
         r->size = 0;
@@ -384,7 +390,7 @@ static void spool_scan(gw_recorder_t *r)
     while ((got = pread(r->fd, tmp, sizeof(tmp), (off_t)pos)) > 0) {
         for (ssize_t i = 0; i < got; i++) {
             if (tmp[i] == '\n') {
-                r->pending++;
+                __atomic_add_fetch(&r->pending, 1, __ATOMIC_RELAXED);
                 last_nl = pos + (uint64_t)i + 1;
             }
         }
@@ -487,6 +493,7 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
     RB_ASSERT(conf->queue_max > 0 && conf->batch_max > 0 && conf->flush_ms >= 0);
     RB_ASSERT(conf->spool_dir != NULL);
     r->conf = *conf;
+    r->admit_max = (size_t)conf->queue_max * GW_RECORDER_ADMIT_PCT / 100;
     r->fd = r->ckpt_fd = r->dir_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cond, NULL);

@@ -25,6 +25,11 @@
  * absorbing records (up to conf->queue_max uncommitted records; past it a record is dropped,
  * counted in rigbox_gateway_usage_dropped_total and logged). gw_recorder_stop keeps trying for
  * GW_RECORDER_STOP_MS; what it could not post stays in the spool for the next start.
+ * Backpressure: from GW_RECORDER_ADMIT_PCT percent of queue_max on, gw_recorder_backlogged says so
+ * and the proxy refuses new calls (503, Retry-After) instead of serving calls it could not record;
+ * the rest of the queue holds the calls already under way and the records of those refusals. A
+ * ledger slower than the traffic (PostgreSQL down, or just outpaced) then costs refusals, never
+ * served calls without a record.
  *
  * Progress is exposed as a sequence: submit returns the record's end position, committed() the
  * position up to which everything is in PostgreSQL (the credit leases use it: a lease is returned
@@ -47,6 +52,8 @@
 #define GW_RECORDER_STOP_MS 5000
 /* Pause between attempts while the database is unreachable (ms). */
 #define GW_RECORDER_RETRY_MS 500
+/* The share of queue_max from which new calls are refused (the rest is headroom). */
+#define GW_RECORDER_ADMIT_PCT 75
 /* Longest spool line (one JSON record, newline included). */
 #define GW_RECORDER_LINE_MAX 8192
 /* A fully committed spool larger than this is truncated. */
@@ -78,6 +85,9 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
 uint64_t gw_recorder_committed(gw_recorder_t *r);
 /** Records not yet committed. */
 size_t gw_recorder_depth(gw_recorder_t *r);
+/** 1 when GW_RECORDER_ADMIT_PCT percent of queue_max or more records wait: refuse new calls. Lock
+ *  free. */
+int gw_recorder_backlogged(gw_recorder_t *r);
 /** Appends row as one line of COPY text (newline included) to out: a row of rb_usage_stage. */
 void gw_recorder_row_copy(const gw_db_usage_row_t *row, rb_buf_t *out);
 /** Posts what it can (bounded by GW_RECORDER_STOP_MS), stops the thread and frees r; NULL is a

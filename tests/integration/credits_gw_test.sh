@@ -7,6 +7,8 @@
 #     every lease is closed and nothing is pending.
 # (c) 402 bodies in both dialects with a rejected usage row and nothing sent upstream, BYOK calls
 #     not debited, a grant unblocking a refused user within a second, idempotent grants.
+# (d) backpressure: with its ledger blocked, a gateway serves calls while its spool has room, then
+#     refuses new ones (503 ledger_backlog, Retry-After); every served call is billed once.
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -124,9 +126,51 @@ check "c: a hold above the balance (max_tokens 10000 = 2 credits > 1) is refused
 st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}')
 check "c: the same user with max_tokens 1000 is served" test "$st" = 200
 
+# ---- (d) backpressure: a ledger that falls behind refuses new calls ------------------------------
+# Gateway c keeps at most 8 records waiting for PostgreSQL (refusing new calls from 6 on). While a
+# session holds usage_events locked against inserts its writer cannot commit: the first calls are
+# served, then new ones are refused with 503 ledger_backlog and Retry-After, not served without a
+# record (before backpressure, all 14 were served and the records past 8 dropped).
+PC=$(rb_free_port)
+CG_LIMITS="writer_queue_max: 8, writer_batch_max: 4" cg_gateway gw-c "$PC"
+PID_C=$CG_PID
+TOK4=$(cg_user 4)
+cg_grant u-cguser04 100000000 g-d-4
+st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
+check "d: served while the ledger keeps up" test "$st" = 200
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser04'" 1
+psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt \
+    -c "BEGIN; LOCK TABLE usage_events IN EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT" >/dev/null 2>&1 &
+LOCK_PID=$!
+cg_wait_sql "SELECT count(*) FROM pg_locks WHERE relation = 'usage_events'::regclass AND mode = 'ExclusiveLock' AND granted" 1
+mkdir -p "$RB_TMP/d"
+: >"$RB_TMP/d/served.ids"
+d_served=0 d_refused=0 d_other=0
+for i in $(seq 1 14); do
+    st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
+    if [[ $st == 200 ]]; then
+        d_served=$((d_served + 1))
+        rid >>"$RB_TMP/d/served.ids"
+    elif [[ $st == 503 && $(jq -r .error.code "$RB_TMP/out") == ledger_backlog ]] &&
+        grep -qi '^retry-after: 1' "$RB_TMP/hdr"; then
+        d_refused=$((d_refused + 1))
+    else
+        d_other=$((d_other + 1))
+        echo "request $i: $st $(head -c 300 "$RB_TMP/out")"
+    fi
+done
+echo "# backpressure: served=$d_served refused=$d_refused other=$d_other"
+check "d: calls served, then refused with 503 ledger_backlog and Retry-After ($d_served + $d_refused = 14)" \
+    test "$d_other:$((d_served >= 1 && d_refused >= 1))" = 0:1
+wait "$LOCK_PID"
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser04' AND status = 'ok'" $((d_served + 1))
+check "d: every call served during the backlog is billed once, in full" cg_served_billed_once "$RB_TMP/d/served.ids"
+st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
+check "d: once the ledger caught up, calls are served again" test "$st" = 200
+
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
-kill -TERM "$PID_A" "$PID_B"
-wait "$PID_A" "$PID_B" 2>/dev/null
+kill -TERM "$PID_A" "$PID_B" "$PID_C"
+wait "$PID_A" "$PID_B" "$PID_C" 2>/dev/null
 check "stop: every lease closed" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE closed_at IS NULL")" = 0
 check "stop: nothing pending" test "$(rb_sql "SELECT coalesce(sum(debits_pending), 0) FROM credit_accounts")" = 0
 check "stop: granted - posted - pending = remaining (u1)" test "$(rb_sql "SELECT credits_posted - debits_posted - debits_pending = $GRANT - $((served * 201000)) FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t

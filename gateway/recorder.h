@@ -27,9 +27,10 @@
  * GW_RECORDER_STOP_MS; what it could not post stays in the spool for the next start.
  * Backpressure: from GW_RECORDER_ADMIT_PCT percent of queue_max on, gw_recorder_backlogged says so
  * and the proxy refuses new calls (503, Retry-After) instead of serving calls it could not record;
- * the rest of the queue holds the calls already under way and the records of those refusals. A
- * ledger slower than the traffic (PostgreSQL down, or just outpaced) then costs refusals, never
- * served calls without a record.
+ * the rest of the queue holds the calls already under way. Those refusals are the one kind of
+ * call without a usage record (recording them would feed the backlog they answer; they are counted
+ * in the requests metric). A ledger slower than the traffic (PostgreSQL down, or just outpaced)
+ * then costs refusals, never served calls without a record.
  *
  * Progress is exposed as a sequence: submit returns the record's end position, committed() the
  * position up to which everything is in PostgreSQL (the credit leases use it: a lease is returned

@@ -8,7 +8,8 @@
 # (c) 402 bodies in both dialects with a rejected usage row and nothing sent upstream, BYOK calls
 #     not debited, a grant unblocking a refused user within a second, idempotent grants.
 # (d) backpressure: with its ledger blocked, a gateway serves calls while its spool has room, then
-#     refuses new ones (503 ledger_backlog, Retry-After); every served call is billed once.
+#     refuses new ones (503 ledger_backlog, Retry-After; counted, not recorded); every served call
+#     is billed once.
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -165,6 +166,9 @@ check "d: calls served, then refused with 503 ledger_backlog and Retry-After ($d
 wait "$LOCK_PID"
 cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser04' AND status = 'ok'" $((d_served + 1))
 check "d: every call served during the backlog is billed once, in full" cg_served_billed_once "$RB_TMP/d/served.ids"
+check "d: the refusals leave no usage row, and are counted in the requests metric" test \
+    "$(rb_sql "SELECT count(*) FROM usage_events WHERE error_code = 'ledger_backlog'"):$(curl -sS "http://127.0.0.1:$PC/metrics" |
+        awk '/^rigbox_gateway_requests_total\{.*status="503"/ { n += $NF } END { print n + 0 }')" = "0:$d_refused"
 st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
 check "d: once the ledger caught up, calls are served again" test "$st" = 200
 

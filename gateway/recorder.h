@@ -36,7 +36,7 @@
  * position up to which everything is in PostgreSQL (the credit leases use it: a lease is returned
  * only after every cost carved from it has been posted).
  *
- * Threads: submit/committed/depth from any thread; start/stop from the main thread.
+ * Threads: submit/committed/depth/backlogged from any thread; start/stop from the main thread.
  */
 #ifndef RB_GATEWAY_RECORDER_H
 #define RB_GATEWAY_RECORDER_H

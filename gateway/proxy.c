@@ -746,7 +746,6 @@ static void respond_upstream_failure(gw_call_t *c)
                   "the provider's answer was cut short", NULL);
 }
 
-/* The whole answer is in c->body: pass it on, with the cost when it succeeded. */
 /* Reads the usage of a non-streamed body into c->usage (once) and says where its cost goes: *udoc
  * is the body's root usage object, tokenized alone (rb_json_parse_member validates the whole body),
  * its closing brace at body[*uend - 1]; *doc the whole body parsed, when it has no plain root usage
@@ -777,6 +776,7 @@ static void body_usage(gw_call_t *c, rb_json_t **udoc, size_t *uend, rb_json_t *
     c->usage_done = 1;
 }
 
+/* The whole answer is in c->body: pass it on, with the cost when it succeeded. */
 static void respond_buffered(gw_call_t *c)
 {
     h2o_req_t *req = c->req;
@@ -1162,6 +1162,7 @@ static void call_forward(gw_call_t *c)
     rb_json_limits_t jl = {(unsigned)lim->json_depth_max, (unsigned)lim->json_tokens_max};
     char msg[GW_ADAPTER_ERRMSG_MAX];
     const char *key = NULL;
+    char *url;
     size_t key_len = 0, base_len;
     int64_t cap;
     int force_usage;
@@ -1199,12 +1200,12 @@ static void call_forward(gw_call_t *c)
         call_fail(c, 413, "request_too_large", "rejected", "the request is too large", NULL);
         return;
     }
-    c->url = c->up_mem + c->up_used;
-    rb_copy_str(c->up_mem + c->up_used, GW_PROXY_URL_MAX, c->model->provider->base_url);
-    base_len = strlen(c->url);
-    rb_copy_str(c->up_mem + c->up_used + base_len, GW_PROXY_URL_MAX - base_len,
-                route_path(c->route));
-    c->up_used += strlen(c->url) + 1;
+    url = c->up_mem + c->up_used;
+    rb_copy_str(url, GW_PROXY_URL_MAX, c->model->provider->base_url);
+    base_len = strlen(url);
+    rb_copy_str(url + base_len, GW_PROXY_URL_MAX - base_len, route_path(c->route));
+    c->url = url;
+    c->up_used += strlen(url) + 1;
     call_limits(c);
 }
 

@@ -210,15 +210,6 @@ int gw_recorder_backlogged(gw_recorder_t *r)
     return __atomic_load_n(&r->pending, __ATOMIC_RELAXED) >= r->admit_max;
 }
 
-size_t gw_recorder_depth(gw_recorder_t *r)
-{
-    size_t n;
-    pthread_mutex_lock(&r->mu);
-    n = r->pending;
-    pthread_mutex_unlock(&r->mu);
-    return n;
-}
-
 /* Writes the checkpoint (mutex held). */
 static void checkpoint_write(gw_recorder_t *r)
 {

@@ -36,7 +36,7 @@
  * position up to which everything is in PostgreSQL (the credit leases use it: a lease is returned
  * only after every cost carved from it has been posted).
  *
- * Threads: submit/committed/depth/backlogged from any thread; start/stop from the main thread.
+ * Threads: submit/committed/backlogged from any thread; start/stop from the main thread.
  */
 #ifndef RB_GATEWAY_RECORDER_H
 #define RB_GATEWAY_RECORDER_H
@@ -84,8 +84,6 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
 int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out);
 /** The position up to which every submitted record is committed in PostgreSQL. */
 uint64_t gw_recorder_committed(gw_recorder_t *r);
-/** Records not yet committed. */
-size_t gw_recorder_depth(gw_recorder_t *r);
 /** 1 when GW_RECORDER_ADMIT_PCT percent of queue_max or more records wait: refuse new calls. Lock
  *  free. */
 int gw_recorder_backlogged(gw_recorder_t *r);

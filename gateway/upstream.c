@@ -13,8 +13,8 @@
 
 /* The loop's longest sleep when curl has no timer pending. */
 #define GW_UPSTREAM_IDLE_WAIT_MS INT32_MAX
-/* Finished easy handles kept for reuse (curl_easy_reset), per loop: an init and a cleanup per
- * request showed in profiles. */
+/* Finished easy handles kept for reuse, per loop: an init and a cleanup per request showed in
+ * profiles. A pooled handle keeps the options every transfer of its loop shares (easy_new). */
 #define GW_UPSTREAM_EASY_POOL_MAX 64
 /* Upstream URLs kept parsed, per loop (a provider's base URL and a route each); past this many,
  * curl parses the URL of every transfer again. */
@@ -241,8 +241,11 @@ static void xfer_free(gw_xfer_t *x)
 
     curl_multi_remove_handle(u->multi, x->easy);
     if (u->easy_pooled < GW_UPSTREAM_EASY_POOL_MAX) {
-        /* back to defaults (the connection cache lives in the multi handle, not here) */
-        curl_easy_reset(x->easy);
+        /* no curl_easy_reset: the shared options stay (the connection cache lives in the multi
+         * handle, not here); what pointed into this transfer is cleared */
+        curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, NULL);
+        curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL);
         u->easy_pool[u->easy_pooled++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
@@ -408,35 +411,50 @@ static CURLU *parsed_url(gw_upstream_t *u, const char *url)
     return p;
 }
 
+/* A new easy handle with the options every transfer of loop u shares; xfer_setopts sets the rest
+ * on each transfer (a pooled handle keeps these). */
+static CURL *easy_new(gw_upstream_t *u)
+{
+    const gw_upstream_conf_t *c = &u->conf;
+    CURL *e = curl_easy_init();
+
+    RB_ASSERT(e != NULL);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_curl_write);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_curl_header);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* never *_proxy or no_proxy from the environment (and no getenv per transfer) */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
+    if (c->total_timeout_ms > 0)
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->total_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    return e;
+}
+
+/* The options that differ from one transfer to the next, all of them, each time. */
 static void xfer_setopts(gw_xfer_t *x, const gw_xfer_req_t *req)
 {
-    const gw_upstream_conf_t *c = &x->u->conf;
     CURLU *url = parsed_url(x->u, req->url);
 
     /* the text too: curl reports it (effective URL, errors) and then does not rebuild it */
     curl_easy_setopt(x->easy, CURLOPT_URL, req->url);
-    if (url != NULL) /* curl copies it per transfer instead of parsing the text */
-        curl_easy_setopt(x->easy, CURLOPT_CURLU, url);
+    /* curl copies a parsed url per transfer instead of parsing the text; NULL: parse the text */
+    curl_easy_setopt(x->easy, CURLOPT_CURLU, url);
     curl_easy_setopt(x->easy, CURLOPT_PRIVATE, x);
-    curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_curl_write);
     curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
-    curl_easy_setopt(x->easy, CURLOPT_HEADERFUNCTION, on_curl_header);
     curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
-    curl_easy_setopt(x->easy, CURLOPT_CLOSESOCKETDATA, x->u);
-    curl_easy_setopt(x->easy, CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_PROXY, ""); /* never *_proxy from the environment */
-    curl_easy_setopt(x->easy, CURLOPT_TCP_KEEPALIVE, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(x->easy, CURLOPT_CONNECTTIMEOUT_MS, (long)c->connect_timeout_ms);
-    if (c->total_timeout_ms > 0)
-        curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, (long)c->total_timeout_ms);
-    curl_easy_setopt(x->easy, CURLOPT_PROTOCOLS_STR, "http,https");
     if (req->body != NULL) {
         curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
         curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         curl_easy_setopt(x->easy, CURLOPT_POSTFIELDS, req->body); /* not copied: borrowed */
+    } else {
+        curl_easy_setopt(x->easy, CURLOPT_HTTPGET, 1L);
     }
 }
 
@@ -451,8 +469,7 @@ gw_xfer_t *gw_xfer_start(gw_upstream_t *u, const gw_xfer_req_t *req, const gw_xf
     x->cb = *cb;
     x->ctx = ctx;
     x->fb_te.cb = on_first_byte_timeout;
-    x->easy = u->easy_pooled > 0 ? u->easy_pool[--u->easy_pooled] : curl_easy_init();
-    RB_ASSERT(x->easy != NULL);
+    x->easy = u->easy_pooled > 0 ? u->easy_pool[--u->easy_pooled] : easy_new(u);
     for (size_t i = 0; i < req->headers_len; i++) {
         x->headers = curl_slist_append(x->headers, req->headers[i]);
         RB_ASSERT(x->headers != NULL);

@@ -166,8 +166,9 @@ void rb_json_escape(rb_buf_t *out, const char *s, size_t n);
 size_t rb_utf8_seq(const unsigned char *s, size_t n, size_t *bad_len);
 /** Appends s[0..n) to out with each ill-formed UTF-8 sequence replaced by U+FFFD and each
  *  well-formed sequence p[0..k) for which esc returns a string replaced by it (esc may write that
- *  string into tmp; NULL keeps the sequence). The loop of rb_json_escape and rb_pg_copy_text;
- *  inline, so that each caller's esc is inlined into it too. */
+ *  string into tmp; NULL keeps the sequence). Bytes 0x20-0x7F other than '"' and '\\' go out as
+ *  they are without asking esc (both escapes keep them). The loop of rb_json_escape and
+ *  rb_pg_copy_text; inline, so that each caller's esc is inlined into it too. */
 static inline void rb_utf8_escape(rb_buf_t *out, const char *s, size_t n,
                                   const char *(*esc)(const unsigned char *p, size_t k, char tmp[8]))
 {
@@ -178,6 +179,10 @@ static inline void rb_utf8_escape(rb_buf_t *out, const char *s, size_t n,
     while (p < end) {
         const char *rep;
         size_t k = 1, bad = 0;
+        if (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') {
+            p++;
+            continue;
+        }
         if (*p >= 0x80 && (k = rb_utf8_seq(p, (size_t)(end - p), &bad)) == 0) {
             rep = "\xEF\xBF\xBD"; /* U+FFFD REPLACEMENT CHARACTER */
             k = bad;

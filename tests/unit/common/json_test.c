@@ -192,6 +192,37 @@ static void test_writer_escaping(void)
     check_escape("\xFF", 1, FFFD);
 }
 
+/* Every byte value at every position of a short string: the escape of that byte alone, with the
+ * plain bytes around it copied as they are (the runs of plain bytes are copied whole). */
+static void test_writer_escaping_every_byte(void)
+{
+    static const char named[] = "\n\r\t\b\f", letters[] = "nrtbf";
+    for (int c = 0; c < 256; c++) {
+        const char *nm = c != 0 ? strchr(named, c) : NULL;
+        char want_c[8];
+        if (c == '"' || c == '\\')
+            snprintf(want_c, sizeof(want_c), "\\%c", c);
+        else if (nm != NULL)
+            snprintf(want_c, sizeof(want_c), "\\%c", letters[nm - named]);
+        else if (c < 0x20)
+            snprintf(want_c, sizeof(want_c), "\\u%04x", c);
+        else if (c < 0x80)
+            snprintf(want_c, sizeof(want_c), "%c", c);
+        else
+            snprintf(want_c, sizeof(want_c), FFFD); /* a lone lead or continuation byte */
+        for (size_t len = 1; len <= 20; len++) {
+            for (size_t at = 0; at < len; at++) {
+                char s[20], want[64];
+                memset(s, 'a', len);
+                s[at] = (char)c;
+                snprintf(want, sizeof(want), "%.*s%s%.*s", (int)at, s, want_c, (int)(len - at - 1),
+                         s + at + 1);
+                check_escape(s, len, want);
+            }
+        }
+    }
+}
+
 static void test_writer_structure(void)
 {
     rb_buf_t b;
@@ -829,6 +860,7 @@ static void test_parse_member(void)
 }
 
 TEST_MAIN(test_escapes, test_surrogate_errors, test_unicode_round_trip, test_writer_escaping,
-          test_writer_structure, test_writer_misuse, test_depth_limit, test_token_limit,
-          test_malformed, test_valid_edges, test_scalar_roots, test_types, test_paths,
-          test_iteration, test_str_buffers, test_raw_span, test_string_bytes, test_parse_member)
+          test_writer_escaping_every_byte, test_writer_structure, test_writer_misuse,
+          test_depth_limit, test_token_limit, test_malformed, test_valid_edges, test_scalar_roots,
+          test_types, test_paths, test_iteration, test_str_buffers, test_raw_span,
+          test_string_bytes, test_parse_member)

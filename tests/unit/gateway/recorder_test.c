@@ -163,5 +163,29 @@ static void test_ill_formed_utf8_is_replaced(void)
                          "b\xEF\xBF\xBD");
 }
 
+/* Every ASCII byte but NUL at every position of a field round-trips (runs of plain bytes are
+ * copied whole, the rest escaped one by one). */
+static void test_every_ascii_byte_round_trips(void)
+{
+    gw_db_usage_row_t row = {.status = "ok", .usage_source = "provider", .ttfb_ms = -1};
+    fields_t f;
+
+    snprintf(row.request_id, sizeof(row.request_id), "req_x");
+    snprintf(row.user_id, sizeof(row.user_id), "u-aaaaaaaa");
+    snprintf(row.route, sizeof(row.route), "/v1/chat/completions");
+    for (int c = 1; c < 0x80; c++) {
+        for (size_t len = 1; len <= 12; len++) {
+            for (size_t at = 0; at < len; at++) {
+                memset(row.subject, 'a', len);
+                row.subject[len] = '\0';
+                row.subject[at] = (char)c;
+                line_of(&row, &f);
+                CHECK_STR_EQ(f.v[3], row.subject);
+                CHECK_INT_EQ(f.null[3], 0);
+            }
+        }
+    }
+}
+
 TEST_MAIN(test_every_field_round_trips, test_absent_values_are_null,
-          test_ill_formed_utf8_is_replaced)
+          test_ill_formed_utf8_is_replaced, test_every_ascii_byte_round_trips)

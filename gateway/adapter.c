@@ -40,7 +40,8 @@ static const adapter_route_t adapter_routes[GW_ROUTE__COUNT] = {
                                RB_JSON_ARRAY, 0},
 };
 
-/* Keys whose duplicates would make the gateway and the upstream read different requests. */
+/* Keys whose duplicates would make the gateway and the upstream read different requests; also
+ * every root member inspect reads. */
 static const char *const adapter_unique_keys[] = {
     "model",
     "stream",
@@ -52,6 +53,26 @@ static const char *const adapter_unique_keys[] = {
     "input",
     "prompt",
 };
+#define ADAPTER_KEYS (sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]))
+
+/* The root members of a request, found in one pass: each of adapter_unique_keys' value (-1 when
+ * absent; a duplicate is refused before any is read). */
+typedef struct st_adapter_root_t {
+    const rb_json_t *doc;
+    int v[ADAPTER_KEYS];
+} adapter_root_t;
+
+/* The value of root member key (one of adapter_unique_keys; NULL gives -1). */
+static int adapter_root_value(const adapter_root_t *root, const char *key)
+{
+    if (key == NULL)
+        return -1;
+    for (size_t i = 0; i < ADAPTER_KEYS; i++) {
+        if (strcmp(adapter_unique_keys[i], key) == 0)
+            return root->v[i];
+    }
+    RB_UNREACHABLE(); /* a key inspect reads is missing from adapter_unique_keys */
+}
 
 gw_dialect_t gw_route_dialect(gw_route_t route)
 {
@@ -92,35 +113,39 @@ static size_t adapter_key_count(const rb_json_t *doc, int obj, const char *key)
     return n;
 }
 
-/* The first of adapter_unique_keys (in their order) that the root object holds twice; one pass
- * over the root's members. */
-static const char *adapter_duplicate_key(const rb_json_t *doc)
+/* Fills root in one pass over the root's members; returns the first of adapter_unique_keys (in
+ * their order) that the root holds twice, or NULL. */
+static const char *adapter_root_scan(const rb_json_t *doc, adapter_root_t *root)
 {
-    enum { N = sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]) };
-    unsigned seen[N] = {0};
+    unsigned seen[ADAPTER_KEYS] = {0};
     int k = -1, v = -1;
 
+    root->doc = doc;
+    for (size_t i = 0; i < ADAPTER_KEYS; i++)
+        root->v[i] = -1;
     while (rb_json_next(doc, 0, &k, &v)) {
-        for (size_t i = 0; i < N; i++) {
+        for (size_t i = 0; i < ADAPTER_KEYS; i++) {
             if (rb_json_str_eq(doc, k, adapter_unique_keys[i])) {
-                seen[i]++;
+                if (seen[i]++ == 0)
+                    root->v[i] = v;
                 break; /* the keys differ: a name is at most one of them */
             }
         }
     }
-    for (size_t i = 0; i < N; i++) {
+    for (size_t i = 0; i < ADAPTER_KEYS; i++) {
         if (seen[i] > 1)
             return adapter_unique_keys[i];
     }
-    if (adapter_key_count(doc, rb_json_member(doc, 0, "stream_options"), "include_usage") > 1)
+    if (adapter_key_count(doc, adapter_root_value(root, "stream_options"), "include_usage") > 1)
         return "stream_options.include_usage";
     return NULL;
 }
 
-static rb_err_t adapter_model(const rb_json_t *doc, gw_request_info_t *info, char *errmsg,
+static rb_err_t adapter_model(const adapter_root_t *root, gw_request_info_t *info, char *errmsg,
                               size_t errcap)
 {
-    int v = rb_json_member(doc, 0, "model");
+    const rb_json_t *doc = root->doc;
+    int v = adapter_root_value(root, "model");
     rb_err_t err;
 
     if (rb_json_type(doc, v) == RB_JSON_ABSENT || rb_json_type(doc, v) == RB_JSON_NULL)
@@ -138,24 +163,25 @@ static rb_err_t adapter_model(const rb_json_t *doc, gw_request_info_t *info, cha
 }
 
 /* Reads one cap field: 0 absent/null, 1 valid (into *cap), -1 invalid. */
-static int adapter_cap_value(const rb_json_t *doc, const char *field, int64_t *cap)
+static int adapter_cap_value(const adapter_root_t *root, const char *field, int64_t *cap)
 {
-    int v = field != NULL ? rb_json_member(doc, 0, field) : -1;
-    rb_json_type_t t = rb_json_type(doc, v);
+    int v = adapter_root_value(root, field);
+    rb_json_type_t t = rb_json_type(root->doc, v);
 
     if (t == RB_JSON_ABSENT || t == RB_JSON_NULL)
         return 0;
-    if (rb_json_int64(doc, v, cap) != 0 || *cap < 1 || *cap > GW_ADAPTER_CAP_MAX)
+    if (rb_json_int64(root->doc, v, cap) != 0 || *cap < 1 || *cap > GW_ADAPTER_CAP_MAX)
         return -1;
     return 1;
 }
 
-static rb_err_t adapter_cap(const rb_json_t *doc, const adapter_route_t *r, gw_request_info_t *info,
-                            char *errmsg, size_t errcap)
+static rb_err_t adapter_cap(const adapter_root_t *root, const adapter_route_t *r,
+                            gw_request_info_t *info, char *errmsg, size_t errcap)
 {
+    const rb_json_t *doc = root->doc;
     int64_t cap = 0, alt = 0;
-    int has_cap = adapter_cap_value(doc, r->cap_field, &cap);
-    int has_alt = adapter_cap_value(doc, r->cap_alt, &alt);
+    int has_cap = adapter_cap_value(root, r->cap_field, &cap);
+    int has_alt = adapter_cap_value(root, r->cap_alt, &alt);
     int v;
 
     if (has_cap < 0 || has_alt < 0) {
@@ -168,7 +194,7 @@ static rb_err_t adapter_cap(const rb_json_t *doc, const adapter_route_t *r, gw_r
     info->max_output = has_cap && has_alt ? (cap > alt ? cap : alt) : has_cap ? cap : alt;
     if (info->max_output == 0 && info->route == GW_ROUTE_COMPLETIONS)
         info->max_output = GW_ADAPTER_COMPLETIONS_DEFAULT_CAP;
-    v = r->cap_field != NULL ? rb_json_member(doc, 0, r->cap_field) : -1;
+    v = adapter_root_value(root, r->cap_field);
     if (rb_json_type(doc, v) == RB_JSON_NULL) {
         info->cap_null = 1;
         RB_ASSERT(rb_json_span(doc, v, &info->cap_start, &info->cap_end) == 0);
@@ -176,10 +202,11 @@ static rb_err_t adapter_cap(const rb_json_t *doc, const adapter_route_t *r, gw_r
     return RB_OK;
 }
 
-static rb_err_t adapter_stream(const rb_json_t *doc, const adapter_route_t *r,
+static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t *r,
                                gw_request_info_t *info, char *errmsg, size_t errcap)
 {
-    int v = rb_json_member(doc, 0, "stream"), so, iu;
+    const rb_json_t *doc = root->doc;
+    int v = adapter_root_value(root, "stream"), so, iu;
     rb_json_type_t t = rb_json_type(doc, v);
 
     if (!r->can_stream)
@@ -188,7 +215,7 @@ static rb_err_t adapter_stream(const rb_json_t *doc, const adapter_route_t *r,
         return adapter_fail(info, errmsg, errcap, "stream", "'stream' must be a boolean");
     if (info->route != GW_ROUTE_CHAT && info->route != GW_ROUTE_COMPLETIONS)
         return RB_OK;
-    so = rb_json_member(doc, 0, "stream_options");
+    so = adapter_root_value(root, "stream_options");
     t = rb_json_type(doc, so);
     if (t == RB_JSON_ABSENT)
         return RB_OK;
@@ -210,15 +237,16 @@ static rb_err_t adapter_stream(const rb_json_t *doc, const adapter_route_t *r,
     return RB_OK;
 }
 
-static rb_err_t adapter_content(const rb_json_t *doc, const adapter_route_t *r,
+static rb_err_t adapter_content(const adapter_root_t *root, const adapter_route_t *r,
                                 gw_request_info_t *info, char *errmsg, size_t errcap)
 {
-    rb_json_type_t t = rb_json_type(doc, rb_json_member(doc, 0, r->required));
+    const rb_json_t *doc = root->doc;
+    rb_json_type_t t = rb_json_type(doc, adapter_root_value(root, r->required));
 
     if (t == RB_JSON_ABSENT || t == RB_JSON_NULL) {
         /* Responses may run a stored prompt template instead of inline input */
         if (info->route == GW_ROUTE_RESPONSES &&
-            rb_json_type(doc, rb_json_member(doc, 0, "prompt")) == RB_JSON_OBJECT)
+            rb_json_type(doc, adapter_root_value(root, "prompt")) == RB_JSON_OBJECT)
             return RB_OK;
         return adapter_fail(info, errmsg, errcap, r->required, "'%s' is required", r->required);
     }
@@ -237,6 +265,7 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
 {
     rb_err_t err = RB_OK;
     rb_json_t *doc = NULL;
+    adapter_root_t root;
     const adapter_route_t *r;
     const char *dup;
     size_t end = 0;
@@ -257,14 +286,14 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
         err = adapter_fail(info, errmsg, errcap, NULL, "request body must be a JSON object");
         goto Exit;
     }
-    if ((dup = adapter_duplicate_key(doc)) != NULL) {
+    if ((dup = adapter_root_scan(doc, &root)) != NULL) {
         err = adapter_fail(info, errmsg, errcap, dup, "'%s' appears more than once", dup);
         goto Exit;
     }
-    if ((err = adapter_model(doc, info, errmsg, errcap)) != RB_OK ||
-        (err = adapter_stream(doc, r, info, errmsg, errcap)) != RB_OK ||
-        (err = adapter_cap(doc, r, info, errmsg, errcap)) != RB_OK ||
-        (err = adapter_content(doc, r, info, errmsg, errcap)) != RB_OK)
+    if ((err = adapter_model(&root, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_stream(&root, r, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_cap(&root, r, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_content(&root, r, info, errmsg, errcap)) != RB_OK)
         goto Exit;
     RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');
 Exit:

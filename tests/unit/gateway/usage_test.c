@@ -38,6 +38,44 @@ static void check_usage(const char *what, const gw_usage_t *got, const gw_usage_
 }
 
 static const body_case_t body_cases[] = {
+    /* member lookup: the first member of a name counts (also inside a details object), names
+     * compare unescaped, a details value that is not an object has no members, and a name with a
+     * dot in it is not a path */
+    {"chat duplicate members",
+     GW_ROUTE_CHAT,
+     "{\"usage\":{\"prompt_tokens\":10,\"prompt_tokens\":99,\"completion_tokens\":5,"
+     "\"prompt_tokens_details\":{\"cached_tokens\":4,\"cached_tokens\":9},"
+     "\"prompt_tokens_details\":{\"cached_tokens\":8}}}",
+     RB_OK,
+     {.input_uncached = 6, .cache_read = 4, .output = 5, .reported = U_IN | U_CR | U_OUT}},
+    {"chat escaped names",
+     GW_ROUTE_CHAT,
+     "{\"usage\":{\"prompt\\u005ftokens\":10,\"completion_tokens\":5,"
+     "\"prompt_tokens_details\":{\"cached\\u005ftokens\":3}}}",
+     RB_OK,
+     {.input_uncached = 7, .cache_read = 3, .output = 5, .reported = U_IN | U_CR | U_OUT}},
+    {"chat details not an object",
+     GW_ROUTE_CHAT,
+     "{\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,\"prompt_tokens_details\":3,"
+     "\"completion_tokens_details\":[{\"reasoning_tokens\":2}]}}",
+     RB_OK,
+     {.input_uncached = 10, .output = 5, .reported = U_IN | U_OUT}},
+    {"chat dotted name",
+     GW_ROUTE_CHAT,
+     "{\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,"
+     "\"prompt_tokens_details.cached_tokens\":3}}",
+     RB_OK,
+     {.input_uncached = 10, .output = 5, .reported = U_IN | U_OUT}},
+    {"anthropic duplicate members",
+     GW_ROUTE_MESSAGES,
+     "{\"usage\":{\"input_tokens\":5,\"input_tokens\":7,\"output_tokens\":2,"
+     "\"cache_creation\":{\"ephemeral_5m_input_tokens\":3},"
+     "\"cache_creation\":{\"ephemeral_1h_input_tokens\":4}}}",
+     RB_OK,
+     {.input_uncached = 5,
+      .cache_write_5m = 3,
+      .output = 2,
+      .reported = U_IN | U_W5 | U_W1 | U_OUT}},
     {"chat basic",
      GW_ROUTE_CHAT,
      "{\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":5,\"total_tokens\":15}}",

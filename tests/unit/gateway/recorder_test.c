@@ -147,14 +147,21 @@ static void test_absent_values_are_null(void)
     CHECK_STR_EQ(f.v[18], "0");
 }
 
+/* A row with what every record has (a request, a user, a route), for a test of its subject. */
+static void subject_row(gw_db_usage_row_t *row)
+{
+    *row = (gw_db_usage_row_t){.status = "ok", .usage_source = "none", .ttfb_ms = -1};
+    snprintf(row->request_id, sizeof(row->request_id), "req_y");
+    snprintf(row->user_id, sizeof(row->user_id), "u-aaaaaaaa");
+    snprintf(row->route, sizeof(row->route), "/v1/chat/completions");
+}
+
 static void test_ill_formed_utf8_is_replaced(void)
 {
-    gw_db_usage_row_t row = {.status = "ok", .usage_source = "none", .ttfb_ms = -1};
+    gw_db_usage_row_t row;
     fields_t f;
 
-    snprintf(row.request_id, sizeof(row.request_id), "req_y");
-    snprintf(row.user_id, sizeof(row.user_id), "u-aaaaaaaa");
-    snprintf(row.route, sizeof(row.route), "/v1/chat/completions");
+    subject_row(&row);
     snprintf(row.subject, sizeof(row.subject),
              "a\xff"
              "b\xc3");
@@ -167,12 +174,10 @@ static void test_ill_formed_utf8_is_replaced(void)
  * copied whole, the rest escaped one by one). */
 static void test_every_ascii_byte_round_trips(void)
 {
-    gw_db_usage_row_t row = {.status = "ok", .usage_source = "provider", .ttfb_ms = -1};
+    gw_db_usage_row_t row;
     fields_t f;
 
-    snprintf(row.request_id, sizeof(row.request_id), "req_x");
-    snprintf(row.user_id, sizeof(row.user_id), "u-aaaaaaaa");
-    snprintf(row.route, sizeof(row.route), "/v1/chat/completions");
+    subject_row(&row);
     for (int c = 1; c < 0x80; c++) {
         for (size_t len = 1; len <= 12; len++) {
             for (size_t at = 0; at < len; at++) {

@@ -139,6 +139,8 @@ typedef struct st_gw_call_t {
     h2o_timeout_entry_t ka_te, drain_te;
     rb_err_t result;
     /* record */
+    int recorded;                       /* call_record ran: once, at the answer or at the end */
+    int64_t billed_cost, billed_tokens; /* what call_record counted, for gw_quota_finish */
     const char *status;
     int http_status;
     const char *error_code;
@@ -227,6 +229,9 @@ static void call_record(gw_call_t *c)
     gw_usage_t u;
     uint64_t end = now_ms();
 
+    if (c->recorded)
+        return;
+    c->recorded = 1;
     if (!c->have_ident || c->route == GW_ROUTE_MODELS || c->unrecorded)
         return;
     rb_copy_str(row->request_id, sizeof(row->request_id), c->request_id);
@@ -274,9 +279,9 @@ static void call_record(gw_call_t *c)
     } else {
         gw_recorder_submit(c->pw->proxy->rec, row, NULL);
     }
-    gw_quota_finish(c->pw->proxy->quota, &c->quota, row->billed ? row->cost_micro : 0,
-                    u.input_uncached + u.cache_read + u.cache_write_5m + u.cache_write_1h +
-                        u.output);
+    c->billed_cost = row->billed ? row->cost_micro : 0;
+    c->billed_tokens =
+        u.input_uncached + u.cache_read + u.cache_write_5m + u.cache_write_1h + u.output;
 }
 
 /* The requests_total series of (route, model, status), from the worker's cache. */
@@ -367,6 +372,9 @@ static void call_maybe_free(gw_call_t *c)
     if (h2o_timeout_is_linked(&c->ka_te))
         h2o_timeout_unlink(&c->ka_te);
     call_record(c);
+    /* the call leaves the limits' concurrency count only now: a buffered answer recorded before it
+     * was sent still holds its memory until the client has read it */
+    gw_quota_finish(c->pw->proxy->quota, &c->quota, c->billed_cost, c->billed_tokens);
     call_metrics(c);
     gw_identity_wipe(&c->ident);
     up_release(c);
@@ -826,6 +834,9 @@ static void respond_buffered(gw_call_t *c)
     c->http_status = c->up_status;
     c->final_sent = 1;
     c->bytes_out += (int64_t)(out.len > 0 ? out.len : c->body.len);
+    /* recorded before the answer leaves, not once the client has read it: a crash while a slow
+     * client reads a large answer would lose the record of a call the provider served */
+    call_record(c);
     rb_http_send(req, c->up_status, ctype != NULL ? ctype : "application/json",
                  out.len > 0 ? out.base : (c->body.base != NULL ? c->body.base : ""),
                  out.len > 0 ? out.len : c->body.len);

@@ -7,7 +7,8 @@
  * admission (managed calls: a hold carved from the user's credit lease, gw_credits; 402 when the
  * balance cannot cover it, 503 when no lease can be taken in time) → stream or buffer the answer
  * back → one usage record through gw_recorder (the ledger writer), then the hold is settled to the
- * actual cost exactly once.
+ * actual cost exactly once. A buffered answer is recorded as it is sent, before the client has read
+ * it; a stream, when it ends.
  *
  * Streams are passed through as upstream reads arrive, with backpressure (the transfer pauses above
  * stream_high_water_bytes of unsent data and resumes below stream_low_water_bytes). OpenAI chat and

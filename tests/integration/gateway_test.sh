@@ -62,17 +62,21 @@ sha() { printf %s "$1" | sha256sum | cut -d' ' -f1; }
 TOK=rbw_tok1aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa
 TOK_BYOK=rbw_tok2bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb
 TOK_REV=rbw_tok3cccccccccccccccccccccccccccccccccccccc
+TOK_UNREAD=rbw_tok4dddddddddddddddddddddddddddddddddddddd
 UKEY=rb_userkeydddddddddddddddddddddddddddddddddddd
 read -r CT NONCE TAG KID < <("$SEAL_BIN" "$MASTER" sk-byok-stored)
-rb_sql "INSERT INTO users (id, email) VALUES ('u-aaaaaaaa', 'a@example.com'), ('u-bbbbbbbb', 'b@example.com');
+rb_sql "INSERT INTO users (id, email) VALUES ('u-aaaaaaaa', 'a@example.com'), ('u-bbbbbbbb', 'b@example.com'),
+  ('u-dddddddd', 'd@example.com');
 INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb) VALUES
   ('ws-aaaaaaaa', 'u-aaaaaaaa', 'one', 'base', 512, 1, 1024),
   ('ws-bbbbbbbb', 'u-bbbbbbbb', 'two', 'base', 512, 1, 1024),
-  ('ws-cccccccc', 'u-aaaaaaaa', 'three', 'base', 512, 1, 1024);
+  ('ws-cccccccc', 'u-aaaaaaaa', 'three', 'base', 512, 1, 1024),
+  ('ws-dddddddd', 'u-dddddddd', 'four', 'base', 512, 1, 1024);
 INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES
   ('ws-aaaaaaaa', decode('$(sha $TOK)', 'hex'), 'rbw_tok1'),
   ('ws-bbbbbbbb', decode('$(sha $TOK_BYOK)', 'hex'), 'rbw_tok2'),
-  ('ws-cccccccc', decode('$(sha $TOK_REV)', 'hex'), 'rbw_tok3');
+  ('ws-cccccccc', decode('$(sha $TOK_REV)', 'hex'), 'rbw_tok3'),
+  ('ws-dddddddd', decode('$(sha $TOK_UNREAD)', 'hex'), 'rbw_tok4');
 INSERT INTO api_keys (id, user_id, prefix, key_hash) VALUES
   ('key-aaaaaaaa', 'u-aaaaaaaa', 'rb_userk', decode('$(sha $UKEY)', 'hex'));
 INSERT INTO ai_configs (user_id, workspace_id, scope, mode, provider, key_ciphertext, key_nonce, key_tag, key_id)
@@ -273,6 +277,25 @@ check "slow client: the whole stream arrived ($BIG_OUT bytes > 16 MB)" test "$BI
 # (+0.5 MB plain, +5 MB under ASan), and a gateway that held the stream would pass 16 MB
 check "slow client: gateway RSS stays bounded ($RSS0 -> $RSS_MAX kB: < 12 MB more for a 16 MB stream)" \
     test $((RSS_MAX - RSS0)) -lt 12288
+
+# ---- 9a. a buffered answer is recorded when it is sent, not once the client has read it ------------
+# A 4 MB answer to a client that reads nothing yet: most of it waits in the gateway. Its record must
+# already be in the ledger (a crash now would otherwise lose a call the provider served). Its own user
+# (the answer's 1M tokens fill that user's token window), on a per-call key.
+UNREAD='{"model":"t-big","max_tokens":1000000,"messages":[{"role":"user","content":"x"}]}'
+exec 3<>"/dev/tcp/127.0.0.1/$AI_PORT"
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nX-Rigbox-Provider-Key: sk-unread\r\nX-Mock-Behavior: big=4000000\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+    "$TOK_UNREAD" ${#UNREAD} "$UNREAD" >&3
+unread_rows() { rb_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-dddddddd' AND status = 'ok'"; }
+for i in $(seq 1 50); do [[ $(unread_rows) == 1 ]] && break; sleep 0.1; done
+check "a buffered answer is recorded before the client has read it" test "$(unread_rows)" = 1
+cat <&3 >"$RB_TMP/unread.out"
+exec 3<&-
+UNREAD_OUT=$(stat -c %s "$RB_TMP/unread.out")
+check "the unread answer then arrives whole ($UNREAD_OUT bytes)" bash -c "[[ $UNREAD_OUT -gt 4000000 ]] && tail -c 1 '$RB_TMP/unread.out' | grep -q '}'"
+sleep 0.3 # the call is over once its answer is read: a second record would be spooled by now
+check "the unread answer is recorded once (one spool line)" \
+    test "$(grep -c $'\tu-dddddddd\t' "$RB_TMP/spool/usage.spool")" = 1
 
 # ---- 9b. the provider restarts: its idle keep-alive connections in the gateway are closed ---------
 for i in 1 2 3 4; do post /v1/chat/completions $TOK "$CHAT" >/dev/null; done # idle connections in both workers

@@ -72,7 +72,7 @@ check "OpenAI error after the 200: the provider's error event reaches the client
 check "OpenAI error after the 200: one usage row, not ok" bash -c "[[ -n '$(row status)' && '$(row status)' != ok ]]"
 stream /v1/messages error-mid "$MSG"
 check "Anthropic error after the 200: event: error reaches the client" grep -q '^event: error' "$RB_TMP/out"
-check "Anthropic error after the 200: one usage row" test -n "$(row status)"
+check "Anthropic error after the 200: one usage row, not ok" bash -c "[[ -n '$(row status)' && '$(row status)' != ok ]]"
 
 stream /v1/chat/completions reset "$CHAT"
 check "reset mid-stream: the client's transfer breaks" bash -c "[[ $rc -ne 0 ]]"

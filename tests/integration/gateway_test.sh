@@ -21,7 +21,7 @@ printf '%s\n' "$MASTER" >"$RB_TMP/master.key"
 cat >"$RB_TMP/models.yaml" <<YAML
 providers:
   mockoai: {kind: openai, base_url: "$MOCK"}
-  mockant: {kind: anthropic, base_url: "$MOCK"}
+  mockant: {kind: anthropic, base_url: "$MOCK", anthropic_version: "2023-01-01"}
   deadoai: {kind: openai, base_url: "http://127.0.0.1:$DEAD_PORT"}
 models:
   t-chat: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", cached_input: "0.50", output: "2.00"}, max_output_default: 100}
@@ -321,10 +321,24 @@ check "metrics: drains counted" grep -Eq '^rigbox_gateway_drains_total [1-9]' "$
 st=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$APPS_PORT/")
 check "apps listener: 404" test "$st" = 404
 N_BEFORE=$(rb_sql "SELECT count(*) FROM usage_events")
-for i in 1 2 3 4 5; do post /v1/chat/completions $TOK "$CHAT" >/dev/null; done
+# The writer posts within writer_flush_ms (50 ms) on its own, before SIGTERM. So: a lock held for 3 s
+# blocks the INSERT of one first record (it commits once the lock goes, whatever the gateway does),
+# and the 5 records queued behind it can only reach PostgreSQL if the stop posts them.
+rb_sql "BEGIN; LOCK TABLE usage_events IN SHARE MODE; SELECT pg_sleep(3); COMMIT" >/dev/null &
+LOCK_PID=$!
+for i in $(seq 1 50); do
+    [[ $(rb_sql "SELECT count(*) FROM pg_locks WHERE relation = 'usage_events'::regclass AND mode = 'ShareLock' AND granted") == 1 ]] && break
+    sleep 0.05
+done
+# per-call keys: unbilled, so the credits' stop (which waits for billed records) does not wait for them
+post /v1/chat/completions $TOK "$CHAT" -H 'X-Rigbox-Provider-Key: sk-per-call-key' >/dev/null
+sleep 0.3 # its batch is read and waits on the lock
+for i in 1 2 3 4 5; do post /v1/chat/completions $TOK "$CHAT" -H 'X-Rigbox-Provider-Key: sk-per-call-key' >/dev/null; done
+check "shutdown: the 6 records are not yet posted at SIGTERM" test "$(rb_sql "SELECT count(*) FROM usage_events")" = "$N_BEFORE"
 kill -TERM $GW_PID
 wait $GW_PID 2>/dev/null
-check "shutdown flushes the queue: every request recorded" test "$(rb_sql "SELECT count(*) FROM usage_events")" = $((N_BEFORE + 5))
+wait $LOCK_PID
+check "shutdown flushes the queue: every request recorded" test "$(rb_sql "SELECT count(*) FROM usage_events")" = $((N_BEFORE + 6))
 # common/server.c never disposes h2o's per-worker contexts (leaks inside libh2o only): a leak
 # counts as ours only when one of its frames is in gateway/.
 if grep -q 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP/gateway.log" ||

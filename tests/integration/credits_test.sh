@@ -111,7 +111,8 @@ ev() { # ev REQUEST_ID USER COST [LEASE] [EXTRA_JSON]
 }
 batch="[$(ev req-a1 "$alice" 1200000 '"lease-1"'),$(ev req-a2 "$alice" 300000 '"lease-1"')]"
 rb_sql "SELECT count(*) FROM rb_usage_post('$batch')" >/dev/null
-rb_sql "SELECT count(*) FROM rb_usage_post('$batch')" >/dev/null # a replayed batch
+check "a replayed batch is accepted and reported as replayed" \
+    test "$(rb_sql "SELECT string_agg(replayed::text, ',') FROM rb_usage_post('$batch')")" = "true,true"
 req GET /users/me/credits "$akey"
 expect "usage moved from reserved to used, once" 200 \
     '.used_micro == 1500000 and .reserved_micro == 3500000 and .remaining_micro == 7500000 and

@@ -149,10 +149,10 @@ check "messages: anthropic-version forwarded" test "$(jq -r '.["anthropic-versio
 check "messages: no Authorization upstream" test "$(jq -r .authorization <<<"$H")" = null
 check "messages: row" test "$(row "$(rid)" "status, route, provider, usage_source")" = "ok|/v1/messages|mockant|provider"
 st=$(post_ant /v1/messages $TOK "$SMSG")
-check "messages stream: 200 with message_stop" grep -q '^event: message_stop' "$RB_TMP/out"
+check "messages stream: 200 with message_stop" bash -c "[[ $st == 200 ]] && grep -q '^event: message_stop' '$RB_TMP/out'"
 check "messages stream: usage recorded" test "$(row "$(rid)" "status, usage_source, output > 0")" = "ok|provider|t"
 st=$(post_ant /v1/messages/count_tokens $TOK '{"model":"t-claude","messages":[{"role":"user","content":"hi"}]}')
-check "count_tokens: 200 input_tokens" test "$(jq -r '.input_tokens > 0' "$RB_TMP/out")" = true
+check "count_tokens: 200 input_tokens" test "$st:$(jq -r '.input_tokens > 0' "$RB_TMP/out")" = 200:true
 check "count_tokens: row with no usage" test "$(row "$(rid)" "route, usage_source, cost_micro")" = "/v1/messages/count_tokens|none|0"
 
 # ---- 4. the other OpenAI routes -------------------------------------------------------------------
@@ -198,7 +198,6 @@ st2=$(post /v1/chat/completions $TOK "$CHAT")
 check "a refused record: the next one is still posted" test "$st:$st2:$(row "$(rid)" "status")" = "200:200:ok"
 sleep 0.3
 check "a refused record: kept in rejected.spool" grep -q "^$bad"$'\t' "$RB_TMP/spool/rejected.spool"
-check "a refused record: not in usage_events" test "$(rb_sql "SELECT count(*) FROM usage_events WHERE request_id = '$bad'")" = 0
 check "a refused record: logged by request id" grep -q "event=usage_row_refused request_id=$bad " "$RB_TMP/gateway.log"
 rb_sql "ALTER TABLE usage_events DROP CONSTRAINT test_refuse" >/dev/null
 st=$(post_ant /v1/messages $TOK '{"model":"nope","max_tokens":5,"messages":[]}')

@@ -45,9 +45,9 @@ check "a bad env var name is 400" test "$code" = 400
 req POST /workspaces '{"template_id":"base"}'
 check "a missing name is 400" test "$code" = 400
 req POST /workspaces '{"name":"big","template_id":"base","ram_mb":8192}'
-check "RAM over the plan is 402 plan_limit" bash -c "[ $code = 402 ] && jq -e '.error.code == \"plan_limit\"' <<<'$body'"
+check "RAM over the plan is 402 plan_limit" bash -c "[ $code = 402 ] && jq -e '.error.code == \"plan_limit\" and (.error.message | test(\"MB of RAM per workspace\"))' <<<'$body'"
 req POST /workspaces '{"name":"second","template_id":"base"}'
-check "disk over the plan's total is 402 plan_limit" bash -c "[ $code = 402 ] && jq -e '.error.code == \"plan_limit\"' <<<'$body'"
+check "disk over the plan's total is 402 plan_limit" bash -c "[ $code = 402 ] && jq -e '.error.code == \"plan_limit\" and (.error.message | test(\"MB of disk in all\"))' <<<'$body'"
 req GET /users/me
 curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/users/$(jq -r .user.id <<<"$body")/limits" \
     -d '{"max_vms":1,"max_disk_total_mb":100000}'

@@ -98,13 +98,19 @@ test('openai responses, streamed and not', async () => {
 });
 
 test('anthropic messages, not streamed: operator key and version upstream', async () => {
-  const m = await anthropic.messages.create({ model: 'claude-haiku-4-5', max_tokens: 64, messages });
+  // a version unlike the provider's default (config/models.yaml: 2023-06-01), which the gateway
+  // sends when the client sends none: a dropped header shows (the mock refuses no header at all)
+  const version = '2023-01-01';
+  const m = await anthropic.messages.create(
+    { model: 'claude-haiku-4-5', max_tokens: 64, messages },
+    { headers: { 'anthropic-version': version } },
+  );
   assert.equal(m.type, 'message');
   assert.match(m.content[0].text, /\S/);
   assert.ok(m.usage.input_tokens > 0 && m.usage.output_tokens > 0);
   const up = await lastUpstreamRequest();
   assert.equal(header(up, 'x-api-key'), process.env.OPERATOR_ANTHROPIC_KEY);
-  assert.ok(header(up, 'anthropic-version'));
+  assert.equal(header(up, 'anthropic-version'), version, 'the client\'s anthropic-version was not forwarded');
   assert.ok(!JSON.stringify(up).includes(token), 'the workspace token went upstream');
 });
 

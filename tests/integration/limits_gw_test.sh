@@ -209,7 +209,13 @@ check "recorded: subject_rate_limited (2)" test "$(rows subject_rate_limited u-c
 check "recorded: subject_limit_malformed (3, 400)" test "$(rb_sql "SELECT count(*) FROM usage_events WHERE error_code = 'subject_limit_malformed' AND http_status = 400")" = 3
 check "refusals: no credit debited for them" test "$(rb_sql "SELECT count(*) FROM credit_transfers t JOIN usage_events e USING (request_id) WHERE e.status = 'rejected'")" = 0
 
+# a lease live on each gateway when it stops: an idle one goes back on its own after
+# RIGBOX_LEASE_IDLE_MS (1 s), so without these calls there is nothing left for the stop to close
+sa=$(post $PA /v1/chat/completions $TOK7 "$CHAT")
+sb=$(post $PB /v1/chat/completions $TOK7 "$CHAT")
+LIVE=$(rb_sql "SELECT count(DISTINCT node_id) FROM credit_leases WHERE closed_at IS NULL")
 kill -TERM "$PID_A" "$PID_B"
+check "stop: a lease live on each gateway before the stop ($sa $sb, $LIVE nodes)" test "$sa $sb $LIVE" = "200 200 2"
 wait "$PID_A" "$PID_B" 2>/dev/null
 check "stop: every lease closed" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE closed_at IS NULL")" = 0
 if grep -q 'runtime error\|ERROR: AddressSanitizer\|LeakSanitizer' "$RB_TMP"/gw-*.log; then

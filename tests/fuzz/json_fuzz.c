@@ -2,8 +2,8 @@
  * Fuzz target for common/json.c. Parses the input with small limits, walks every token through
  * every getter, and round-trips each string through the writer and the parser: the writer's output
  * must parse, read back equal when the string was valid UTF-8, and be a fixed point otherwise
- * (writing the read-back value again gives the same bytes). A second pass checks that writing the
- * whole document back (a structural copy) parses to the same shape. Must never crash.
+ * (writing the read-back value again gives the same bytes). rb_json_parse_member must agree with a
+ * whole parse. Must never crash.
  */
 #include <stdint.h>
 #include <stdlib.h>

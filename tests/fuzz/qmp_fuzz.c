@@ -2,6 +2,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "common/json.h"
 #include "vmm/qmp.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -31,7 +32,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 4096 && memchr(data, '\0', size) == NULL) {
         char *args = rb_strndup((const char *)data, size);
         if (vmm_qmp_build(&out, "query-status", args, 7) == RB_OK) {
+            rb_json_t *doc = NULL;
             RB_ASSERT(out.len > 0 && out.base[out.len - 1] == '\n');
+            /* the line parses back: one object whose arguments are an object */
+            RB_ASSERT(rb_json_parse(out.base, out.len - 1, NULL, &doc) == RB_OK);
+            RB_ASSERT(rb_json_str_eq(doc, rb_json_member(doc, 0, "execute"), "query-status"));
+            RB_ASSERT(rb_json_type(doc, rb_json_member(doc, 0, "arguments")) == RB_JSON_OBJECT);
+            rb_json_free(doc);
         } else {
             RB_ASSERT(out.len == 0);
         }

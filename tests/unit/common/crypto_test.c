@@ -134,6 +134,36 @@ static void test_aes_gcm_round_trip_and_tamper(void)
     ct[0] ^= 1;
     key[5] ^= 1;
     CHECK(rb_aes_gcm_open(key, ct, n, nonce, tag, pt) == RB_ERR_CRYPTO);
+    /* two seals of one message under one key: fresh nonces, so different ciphertexts */
+    uint8_t ct2[32], nonce2[RB_AES_NONCE_LEN], tag2[RB_AES_TAG_LEN];
+    key[5] ^= 1;
+    CHECK(rb_aes_gcm_seal(key, msg, n, ct, nonce, tag) == RB_OK);
+    CHECK(rb_aes_gcm_seal(key, msg, n, ct2, nonce2, tag2) == RB_OK);
+    CHECK(memcmp(nonce, nonce2, sizeof(nonce)) != 0);
+    CHECK(memcmp(ct, ct2, n) != 0);
+}
+
+/* A known answer, so a round trip cannot hide a wrong cipher: the GCM spec's test case 15
+ * (AES-256, 96-bit IV, no AAD), as OpenSSL and NIST compute it. */
+static void test_aes_gcm_known_vector(void)
+{
+    uint8_t key[RB_AES_KEY_LEN], nonce[RB_AES_NONCE_LEN], tag[RB_AES_TAG_LEN], ct[64], pt[64],
+        want[64];
+    CHECK_INT_EQ(rb_unhex("feffe9928665731c6d6a8f9467308308feffe9928665731c6d6a8f9467308308", 64,
+                          key, sizeof(key)),
+                 0);
+    CHECK_INT_EQ(rb_unhex("cafebabefacedbaddecaf888", 24, nonce, sizeof(nonce)), 0);
+    CHECK_INT_EQ(rb_unhex("522dc1f099567d07f47f37a32a84427d643a8cdcbfe5c0c97598a2bd2555d1aa"
+                          "8cb08e48590dbb3da7b08b1056828838c5f61e6393ba7a0abcc9f662898015ad",
+                          128, ct, sizeof(ct)),
+                 0);
+    CHECK_INT_EQ(rb_unhex("b094dac5d93471bdec1a502270e3cc6c", 32, tag, sizeof(tag)), 0);
+    CHECK_INT_EQ(rb_unhex("d9313225f88406e5a55909c5aff5269a86a7a9531534f7da2e4c303d8a318a72"
+                          "1c3c0c95956809532fcf0e2449a6b525b16aedf5aa0de657ba637b391aafd255",
+                          128, want, sizeof(want)),
+                 0);
+    CHECK(rb_aes_gcm_open(key, ct, sizeof(ct), nonce, tag, pt) == RB_OK);
+    CHECK(memcmp(pt, want, sizeof(want)) == 0);
 }
 
 static void test_master_key_parse(void)
@@ -143,7 +173,7 @@ static void test_master_key_parse(void)
     const char *hex = "  00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff\n";
     CHECK(rb_master_key_parse(hex, strlen(hex), key, id, sizeof(id)) == RB_OK);
     CHECK(key[0] == 0x00 && key[1] == 0x11 && key[31] == 0xff);
-    CHECK_INT_EQ(strlen(id), 16);
+    CHECK_STR_EQ(id, "4773d12e2371bb93"); /* the first 16 hex digits of SHA-256 of the key */
     CHECK(rb_master_key_parse("abcd", 4, key, id, sizeof(id)) == RB_ERR_CONFIG);
     CHECK(rb_master_key_parse(hex, 20, key, id, sizeof(id)) == RB_ERR_CONFIG);
 }
@@ -173,4 +203,4 @@ static void test_master_key_load(void)
 
 TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_sortable_ids,
           test_sortable_ids_pooled, test_ct_equal_and_hex, test_aes_gcm_round_trip_and_tamper,
-          test_master_key_parse, test_master_key_load)
+          test_aes_gcm_known_vector, test_master_key_parse, test_master_key_load)

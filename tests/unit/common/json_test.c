@@ -500,7 +500,8 @@ static void test_malformed(void)
             fprintf(stderr, "bad[%zu] \"%s\": %s\n", i, bad[i].text, rb_err_name(err));
         CHECK_INT_EQ(err, RB_ERR_PARSE);
         CHECK(doc == NULL);
-        size_t s0, s1; /* rb_json_parse_member validates as rb_json_parse does */
+        size_t s0, s1;           /* rb_json_parse_member validates as rb_json_parse does */
+        doc = (rb_json_t *)&doc; /* and must reset it too */
         CHECK_INT_EQ(rb_json_parse_member(bad[i].text, len, NULL, "a", &doc, &s0, &s1),
                      RB_ERR_PARSE);
         CHECK(doc == NULL);

@@ -568,6 +568,17 @@ static void test_env_overrides(void)
     setenv("RIGBOX_LOG_LEVEL", "loud", 1);
     CHECK_INT_EQ(cfg_load("config/rigbox.yaml", &c, err, sizeof(err)), RB_ERR_CONFIG);
     CHECK(strstr(err, "RIGBOX_LOG_LEVEL") != NULL);
+    unsetenv("RIGBOX_LOG_LEVEL");
+    /* a secret that fails its one check (length) is named, never echoed */
+    {
+        static char secret[CFG_STRING_LEN_MAX + 2];
+        memset(secret, 'k', sizeof(secret) - 1);
+        memcpy(secret, "sk-secret-", 10);
+        setenv("RIGBOX_MASTER_KEY", secret, 1);
+        CHECK_INT_EQ(cfg_load("config/rigbox.yaml", &c, err, sizeof(err)), RB_ERR_CONFIG);
+        CHECK(strstr(err, "RIGBOX_MASTER_KEY") != NULL);
+        CHECK(strstr(err, "sk-secret-") == NULL);
+    }
     env_clear();
 }
 

@@ -15,7 +15,8 @@ typedef struct {
     int null[COLUMNS];
 } fields_t;
 
-/* Splits one line of COPY text into its fields, undoing the escapes (\\ \t \n \r) and \N. */
+/* Splits one line of COPY text into its fields, undoing the escapes (\\ \t \n \r) and \N; -1 for
+ * a line PostgreSQL would refuse (no final newline, a raw CR, the wrong column count). */
 static int decode(const char *line, size_t len, fields_t *f)
 {
     size_t col = 0, n = 0;
@@ -23,6 +24,8 @@ static int decode(const char *line, size_t len, fields_t *f)
     memset(f, 0, sizeof(*f));
     for (size_t i = 0; i < len; i++) {
         char c = line[i];
+        if (c == '\r') /* PostgreSQL refuses a literal CR in COPY text data ("use \\r") */
+            return -1;
         if (c == '\t' || c == '\n') {
             f->v[col][n] = '\0';
             if (c == '\n')

@@ -7,6 +7,18 @@
 
 #include "test.h"
 
+/* The parser allocates only through rb_realloc; the test is linked with -Wl,--wrap=rb_realloc
+ * (tests/unit/gateway/CMakeLists.txt) so that test_buffer_reused can count the calls. */
+void *__real_rb_realloc(void *p, size_t n);
+void *__wrap_rb_realloc(void *p, size_t n);
+static int reallocs;
+
+void *__wrap_rb_realloc(void *p, size_t n)
+{
+    reallocs++;
+    return __real_rb_realloc(p, n);
+}
+
 #define REC_EVENTS_MAX 64
 #define REC_TEXT_MAX   4096
 
@@ -322,17 +334,21 @@ static void test_buffer_reused(void)
     gw_sse_parser_t p;
     rec_t r = {0};
     size_t cap_after_first;
+    int reallocs_after_first, reallocs_before = reallocs;
 
     gw_sse_parser_init(&p, 0);
     CHECK_INT_EQ(gw_sse_feed(&p, "data: first\n\n", 13, on_event, &r), RB_OK);
     cap_after_first = p.cap;
+    reallocs_after_first = reallocs;
     CHECK(cap_after_first == GW_SSE_BUF_INITIAL);
+    CHECK_INT_EQ(reallocs_after_first - reallocs_before, 1); /* the counter sees the parser */
     for (int i = 0; i < 1000; i++) {
         r.n = 0;
         CHECK_INT_EQ(gw_sse_feed(&p, "event: e\ndata: {\"x\":1}\n\n", 24, on_event, &r), RB_OK);
         CHECK_INT_EQ(r.n, 1);
     }
-    CHECK_INT_EQ(p.cap, cap_after_first); /* no growth, no allocation per event */
+    CHECK_INT_EQ(p.cap, cap_after_first);         /* no growth */
+    CHECK_INT_EQ(reallocs, reallocs_after_first); /* no allocation per event */
     gw_sse_parser_dispose(&p);
 }
 

@@ -87,10 +87,16 @@ static void test_overlay_fails(void)
 
     s.base_image = "/nonexistent/base.ext4";
     CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_NOTFOUND);
-    s.base_image = "/etc/hostname"; /* exists; the qemu-img stand-in fails */
-    s.qemu_img = "false";
+    s.base_image = "/etc/hostname"; /* exists; the qemu-img stand-in writes part of its output
+                                       (the last argument) and fails */
+    touch("/tmp/rb-vm-test-img.sh", "#!/bin/sh\nfor a; do out=$a; done\necho half > \"$out\"\n"
+                                    "exit 1\n");
+    chmod("/tmp/rb-vm-test-img.sh", 0700);
+    s.qemu_img = "/tmp/rb-vm-test-img.sh";
     CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS);
+    unlink("/tmp/rb-vm-test-img.sh");
     CHECK(access(DIR_A "/disk.qcow2", F_OK) != 0); /* no half-made overlay left behind */
+    CHECK(access(DIR_A "/disk.qcow2.tmp", F_OK) != 0);
     CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
 }
 

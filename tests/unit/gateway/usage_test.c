@@ -141,6 +141,24 @@ static const body_case_t body_cases[] = {
       .cache_write_5m = 300,
       .output = 20,
       .reported = U_IN | U_CR | U_W5 | U_OUT}},
+    /* the subsets never bill more input than the whole: cache writes past what the cached part
+     * leaves are cut, and a cached count past the prompt is cut to it */
+    {"openrouter writes past the prompt",
+     GW_ROUTE_CHAT,
+     "{\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":1,"
+     "\"prompt_tokens_details\":{\"cached_tokens\":6,\"cache_write_tokens\":8}}}",
+     RB_OK,
+     {.input_uncached = 0,
+      .cache_read = 6,
+      .cache_write_5m = 4,
+      .output = 1,
+      .reported = U_IN | U_CR | U_W5 | U_OUT}},
+    {"cached past the prompt",
+     GW_ROUTE_CHAT,
+     "{\"usage\":{\"prompt_tokens\":10,\"completion_tokens\":1,"
+     "\"prompt_tokens_details\":{\"cached_tokens\":12}}}",
+     RB_OK,
+     {.input_uncached = 0, .cache_read = 10, .output = 1, .reported = U_IN | U_CR | U_OUT}},
     {"chat no usage", GW_ROUTE_CHAT, "{\"id\":\"x\",\"choices\":[]}", RB_ERR_NOTFOUND, {0}},
     {"chat usage null", GW_ROUTE_CHAT, "{\"usage\":null}", RB_ERR_NOTFOUND, {0}},
     {"bad json", GW_ROUTE_CHAT, "{\"usage\":", RB_ERR_PARSE, {0}},
@@ -268,6 +286,14 @@ static void test_chat_stream(void)
     CHECK_INT_EQ(obs.provider_error, 0);
     CHECK_INT_EQ(obs.malformed, 0);
     CHECK_INT_EQ(obs.output_bytes, 5 + 8); /* "Hello" + " wörld\n" (ö is 2 bytes) */
+
+    /* reasoning text counts as output for an estimate: DeepSeek's reasoning_content and
+     * OpenRouter's reasoning deltas */
+    gw_usage_observer_init(&obs, GW_ROUTE_CHAT, NULL);
+    obs_str(&obs, "", "{\"choices\":[{\"index\":0,\"delta\":{\"reasoning_content\":\"think\"}}]}");
+    obs_str(&obs, "", "{\"choices\":[{\"index\":0,\"delta\":{\"reasoning\":\"more\"}}]}");
+    obs_str(&obs, "", "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"ok\"}}]}");
+    CHECK_INT_EQ(obs.output_bytes, 5 + 4 + 2);
 
     /* without include_usage: nothing reported, not terminal, but done */
     observe_all(&obs, GW_ROUTE_CHAT, ev + 1, 2);

@@ -757,17 +757,17 @@ static void respond_upstream_failure(gw_call_t *c)
 /* Reads the usage of a non-streamed body into c->usage (once) and says where its cost goes: *udoc
  * is the body's root usage object, tokenized alone (rb_json_parse_member validates the whole body),
  * its closing brace at body[*uend - 1]; *doc the whole body parsed, when it has no plain root usage
- * object. Both NULL: the body is not JSON (it goes as it is). */
+ * object. Both NULL: the body is not JSON (it goes as it is, and has no usage). */
 static void body_usage(gw_call_t *c, rb_json_t **udoc, size_t *uend, rb_json_t **doc)
 {
     const char *b = c->body.base;
-    size_t len = c->body.len, start = 0;
+    size_t start = 0;
     rb_err_t e;
 
     *udoc = *doc = NULL;
-    if (c->sse_on || len == 0)
+    if (c->sse_on)
         return;
-    e = rb_json_parse_member(b, len, NULL, "usage", udoc, &start, uend);
+    e = rb_json_parse_member(b, c->body.len, NULL, "usage", udoc, &start, uend);
     if (e == RB_OK && b[start] != '{') { /* not an object: read as any other shape */
         rb_json_free(*udoc);
         *udoc = NULL;
@@ -775,13 +775,11 @@ static void body_usage(gw_call_t *c, rb_json_t **udoc, size_t *uend, rb_json_t *
     if (*udoc != NULL) {
         if (!c->usage_done)
             gw_usage_from_value((gw_route_t)c->route, *udoc, 0, &c->usage);
-    } else if (e == RB_ERR_PARSE || e == RB_ERR_LIMIT ||
-               rb_json_parse(b, len, NULL, doc) != RB_OK) {
-        return;
-    } else if (!c->usage_done) {
+    } else if (e != RB_ERR_PARSE && e != RB_ERR_LIMIT &&
+               rb_json_parse(b, c->body.len, NULL, doc) == RB_OK && !c->usage_done) {
         gw_usage_from_doc((gw_route_t)c->route, *doc, &c->usage);
     }
-    c->usage_done = 1;
+    c->usage_done = 1; /* not JSON: c->usage stays empty, as a parse in call_usage would leave it */
 }
 
 /* The whole answer is in c->body: pass it on, with the cost when it succeeded. */

@@ -62,6 +62,10 @@ static inline int test_run_(const char *const *names, const test_fn_t *fns, int 
     return failed == 0 ? 0 : 1;
 }
 
+/* A stale non-NULL pointer of type T, never dereferenced: set an out-parameter to it before a call
+ * that must reset the parameter on failure, so that CHECK(x == NULL) afterwards sees the reset. */
+#define TEST_STALE(T) ((T *)(uintptr_t)0x10)
+
 /* TEST_MAIN(test_a, test_b, ...) defines main(). */
 #define TEST_MAIN(...)                                                                             \
     int main(void)                                                                                 \

@@ -329,6 +329,7 @@ static void expect_error(const char *main_yaml, const char *models_yaml, const c
     write_file("models.yaml", models_yaml != NULL ? models_yaml : good_models);
     write_file("templates/t.yaml", tmpl_yaml != NULL ? tmpl_yaml : good_template);
     snprintf(path, sizeof(path), "%s/rigbox.yaml", tmp_dir);
+    c = TEST_STALE(cfg_t);
     rc = cfg_load(path, &c, err, sizeof(err));
     CHECK_INT_EQ(rc, want);
     CHECK(c == NULL);
@@ -495,6 +496,7 @@ static void test_errors_misc(void)
                  RB_ERR_CONFIG);
     CHECK(memchr(err, '\0', sizeof(err)) != NULL);
     CHECK(strncmp(err, "r.yaml:1: serv", 14) == 0);
+    c = TEST_STALE(cfg_t);
     CHECK_INT_EQ(cfg_load_buffer(CFG_DOC_MAIN, "r.yaml", bad, strlen(bad), &c, NULL, 0),
                  RB_ERR_CONFIG);
     CHECK(c == NULL);
@@ -556,6 +558,7 @@ static void test_env_overrides(void)
     }
     /* A bad override fails with the variable's name and never echoes a key. */
     setenv("RIGBOX_OPENAI_BASE_URL", "not-a-url", 1);
+    c = TEST_STALE(cfg_t);
     CHECK_INT_EQ(cfg_load("config/rigbox.yaml", &c, err, sizeof(err)), RB_ERR_CONFIG);
     CHECK(c == NULL);
     CHECK(strstr(err, "RIGBOX_OPENAI_BASE_URL") != NULL);

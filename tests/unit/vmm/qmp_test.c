@@ -140,7 +140,10 @@ static void test_parse_rejects(void)
     char *huge;
 
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        rb_err_t err = vmm_qmp_parse(bad[i], strlen(bad[i]), &m);
+        rb_err_t err;
+        m.doc = TEST_STALE(rb_json_t);
+        m.text = TEST_STALE(char);
+        err = vmm_qmp_parse(bad[i], strlen(bad[i]), &m);
         if (err != RB_ERR_PARSE)
             fprintf(stderr, "accepted or wrong error for: %s\n", bad[i]);
         CHECK_INT_EQ(err, RB_ERR_PARSE);
@@ -317,6 +320,7 @@ static void test_client_failures(void)
     vmm_qmp_t *q = NULL;
     double t0;
 
+    q = TEST_STALE(vmm_qmp_t);
     CHECK_INT_EQ(vmm_qmp_connect("/tmp/rb-qmp-test-missing.sock", 500, &q), RB_ERR_SYS);
     CHECK(q == NULL);
 
@@ -327,6 +331,7 @@ static void test_client_failures(void)
     stop_server(&s1, t);
 
     CHECK(start_server(&s2, &t) == 0);
+    q = TEST_STALE(vmm_qmp_t);
     CHECK_INT_EQ(vmm_qmp_connect(s2.path, 2000, &q), RB_ERR_IO); /* closed mid-negotiation */
     CHECK(q == NULL);
     stop_server(&s2, t);

@@ -53,6 +53,7 @@ static void test_bad_spec(void)
     CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
     s = spec();
     s.guest.workspace_id = NULL;
+    vm = TEST_STALE(vmm_vm_t);
     CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_INVAL);
     CHECK(vm == NULL);
     vmm_vm_delete_files(DIR_A);
@@ -65,6 +66,7 @@ static void test_qemu_fails(void)
     struct stat st;
 
     s.qemu_binary = "false"; /* exits 1 like a QEMU that rejects its arguments */
+    vm = TEST_STALE(vmm_vm_t);
     CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS);
     CHECK(vm == NULL);
     CHECK(stat(DIR_A "/config", &st) == 0 && (st.st_mode & 0777) == 0600);
@@ -111,6 +113,7 @@ static void test_adopt(void)
     CHECK_INT_EQ(vmm_vm_adopt(DIR_A, &vm), RB_ERR_NOTFOUND);
     snprintf(pid, sizeof(pid), "%d\n", (int)getpid()); /* alive, but not this VM's QEMU */
     touch(DIR_A "/qemu.pid", pid);
+    vm = TEST_STALE(vmm_vm_t);
     CHECK_INT_EQ(vmm_vm_adopt(DIR_A, &vm), RB_ERR_NOTFOUND);
     CHECK(vm == NULL);
     CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK); /* a foreign pid does not block deletion */

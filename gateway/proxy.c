@@ -106,7 +106,8 @@ typedef struct st_gw_call_t {
     const char *up_headers[GW_PROXY_UP_LINES_MAX];
     size_t up_headers_len;
     gw_xfer_t *xfer;
-    int called; /* the upstream was asked */
+    int called;       /* the upstream was asked */
+    int journal_slot; /* its slot in the recorder's inflight file until recorded; -1: none */
     /* limits (checked before admission) */
     gw_quota_job_t *qjob;     /* waiting for the user's limits */
     gw_quota_ticket_t quota;  /* counted in the limits; finished once in call_record */
@@ -202,9 +203,14 @@ static void call_fail(gw_call_t *c, int status, const char *code, const char *ro
 }
 
 /* Usage and its source for the row: the provider's numbers, completed by estimates if needed. */
+/* The answer's bytes that an output estimate counts. */
+static int64_t call_out_bytes(const gw_call_t *c)
+{
+    return c->sse_on ? c->obs.output_bytes : (int64_t)c->body.len;
+}
+
 static const char *call_usage(gw_call_t *c, gw_usage_t *u)
 {
-    int64_t out_bytes;
 
     memset(u, 0, sizeof(*u));
     if (!c->called || c->up_status / 100 != 2 || c->route == GW_ROUTE_COUNT_TOKENS)
@@ -216,11 +222,30 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
     *u = c->sse_on ? c->obs.usage : c->usage;
     if (u->terminal && u->reported != 0)
         return "provider";
-    out_bytes = c->sse_on ? c->obs.output_bytes : (int64_t)c->body.len;
-    return gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, out_bytes,
+    return gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, call_out_bytes(c),
                                   c->cfg->credits.chars_per_token)
                ? "estimate"
                : "provider";
+}
+
+/* What a call's record says of the call itself: who, where, which model, billed or not, when. */
+static void call_row_identity(const gw_call_t *c, gw_db_usage_row_t *row)
+{
+    rb_copy_str(row->request_id, sizeof(row->request_id), c->request_id);
+    rb_copy_str(row->user_id, sizeof(row->user_id), c->ident.user_id);
+    rb_copy_str(row->workspace_id, sizeof(row->workspace_id), c->ident.workspace_id);
+    rb_copy_str(row->subject, sizeof(row->subject), c->subject);
+    rb_copy_str(row->route, sizeof(row->route), route_path(c->route));
+    if (c->model != NULL) {
+        rb_copy_str(row->provider, sizeof(row->provider), c->model->provider->name);
+        rb_copy_str(row->model, sizeof(row->model), c->model->name);
+        rb_copy_str(row->upstream_model, sizeof(row->upstream_model), c->model->upstream);
+    }
+    row->byok = c->byok;
+    row->billed = !c->byok && c->model != NULL && c->model->priced && c->called;
+    row->created_at_ms = (int64_t)c->start_ms;
+    if (c->credit.lease != NULL)
+        rb_copy_str(row->lease_id, sizeof(row->lease_id), gw_credits_lease_id(c->credit.lease));
 }
 
 static void call_record(gw_call_t *c)
@@ -234,17 +259,7 @@ static void call_record(gw_call_t *c)
     c->recorded = 1;
     if (!c->have_ident || c->route == GW_ROUTE_MODELS || c->unrecorded)
         return;
-    rb_copy_str(row->request_id, sizeof(row->request_id), c->request_id);
-    rb_copy_str(row->user_id, sizeof(row->user_id), c->ident.user_id);
-    rb_copy_str(row->workspace_id, sizeof(row->workspace_id), c->ident.workspace_id);
-    rb_copy_str(row->subject, sizeof(row->subject), c->subject);
-    rb_copy_str(row->route, sizeof(row->route), route_path(c->route));
-    if (c->model != NULL) {
-        rb_copy_str(row->provider, sizeof(row->provider), c->model->provider->name);
-        rb_copy_str(row->model, sizeof(row->model), c->model->name);
-        rb_copy_str(row->upstream_model, sizeof(row->upstream_model), c->model->upstream);
-    }
-    row->byok = c->byok;
+    call_row_identity(c, row);
     row->status = c->status != NULL ? c->status : (c->client_gone ? "client_gone" : "error");
     row->http_status = c->http_status;
     row->usage_source = call_usage(c, &u);
@@ -260,7 +275,6 @@ static void call_record(gw_call_t *c)
         if (gw_pricing_cost(&p, &u, &row->cost_micro) != RB_OK)
             row->cost_micro = 0;
     }
-    row->billed = !c->byok && c->model != NULL && c->model->priced && c->called;
     row->ttfb_ms = c->ttfb_ms;
     row->duration_ms = (int64_t)(end - c->start_ms);
     if (row->ttfb_ms > row->duration_ms)
@@ -268,10 +282,8 @@ static void call_record(gw_call_t *c)
     if (strcmp(row->status, "ok") != 0)
         rb_copy_str(row->error_code, sizeof(row->error_code),
                     c->error_code != NULL ? c->error_code : "client_gone");
-    row->created_at_ms = (int64_t)c->start_ms;
     if (c->credit.lease != NULL) {
         uint64_t seq = 0;
-        rb_copy_str(row->lease_id, sizeof(row->lease_id), gw_credits_lease_id(c->credit.lease));
         gw_recorder_submit(c->pw->proxy->rec, row, &seq);
         /* settle exactly once: the cost leaves the lease, the rest of the hold comes back */
         gw_credits_settle(c->pw->proxy->credits, &c->credit, row->billed ? row->cost_micro : 0,
@@ -279,6 +291,8 @@ static void call_record(gw_call_t *c)
     } else {
         gw_recorder_submit(c->pw->proxy->rec, row, NULL);
     }
+    gw_recorder_end(c->pw->proxy->rec, c->journal_slot); /* the record is in the spool */
+    c->journal_slot = -1;
     c->billed_cost = row->billed ? row->cost_micro : 0;
     c->billed_tokens =
         u.input_uncached + u.cache_read + u.cache_write_5m + u.cache_write_1h + u.output;
@@ -372,6 +386,10 @@ static void call_maybe_free(gw_call_t *c)
     if (h2o_timeout_is_linked(&c->ka_te))
         h2o_timeout_unlink(&c->ka_te);
     call_record(c);
+    if (c->journal_slot != -1) { /* forwarded, never recorded: a bug; the slot is not left held */
+        rb_log_error("call_unrecorded", "request_id=%s", c->request_id);
+        gw_recorder_end(p->rec, c->journal_slot);
+    }
     /* the call leaves the limits' concurrency count only now: a buffered answer recorded before it
      * was sent still holds its memory until the client has read it */
     gw_quota_finish(c->pw->proxy->quota, &c->quota, c->billed_cost, c->billed_tokens);
@@ -600,18 +618,17 @@ static int on_up_body(void *ctx, const char *bytes, size_t len)
             sse_feed(c, bytes, len);
         else if (rb_buf_append(&c->body, bytes, len) != 0)
             c->drain_abort = 1;
-        return 0;
-    }
-    if (c->streaming) {
+    } else if (c->streaming) {
         if (c->pending.len >= lim->stream_high_water_bytes)
             return 1; /* backpressure: curl offers these bytes again after resume */
         stream_take(c, bytes, len);
-        return 0;
+    } else {
+        if (c->sse_on)
+            sse_feed(c, bytes, len); /* an event stream the client did not ask to stream */
+        if (rb_buf_append(&c->body, bytes, len) != 0)
+            c->overflow = 1;
     }
-    if (c->sse_on)
-        sse_feed(c, bytes, len); /* an event stream the client did not ask to stream */
-    if (rb_buf_append(&c->body, bytes, len) != 0)
-        c->overflow = 1;
+    gw_recorder_progress(c->pw->proxy->rec, c->journal_slot, call_out_bytes(c));
     return 0;
 }
 
@@ -1218,6 +1235,20 @@ static void call_forward(gw_call_t *c)
     call_limits(c);
 }
 
+/* The call's slot in the inflight file: its record if the process dies before the call ends. */
+static void call_journal(gw_call_t *c)
+{
+    gw_inflight_call_t j = {0};
+
+    RB_ASSERT(c->journal_slot == -1 && c->called && c->model != NULL);
+    call_row_identity(c, &j.row);
+    j.price = model_price(c->model);
+    j.priced = c->model->priced;
+    j.chars_per_token = c->cfg->credits.chars_per_token;
+    j.input_bytes = (int64_t)c->info.input_bytes;
+    c->journal_slot = gw_recorder_begin(c->pw->proxy->rec, &j);
+}
+
 /* Starts the upstream transfer (the request is admitted). */
 static void call_send(gw_call_t *c)
 {
@@ -1230,6 +1261,7 @@ static void call_send(gw_call_t *c)
     xr.body = c->upbody.base != NULL ? c->upbody.base : "";
     xr.body_len = c->upbody.len;
     c->called = 1;
+    call_journal(c);
     c->xfer = gw_xfer_start(c->pw->up, &xr, &XFER_CB, c);
     up_release(c); /* curl copied them */
 }
@@ -1333,6 +1365,7 @@ static gw_call_t *call_new(gw_proxy_worker_t *pw, h2o_req_t *req, int route)
     c->ka_te.cb = on_keepalive;
     c->drain_te.cb = on_drain_timeout;
     c->start_ms = now_ms();
+    c->journal_slot = -1;
     c->ttfb_ms = -1;
     /* time-ordered: usage_events and credit_transfers are keyed by it */
     rb_sortable_id("req_", c->start_ms, c->request_id, sizeof(c->request_id));

@@ -12,6 +12,7 @@
 
 #include "common/log.h"
 #include "common/pg.h"
+#include "gateway/inflight.h"
 
 /* Room for a database error message. */
 #define GW_RECORDER_ERR_MAX 512
@@ -34,7 +35,8 @@ struct st_gw_recorder_t {
     int stopping;
     rb_buf_t chunk; /* the writer thread's */
     char rejected_path[GW_RECORDER_PATH_MAX + 32];
-    rb_metric_t *m_depth, *m_dropped, *m_written, *m_failed;
+    rb_metric_t *m_depth, *m_dropped, *m_written, *m_failed, *m_unjournaled;
+    gw_inflight_t *inflight; /* the calls under way (<spool_dir>/inflight) */
 };
 
 static void deadline_in(struct timespec *ts, int ms)
@@ -451,6 +453,7 @@ static rb_err_t spool_open(gw_recorder_t *r, char *errbuf, size_t cap)
 static void recorder_free(gw_recorder_t *r)
 {
     gw_db_close(r->db);
+    gw_inflight_close(r->inflight);
     if (r->fd != -1)
         close(r->fd);
     if (r->ckpt_fd != -1)
@@ -473,6 +476,54 @@ static void metrics_init(gw_recorder_t *r, rb_metrics_t *m)
                                   "Usage records posted to PostgreSQL", "");
     r->m_failed = rb_metrics_get(m, RB_METRIC_COUNTER, "rigbox_gateway_usage_refused_total",
                                  "Usage records PostgreSQL refused (quarantined)", "");
+    r->m_unjournaled = rb_metrics_get(
+        m, RB_METRIC_COUNTER, "rigbox_gateway_inflight_full_total",
+        "Calls forwarded without an inflight slot (all taken): no record if the process dies", "");
+}
+
+/* An interrupted call of the previous process, into the spool like any record. */
+static void recover_emit(void *ctx, const gw_db_usage_row_t *row)
+{
+    gw_recorder_submit(ctx, row, NULL);
+}
+
+/* The calls the previous process left under way become records, ahead of the replay. */
+static rb_err_t inflight_recover(gw_recorder_t *r, char *errbuf, size_t cap)
+{
+    rb_err_t err = gw_inflight_open(r->conf.spool_dir, &r->inflight, errbuf, cap);
+    size_t n;
+
+    if (err != RB_OK)
+        return err;
+    n = gw_inflight_recover(r->inflight, recover_emit, r);
+    if (n > 0) {
+        if (fdatasync(r->fd) != 0)
+            rb_log_error("spool_fsync_failed", "errno=%d", errno);
+        rb_log_warn("inflight_recovered",
+                    "records=%zu (calls under way when the previous process stopped: "
+                    "error_code=" GW_INFLIGHT_ERROR_CODE ", usage estimated)",
+                    n);
+    }
+    return RB_OK;
+}
+
+int gw_recorder_begin(gw_recorder_t *r, const gw_inflight_call_t *call)
+{
+    int slot = gw_inflight_begin(r->inflight, call);
+
+    if (slot < 0 && r->m_unjournaled != NULL)
+        rb_metric_add(r->m_unjournaled, 1);
+    return slot;
+}
+
+void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes)
+{
+    gw_inflight_progress(r->inflight, slot, output_bytes);
+}
+
+void gw_recorder_end(gw_recorder_t *r, int slot)
+{
+    gw_inflight_end(r->inflight, slot);
 }
 
 rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, char *errbuf,
@@ -490,6 +541,7 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
     pthread_cond_init(&r->cond, NULL);
     rb_buf_init(&r->chunk, 0);
     if ((err = spool_open(r, errbuf, cap)) != RB_OK ||
+        (err = inflight_recover(r, errbuf, cap)) != RB_OK ||
         (err = gw_db_connect(conf->db_url, conf->connect_timeout_s, &r->db, errbuf, cap)) !=
             RB_OK) {
         recorder_free(r);

@@ -15,6 +15,9 @@
  *   checkpoint    the spool offset up to which every record is committed in PostgreSQL, written
  *                 after each commit. When the whole spool is committed and larger than
  *                 GW_RECORDER_ROTATE_BYTES, it is truncated and the checkpoint reset to 0;
+ *   inflight      the calls under way (gateway/inflight.h): the ones a killed process left become
+ *                 records (error_code gateway_restarted, usage estimated) appended to usage.spool
+ *                 at the next start, before the replay;
  *   rejected.spool records PostgreSQL refused (a CHECK constraint): a refused batch is retried
  *                 record by record and the bad record is moved here and logged, never retried.
  * At start the writer thread posts whatever lies past the checkpoint (a crash or an outage left it
@@ -48,6 +51,7 @@
 #include "common/err.h"
 #include "common/metrics.h"
 #include "gateway/db.h"
+#include "gateway/inflight.h"
 
 /* How long stop may keep retrying a database that does not answer (ms). */
 #define GW_RECORDER_STOP_MS 5000
@@ -82,6 +86,14 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
 /** Appends row to the spool; returns 0 and the record's end position in *seq_out (may be NULL), or
  *  -1 when the record was dropped (spool full or unwritable; counted and logged). */
 int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out);
+/** A call about to be forwarded upstream: its slot in the spool directory's inflight file
+ *  (gateway/inflight.h), or -1 when all are taken (counted in rigbox_gateway_inflight_full_total).
+ *  A slot the process still holds when it dies becomes the call's record at the next start. */
+int gw_recorder_begin(gw_recorder_t *r, const gw_inflight_call_t *call);
+/** The answer's bytes so far, for that record's estimate. slot -1: no-op. */
+void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes);
+/** Frees the slot once the call's own record is submitted. slot -1: no-op. */
+void gw_recorder_end(gw_recorder_t *r, int slot);
 /** The position up to which every submitted record is committed in PostgreSQL. */
 uint64_t gw_recorder_committed(gw_recorder_t *r);
 /** 1 when GW_RECORDER_ADMIT_PCT percent of queue_max or more records wait: refuse new calls. Lock

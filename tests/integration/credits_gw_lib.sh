@@ -88,13 +88,13 @@ cg_identity_ok() {
   FROM credit_accounts a WHERE a.user_id = '$1'")" = t
 }
 
-# cg_served_billed_once FILE_OF_REQUEST_IDS: every id has one usage row (billed, ok) and one usage
-# transfer whose amount is the row's whole cost.
+# cg_served_billed_once FILE_OF_REQUEST_IDS [STATUS]: every id has one usage row (billed, status ok
+# or STATUS) and one usage transfer whose amount is the row's whole cost.
 cg_served_billed_once() {
     local ids
     ids=$(sed "s/.*/'&'/" "$1" | paste -sd, -)
     [[ -z $ids ]] && return 1
-    test "$(rb_sql "SELECT count(*) FILTER (WHERE n_rows = 1 AND n_tr = 1 AND billed AND amount = cost AND status = 'ok'),
+    test "$(rb_sql "SELECT count(*) FILTER (WHERE n_rows = 1 AND n_tr = 1 AND billed AND amount = cost AND status = '${2:-ok}'),
                            count(*)
                     FROM (SELECT r.id, (SELECT count(*) FROM usage_events e WHERE e.request_id = r.id) n_rows,
                                  (SELECT count(*) FROM credit_transfers t WHERE t.request_id = r.id AND t.kind = 'usage') n_tr,

@@ -202,16 +202,15 @@ static void call_fail(gw_call_t *c, int status, const char *code, const char *ro
     gw_errors_send(c->req, c->dialect, status, code, message, param, c->request_id);
 }
 
-/* Usage and its source for the row: the provider's numbers, completed by estimates if needed. */
 /* The answer's bytes that an output estimate counts. */
 static int64_t call_out_bytes(const gw_call_t *c)
 {
     return c->sse_on ? c->obs.output_bytes : (int64_t)c->body.len;
 }
 
+/* Usage and its source for the row: the provider's numbers, completed by estimates if needed. */
 static const char *call_usage(gw_call_t *c, gw_usage_t *u)
 {
-
     memset(u, 0, sizeof(*u));
     if (!c->called || c->up_status / 100 != 2 || c->route == GW_ROUTE_COUNT_TOKENS)
         return "none";

@@ -25,6 +25,7 @@ typedef struct st_inflight_header_t {
 typedef struct st_inflight_slot_t {
     uint64_t state;       /* SLOT_HELD or 0; set last on begin, first on end */
     int64_t output_bytes; /* kept current by progress */
+    gw_usage_t usage;     /* what the provider has said so far (progress) */
     gw_inflight_call_t call;
 } inflight_slot_t;
 
@@ -114,20 +115,35 @@ rb_err_t gw_inflight_open(const char *dir, gw_inflight_t **out, char *errbuf, si
 static void interrupted_row(const inflight_slot_t *s, gw_db_usage_row_t *row)
 {
     const gw_inflight_call_t *call = &s->call;
-    gw_usage_t u = {0};
+    gw_usage_t u = s->usage, est = gw_usage_estimate(call->input_bytes < 0 ? 0 : call->input_bytes,
+                                                     s->output_bytes < 0 ? 0 : s->output_bytes,
+                                                     call->chars_per_token > 0
+                                                         ? call->chars_per_token
+                                                         : GW_USAGE_CHARS_PER_TOKEN_DEFAULT);
 
     *row = call->row;
     row->status = "error";
     row->http_status = 0;
     rb_copy_str(row->error_code, sizeof(row->error_code), GW_INFLIGHT_ERROR_CODE);
-    gw_usage_fill_estimate(&u, call->input_bytes, s->output_bytes < 0 ? 0 : s->output_bytes,
-                           call->chars_per_token > 0 ? call->chars_per_token : 4);
+    /* the input as the provider stated it (Anthropic's message_start: cache reads apart), else
+     * estimated; the output so far, at least what the bytes received show (a cumulative count
+     * stated mid-stream is not the final one) */
+    if (!(u.reported & GW_USAGE_INPUT_ANY)) {
+        u.input_uncached = est.input_uncached;
+        u.cache_read = u.cache_write_5m = u.cache_write_1h = 0;
+    }
+    if (est.output > u.output)
+        u.output = est.output;
+    if (u.reasoning > u.output)
+        u.reasoning = u.output;
     row->usage_source = "estimate";
     row->input_uncached = u.input_uncached;
-    row->cache_read = row->cache_write_5m = row->cache_write_1h = 0;
+    row->cache_read = u.cache_read;
+    row->cache_write_5m = u.cache_write_5m;
+    row->cache_write_1h = u.cache_write_1h;
     row->output = u.output;
-    row->reasoning = 0;
-    row->requests = 0;
+    row->reasoning = u.reasoning;
+    row->requests = u.requests;
     row->cost_micro = 0;
     if (call->priced && gw_pricing_cost(&call->price, &u, &row->cost_micro) != RB_OK)
         row->cost_micro = 0;
@@ -179,16 +195,20 @@ int gw_inflight_begin(gw_inflight_t *f, const gw_inflight_call_t *call)
         return -1;
     s = &f->slots[slot];
     s->output_bytes = 0;
+    memset(&s->usage, 0, sizeof(s->usage));
     s->call = *call;
     s->call.row.status = s->call.row.usage_source = NULL; /* addresses of this process: not kept */
     __atomic_store_n(&s->state, SLOT_HELD, __ATOMIC_RELEASE);
     return slot;
 }
 
-void gw_inflight_progress(gw_inflight_t *f, int slot, int64_t output_bytes)
+void gw_inflight_progress(gw_inflight_t *f, int slot, int64_t output_bytes, const gw_usage_t *usage)
 {
-    if (slot >= 0)
-        __atomic_store_n(&f->slots[slot].output_bytes, output_bytes, __ATOMIC_RELAXED);
+    if (slot < 0)
+        return;
+    __atomic_store_n(&f->slots[slot].output_bytes, output_bytes, __ATOMIC_RELAXED);
+    if (usage != NULL)
+        f->slots[slot].usage = *usage; /* a field torn by a kill is an old or a new count */
 }
 
 void gw_inflight_end(gw_inflight_t *f, int slot)

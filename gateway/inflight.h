@@ -9,7 +9,9 @@
  * bytes sent, the prices. While the answer arrives, the slot's output byte count is kept current.
  * Once the call's own record is in the spool, the slot is freed. A slot still held at the next
  * start becomes the record of an interrupted call: status error, error_code gateway_restarted,
- * usage estimated from the bytes sent and received (usage_source estimate), priced at the prices
+ * the input as the provider stated it mid-stream (Anthropic's message_start, cache reads apart) or
+ * else estimated from the bytes sent, the output estimated from the bytes received or as stated if
+ * more (usage_source estimate: the numbers are partial), priced at the prices
  * the call was forwarded with, billed as the call would have been (from the lease its hold came
  * from). The recorder appends these records to the spool before it replays the spool. If the call's
  * own record reached the spool just before the process died, both are in the spool; the first (the
@@ -33,6 +35,7 @@
 #include "common/err.h"
 #include "gateway/db.h"
 #include "gateway/pricing.h"
+#include "gateway/usage.h"
 
 /* Calls journaled at once per process; one past it is served without a slot (and counted). */
 #define GW_INFLIGHT_SLOTS 4096
@@ -62,8 +65,10 @@ size_t gw_inflight_recover(gw_inflight_t *f, void (*emit)(void *ctx, const gw_db
                            void *ctx);
 /** Takes a slot for call; returns its index, or -1 when all GW_INFLIGHT_SLOTS are taken. */
 int gw_inflight_begin(gw_inflight_t *f, const gw_inflight_call_t *call);
-/** The answer's bytes so far (the output estimate if the process dies). slot -1: no-op. */
-void gw_inflight_progress(gw_inflight_t *f, int slot, int64_t output_bytes);
+/** The answer so far: its bytes (the output estimate if the process dies) and what the provider has
+ *  said of the usage (NULL: nothing yet). slot -1: no-op. */
+void gw_inflight_progress(gw_inflight_t *f, int slot, int64_t output_bytes,
+                          const gw_usage_t *usage);
 /** Frees the slot: the call's own record is in the spool. slot -1: no-op. */
 void gw_inflight_end(gw_inflight_t *f, int slot);
 /** Slots taken now. */

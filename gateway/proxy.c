@@ -627,7 +627,8 @@ static int on_up_body(void *ctx, const char *bytes, size_t len)
         if (rb_buf_append(&c->body, bytes, len) != 0)
             c->overflow = 1;
     }
-    gw_recorder_progress(c->pw->proxy->rec, c->journal_slot, call_out_bytes(c));
+    gw_recorder_progress(c->pw->proxy->rec, c->journal_slot, call_out_bytes(c),
+                         c->sse_on ? &c->obs.usage : NULL);
     return 0;
 }
 

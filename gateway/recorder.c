@@ -516,9 +516,9 @@ int gw_recorder_begin(gw_recorder_t *r, const gw_inflight_call_t *call)
     return slot;
 }
 
-void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes)
+void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes, const gw_usage_t *usage)
 {
-    gw_inflight_progress(r->inflight, slot, output_bytes);
+    gw_inflight_progress(r->inflight, slot, output_bytes, usage);
 }
 
 void gw_recorder_end(gw_recorder_t *r, int slot)

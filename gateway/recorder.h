@@ -90,8 +90,9 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
  *  (gateway/inflight.h), or -1 when all are taken (counted in rigbox_gateway_inflight_full_total).
  *  A slot the process still holds when it dies becomes the call's record at the next start. */
 int gw_recorder_begin(gw_recorder_t *r, const gw_inflight_call_t *call);
-/** The answer's bytes so far, for that record's estimate. slot -1: no-op. */
-void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes);
+/** The answer so far (bytes, the provider's usage or NULL), for that record. slot -1: no-op. */
+void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes,
+                          const gw_usage_t *usage);
 /** Frees the slot once the call's own record is submitted. slot -1: no-op. */
 void gw_recorder_end(gw_recorder_t *r, int slot);
 /** The position up to which every submitted record is committed in PostgreSQL. */

@@ -5,7 +5,8 @@
 #    (writer_flush_ms 4000: well past the ~1 s that the 20 requests and the streams' start take,
 #    even on a loaded machine), restart it: the spool is replayed, every served request has exactly one
 #    usage row and one usage transfer, and so does each stream the kill cut (from the inflight file:
-#    error_code gateway_restarted, usage estimated from what it had streamed, billed from its lease);
+#    error_code gateway_restarted, the input as the provider stated it or estimated, the output from
+#    what it had streamed, billed from its lease);
 #    the killed process's leases expire and the sweeper closes them.
 # 2. Replay the whole spool again (checkpoint reset): nothing is billed twice.
 # 3. Stop PostgreSQL (pg_ctl stop -m fast) for several seconds under load: requests keep being
@@ -56,6 +57,11 @@ for i in $(seq 1 6); do
         -H 'content-type: application/json' -H 'X-Mock-Behavior: slow=200,chunks=20' \
         -d '{"model":"t-chat","stream":true,"messages":[{"role":"user","content":"x"}]}' 2>/dev/null &
 done
+# and one Anthropic stream with a cached prompt: message_start states its input buckets
+curl -sS -N -o "$RB_TMP/stream7" -D "$RB_TMP/stream7.hdr" "$GW/v1/messages" -H "x-api-key: $TOK1" \
+    -H 'content-type: application/json' -H 'anthropic-version: 2023-06-01' \
+    -H 'X-Mock-Behavior: slow=200,chunks=20,usage=prompt:40,cached:30000' \
+    -d '{"model":"t-claude","max_tokens":50,"stream":true,"messages":[{"role":"user","content":"x"}]}' 2>/dev/null &
 sleep 0.7
 UNPOSTED=$(rb_sql "SELECT 20 - count(*) FROM usage_events")
 kill -KILL "$PID"
@@ -65,20 +71,24 @@ wait_streams
 served_ids
 check "kill: 20 requests served before the kill" test "$(wc -l <"$RB_TMP/served.ids")" = 20
 check "kill: some of them were not yet in PostgreSQL ($UNPOSTED)" test "$UNPOSTED" -gt 0
-check "kill: the streams in flight were cut" bash -c "! grep -q '\[DONE\]' '$RB_TMP'/stream?"
+check "kill: the streams in flight were cut" bash -c "! grep -q '\[DONE\]\|message_stop' '$RB_TMP'/stream?"
 cat "$RB_TMP"/stream?.hdr | grep -i '^x-rigbox-request-id:' | tr -d '\r' | cut -d' ' -f2 >"$RB_TMP/cut.ids"
-check "kill: the 6 cut streams had started (their request ids)" test "$(sort -u "$RB_TMP/cut.ids" | wc -l)" = 6
+check "kill: the 7 cut streams had started, with a 200 (their request ids)" \
+    test "$(sort -u "$RB_TMP/cut.ids" | wc -l):$(head -qn1 "$RB_TMP"/stream?.hdr | grep -c '^HTTP/1.1 200')" = 7:7
+ANT_ID=$(grep -i '^x-rigbox-request-id:' "$RB_TMP/stream7.hdr" | tr -d '\r' | cut -d' ' -f2)
 cg_gateway gw-k "$PORT" RIGBOX_LEASE_WAIT_MS=1500
 PID=$CG_PID
 check "restart: the spool is replayed" grep -q 'event=spool_replay' "$RB_TMP/gw-k.log"
-check "restart: the 6 cut streams are recovered from the inflight file" grep -q 'event=inflight_recovered records=6 ' "$RB_TMP/gw-k.log"
-cg_wait_sql "SELECT count(*) FROM usage_events" 26 100
+check "restart: the 7 cut streams are recovered from the inflight file" grep -q 'event=inflight_recovered records=7 ' "$RB_TMP/gw-k.log"
+cg_wait_sql "SELECT count(*) FROM usage_events" 27 100
 check "restart: every served request has one usage row and one usage transfer" cg_served_billed_once "$RB_TMP/served.ids"
 check "restart: each cut stream has one usage row and one usage transfer" cg_served_billed_once "$RB_TMP/cut.ids" error
 CUT_IN="$(sed "s/.*/'&'/" "$RB_TMP/cut.ids" | paste -sd, -)"
 check "restart: a cut stream's row: error gateway_restarted, usage estimated from the bytes streamed, billed" \
-    test "$(rb_sql "SELECT count(*) FROM usage_events WHERE request_id IN ($CUT_IN) AND status = 'error' AND error_code = 'gateway_restarted' AND usage_source = 'estimate' AND input_uncached > 0 AND output > 0 AND cost_micro > 0 AND billed")" = 6
-check "restart: no other row (26 = 20 served + 6 cut)" test "$(rb_sql "SELECT count(*) FROM usage_events")" = 26
+    test "$(rb_sql "SELECT count(*) FROM usage_events WHERE request_id IN ($CUT_IN) AND status = 'error' AND error_code = 'gateway_restarted' AND usage_source = 'estimate' AND input_uncached > 0 AND output > 0 AND cost_micro > 0 AND billed")" = 7
+check "restart: the cut Anthropic stream's input is as message_start stated it (40 uncached, 30000 cached), not estimated" \
+    test "$(rb_sql "SELECT input_uncached || ':' || cache_read FROM usage_events WHERE request_id = '$ANT_ID'")" = 40:30000
+check "restart: no other row (27 = 20 served + 7 cut)" test "$(rb_sql "SELECT count(*) FROM usage_events")" = 27
 check "restart: ledger identity" cg_identity_ok u-cguser01
 sleep 10.5 # lease_ttl_s 10: the killed process stopped renewing
 # The restarted gateway holds no lease now (idle ones are returned): a live one is taken by hand, so

@@ -97,9 +97,10 @@ static void test_crash_leaves_the_call(void)
     sc = gw_inflight_begin(f, &cu);
     CHECK(sa >= 0 && sb >= 0 && sc >= 0 && sa != sb && sb != sc);
     CHECK_INT_EQ(gw_inflight_used(f), 3);
-    gw_inflight_progress(f, sa, 100);
-    gw_inflight_progress(f, sa, 999); /* the latest count is the one kept: ceil(999 / 4) = 250 */
-    gw_inflight_end(f, sb);           /* b's own record was written */
+    gw_inflight_progress(f, sa, 100, NULL);
+    gw_inflight_progress(f, sa, 999,
+                         NULL); /* the latest count is the one kept: ceil(999 / 4) = 250 */
+    gw_inflight_end(f, sb);     /* b's own record was written */
     CHECK_INT_EQ(gw_inflight_used(f), 2);
     gw_inflight_close(f); /* as a dead process leaves it: a and c still held */
 
@@ -138,6 +139,44 @@ static void test_crash_leaves_the_call(void)
     teardown();
 }
 
+/* What the provider stated mid-stream counts: Anthropic's message_start gives the input with its
+ * cache reads apart (an estimate from bytes would bill the cached part as uncached input); its
+ * output so far is not final, so the bytes received count when they show more. */
+static void test_stated_usage(void)
+{
+    gw_inflight_t *f;
+    gw_inflight_call_t c = call("req-anthropic", 1);
+    gw_usage_t said = {0}, want = {0};
+    got_t got = {0};
+    int64_t cost = 0;
+    int slot;
+
+    setup();
+    f = open_dir();
+    said.input_uncached = 12;
+    said.cache_read = 90000;
+    said.cache_write_5m = 300;
+    said.output = 1; /* message_start's placeholder */
+    said.reported =
+        GW_USAGE_INPUT_UNCACHED | GW_USAGE_CACHE_READ | GW_USAGE_CACHE_WRITE_5M | GW_USAGE_OUTPUT;
+    slot = gw_inflight_begin(f, &c);
+    gw_inflight_progress(f, slot, 80, &said); /* ceil(80 / 4) = 20 tokens received */
+    gw_inflight_close(f);
+    f = open_dir();
+    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 1);
+    CHECK_INT_EQ(got.rows[0].input_uncached, 12); /* not ceil(401 / 4) = 101 */
+    CHECK_INT_EQ(got.rows[0].cache_read, 90000);
+    CHECK_INT_EQ(got.rows[0].cache_write_5m, 300);
+    CHECK_INT_EQ(got.rows[0].output, 20);
+    CHECK_STR_EQ(got.rows[0].usage_source, "estimate");
+    want = said;
+    want.output = 20;
+    CHECK_INT_EQ(gw_pricing_cost(&c.price, &want, &cost), RB_OK);
+    CHECK_INT_EQ(got.rows[0].cost_micro, cost);
+    gw_inflight_close(f);
+    teardown();
+}
+
 /* A child takes a slot, then is killed with SIGKILL: the parent, as the next process, finds it. */
 static void test_sigkill(void)
 {
@@ -155,7 +194,7 @@ static void test_sigkill(void)
         char err[256];
         if (gw_inflight_open(dir, &cf, err, sizeof(err)) != RB_OK)
             _exit(2);
-        gw_inflight_progress(cf, gw_inflight_begin(cf, &c), 40);
+        gw_inflight_progress(cf, gw_inflight_begin(cf, &c), 40, NULL);
         kill(getpid(), SIGKILL);
         _exit(3);
     }
@@ -184,7 +223,7 @@ static void test_full(void)
     CHECK(last >= 0);
     CHECK_INT_EQ(gw_inflight_begin(f, &c), -1); /* all taken */
     CHECK_INT_EQ(gw_inflight_used(f), GW_INFLIGHT_SLOTS);
-    gw_inflight_progress(f, -1, 5); /* no slot: no-ops */
+    gw_inflight_progress(f, -1, 5, NULL); /* no slot: no-ops */
     gw_inflight_end(f, -1);
     gw_inflight_end(f, last);
     CHECK_INT_EQ(gw_inflight_begin(f, &c), last); /* the freed one is reused */
@@ -254,4 +293,5 @@ static void test_unreadable(void)
     teardown();
 }
 
-TEST_MAIN(test_crash_leaves_the_call, test_sigkill, test_full, test_unterminated, test_unreadable)
+TEST_MAIN(test_crash_leaves_the_call, test_stated_usage, test_sigkill, test_full, test_unterminated,
+          test_unreadable)

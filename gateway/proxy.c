@@ -63,13 +63,14 @@ struct st_gw_proxy_t {
     const cfg_t *cfg;
     gw_identity_t *idy;
     gw_recorder_t *rec;
-    gw_credits_t *credits; /* NULL = metering off: no holds, no leases */
-    gw_quota_t *quota;     /* per-user and per-subject limits, owned */
+    gw_inflight_t *inflight; /* the rec's: calls under way, for the next process if this one dies */
+    gw_credits_t *credits;   /* NULL = metering off: no holds, no leases */
+    gw_quota_t *quota;       /* per-user and per-subject limits, owned */
     rb_metrics_t *metrics;
     int drains;       /* atomic: drains running in the process */
     int forward_mock; /* RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1: tests script the mock provider */
     rb_metric_t *m_streams, *m_drains, *m_drains_active, *m_drains_refused, *m_bytes_in,
-        *m_bytes_out;
+        *m_bytes_out, *m_inflight_full;
 };
 
 typedef struct st_route_handler_t {
@@ -290,7 +291,7 @@ static void call_record(gw_call_t *c)
     } else {
         gw_recorder_submit(c->pw->proxy->rec, row, NULL);
     }
-    gw_recorder_end(c->pw->proxy->rec, c->journal_slot); /* the record is in the spool */
+    gw_inflight_end(c->pw->proxy->inflight, c->journal_slot); /* the record is in the spool */
     c->journal_slot = -1;
     c->billed_cost = row->billed ? row->cost_micro : 0;
     c->billed_tokens =
@@ -387,7 +388,7 @@ static void call_maybe_free(gw_call_t *c)
     call_record(c);
     if (c->journal_slot != -1) { /* forwarded, never recorded: a bug; the slot is not left held */
         rb_log_error("call_unrecorded", "request_id=%s", c->request_id);
-        gw_recorder_end(p->rec, c->journal_slot);
+        gw_inflight_end(c->pw->proxy->inflight, c->journal_slot);
     }
     /* the call leaves the limits' concurrency count only now: a buffered answer recorded before it
      * was sent still holds its memory until the client has read it */
@@ -627,7 +628,7 @@ static int on_up_body(void *ctx, const char *bytes, size_t len)
         if (rb_buf_append(&c->body, bytes, len) != 0)
             c->overflow = 1;
     }
-    gw_recorder_progress(c->pw->proxy->rec, c->journal_slot, call_out_bytes(c),
+    gw_inflight_progress(c->pw->proxy->inflight, c->journal_slot, call_out_bytes(c),
                          c->sse_on ? &c->obs.usage : NULL);
     return 0;
 }
@@ -1246,7 +1247,9 @@ static void call_journal(gw_call_t *c)
     j.priced = c->model->priced;
     j.chars_per_token = c->cfg->credits.chars_per_token;
     j.input_bytes = (int64_t)c->info.input_bytes;
-    c->journal_slot = gw_recorder_begin(c->pw->proxy->rec, &j);
+    c->journal_slot = gw_inflight_begin(c->pw->proxy->inflight, &j);
+    if (c->journal_slot < 0)
+        rb_metric_add(c->pw->proxy->m_inflight_full, 1);
 }
 
 /* Starts the upstream transfer (the request is admitted). */
@@ -1437,6 +1440,7 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
     p->cfg = cfg;
     p->idy = idy;
     p->rec = rec;
+    p->inflight = gw_recorder_inflight(rec);
     p->credits = credits;
     p->metrics = metrics;
     p->forward_mock = getenv("RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR") != NULL &&
@@ -1455,6 +1459,9 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
             rb_log_warn("test_mode", "rate window %ld s instead of 60 s (tests only)", ws);
         p->quota = gw_quota_start(&qc);
     }
+    p->m_inflight_full = rb_metrics_get(
+        metrics, RB_METRIC_COUNTER, "rigbox_gateway_inflight_full_total",
+        "Calls forwarded without an inflight slot (all taken): no record if the process dies", "");
     p->m_streams = rb_metrics_get(metrics, RB_METRIC_GAUGE, "rigbox_gateway_active_streams",
                                   "Streamed answers in progress", "");
     p->m_drains = rb_metrics_get(metrics, RB_METRIC_COUNTER, "rigbox_gateway_drains_total",

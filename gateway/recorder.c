@@ -35,7 +35,7 @@ struct st_gw_recorder_t {
     int stopping;
     rb_buf_t chunk; /* the writer thread's */
     char rejected_path[GW_RECORDER_PATH_MAX + 32];
-    rb_metric_t *m_depth, *m_dropped, *m_written, *m_failed, *m_unjournaled;
+    rb_metric_t *m_depth, *m_dropped, *m_written, *m_failed;
     gw_inflight_t *inflight; /* the calls under way (<spool_dir>/inflight) */
 };
 
@@ -476,9 +476,6 @@ static void metrics_init(gw_recorder_t *r, rb_metrics_t *m)
                                   "Usage records posted to PostgreSQL", "");
     r->m_failed = rb_metrics_get(m, RB_METRIC_COUNTER, "rigbox_gateway_usage_refused_total",
                                  "Usage records PostgreSQL refused (quarantined)", "");
-    r->m_unjournaled = rb_metrics_get(
-        m, RB_METRIC_COUNTER, "rigbox_gateway_inflight_full_total",
-        "Calls forwarded without an inflight slot (all taken): no record if the process dies", "");
 }
 
 /* An interrupted call of the previous process, into the spool like any record. */
@@ -507,23 +504,9 @@ static rb_err_t inflight_recover(gw_recorder_t *r, char *errbuf, size_t cap)
     return RB_OK;
 }
 
-int gw_recorder_begin(gw_recorder_t *r, const gw_inflight_call_t *call)
+gw_inflight_t *gw_recorder_inflight(gw_recorder_t *r)
 {
-    int slot = gw_inflight_begin(r->inflight, call);
-
-    if (slot < 0 && r->m_unjournaled != NULL)
-        rb_metric_add(r->m_unjournaled, 1);
-    return slot;
-}
-
-void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes, const gw_usage_t *usage)
-{
-    gw_inflight_progress(r->inflight, slot, output_bytes, usage);
-}
-
-void gw_recorder_end(gw_recorder_t *r, int slot)
-{
-    gw_inflight_end(r->inflight, slot);
+    return r->inflight;
 }
 
 rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, char *errbuf,

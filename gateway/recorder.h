@@ -86,15 +86,9 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
 /** Appends row to the spool; returns 0 and the record's end position in *seq_out (may be NULL), or
  *  -1 when the record was dropped (spool full or unwritable; counted and logged). */
 int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out);
-/** A call about to be forwarded upstream: its slot in the spool directory's inflight file
- *  (gateway/inflight.h), or -1 when all are taken (counted in rigbox_gateway_inflight_full_total).
- *  A slot the process still holds when it dies becomes the call's record at the next start. */
-int gw_recorder_begin(gw_recorder_t *r, const gw_inflight_call_t *call);
-/** The answer so far (bytes, the provider's usage or NULL), for that record. slot -1: no-op. */
-void gw_recorder_progress(gw_recorder_t *r, int slot, int64_t output_bytes,
-                          const gw_usage_t *usage);
-/** Frees the slot once the call's own record is submitted. slot -1: no-op. */
-void gw_recorder_end(gw_recorder_t *r, int slot);
+/** The spool directory's inflight file (gateway/inflight.h), recovered: a call takes a slot before
+ *  it is forwarded and frees it once its record is submitted. */
+gw_inflight_t *gw_recorder_inflight(gw_recorder_t *r);
 /** The position up to which every submitted record is committed in PostgreSQL. */
 uint64_t gw_recorder_committed(gw_recorder_t *r);
 /** 1 when GW_RECORDER_ADMIT_PCT percent of queue_max or more records wait: refuse new calls. Lock

@@ -144,9 +144,9 @@ static void interrupted_row(const inflight_slot_t *s, gw_db_usage_row_t *row)
     row->output = u.output;
     row->reasoning = u.reasoning;
     row->requests = u.requests;
-    row->cost_micro = 0;
-    if (call->priced && gw_pricing_cost(&call->price, &u, &row->cost_micro) != RB_OK)
-        row->cost_micro = 0;
+    row->cost_micro = 0; /* unpriced, or past int64 (gw_pricing_cost leaves it then) */
+    if (call->priced)
+        (void)gw_pricing_cost(&call->price, &u, &row->cost_micro);
     row->ttfb_ms = -1;
     row->duration_ms = 0; /* when the process died is not known */
 }
@@ -159,21 +159,21 @@ size_t gw_inflight_recover(gw_inflight_t *f, void (*emit)(void *ctx, const gw_db
     RB_ASSERT(f->free_len == GW_INFLIGHT_SLOTS); /* before any begin */
     for (size_t i = 0; i < GW_INFLIGHT_SLOTS; i++) {
         inflight_slot_t *s = &f->slots[i];
-        gw_db_usage_row_t row;
+        gw_db_usage_row_t *r = &s->call.row, row;
 
         if (s->state != SLOT_HELD)
             continue;
         /* a slot is whole once held; its strings are still bounded before they are read */
-        s->call.row.request_id[sizeof(s->call.row.request_id) - 1] = '\0';
-        s->call.row.user_id[sizeof(s->call.row.user_id) - 1] = '\0';
-        s->call.row.workspace_id[sizeof(s->call.row.workspace_id) - 1] = '\0';
-        s->call.row.subject[sizeof(s->call.row.subject) - 1] = '\0';
-        s->call.row.route[sizeof(s->call.row.route) - 1] = '\0';
-        s->call.row.provider[sizeof(s->call.row.provider) - 1] = '\0';
-        s->call.row.model[sizeof(s->call.row.model) - 1] = '\0';
-        s->call.row.upstream_model[sizeof(s->call.row.upstream_model) - 1] = '\0';
-        s->call.row.lease_id[sizeof(s->call.row.lease_id) - 1] = '\0';
-        if (s->call.row.request_id[0] != '\0' && s->call.row.user_id[0] != '\0') {
+        r->request_id[sizeof(r->request_id) - 1] = '\0';
+        r->user_id[sizeof(r->user_id) - 1] = '\0';
+        r->workspace_id[sizeof(r->workspace_id) - 1] = '\0';
+        r->subject[sizeof(r->subject) - 1] = '\0';
+        r->route[sizeof(r->route) - 1] = '\0';
+        r->provider[sizeof(r->provider) - 1] = '\0';
+        r->model[sizeof(r->model) - 1] = '\0';
+        r->upstream_model[sizeof(r->upstream_model) - 1] = '\0';
+        r->lease_id[sizeof(r->lease_id) - 1] = '\0';
+        if (r->request_id[0] != '\0' && r->user_id[0] != '\0') {
             interrupted_row(s, &row);
             emit(ctx, &row);
             n++;

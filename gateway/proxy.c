@@ -63,9 +63,8 @@ struct st_gw_proxy_t {
     const cfg_t *cfg;
     gw_identity_t *idy;
     gw_recorder_t *rec;
-    gw_inflight_t *inflight; /* the rec's: calls under way, for the next process if this one dies */
-    gw_credits_t *credits;   /* NULL = metering off: no holds, no leases */
-    gw_quota_t *quota;       /* per-user and per-subject limits, owned */
+    gw_credits_t *credits; /* NULL = metering off: no holds, no leases */
+    gw_quota_t *quota;     /* per-user and per-subject limits, owned */
     rb_metrics_t *metrics;
     int drains;       /* atomic: drains running in the process */
     int forward_mock; /* RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1: tests script the mock provider */
@@ -291,7 +290,8 @@ static void call_record(gw_call_t *c)
     } else {
         gw_recorder_submit(c->pw->proxy->rec, row, NULL);
     }
-    gw_inflight_end(c->pw->proxy->inflight, c->journal_slot); /* the record is in the spool */
+    /* the record is in the spool */
+    gw_inflight_end(gw_recorder_inflight(c->pw->proxy->rec), c->journal_slot);
     c->journal_slot = -1;
     c->billed_cost = row->billed ? row->cost_micro : 0;
     c->billed_tokens =
@@ -388,7 +388,7 @@ static void call_maybe_free(gw_call_t *c)
     call_record(c);
     if (c->journal_slot != -1) { /* forwarded, never recorded: a bug; the slot is not left held */
         rb_log_error("call_unrecorded", "request_id=%s", c->request_id);
-        gw_inflight_end(c->pw->proxy->inflight, c->journal_slot);
+        gw_inflight_end(gw_recorder_inflight(c->pw->proxy->rec), c->journal_slot);
     }
     /* the call leaves the limits' concurrency count only now: a buffered answer recorded before it
      * was sent still holds its memory until the client has read it */
@@ -628,8 +628,8 @@ static int on_up_body(void *ctx, const char *bytes, size_t len)
         if (rb_buf_append(&c->body, bytes, len) != 0)
             c->overflow = 1;
     }
-    gw_inflight_progress(c->pw->proxy->inflight, c->journal_slot, call_out_bytes(c),
-                         c->sse_on ? &c->obs.usage : NULL);
+    gw_inflight_progress(gw_recorder_inflight(c->pw->proxy->rec), c->journal_slot,
+                         call_out_bytes(c), c->sse_on ? &c->obs.usage : NULL);
     return 0;
 }
 
@@ -1247,7 +1247,7 @@ static void call_journal(gw_call_t *c)
     j.priced = c->model->priced;
     j.chars_per_token = c->cfg->credits.chars_per_token;
     j.input_bytes = (int64_t)c->info.input_bytes;
-    c->journal_slot = gw_inflight_begin(c->pw->proxy->inflight, &j);
+    c->journal_slot = gw_inflight_begin(gw_recorder_inflight(c->pw->proxy->rec), &j);
     if (c->journal_slot < 0)
         rb_metric_add(c->pw->proxy->m_inflight_full, 1);
 }
@@ -1440,7 +1440,6 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
     p->cfg = cfg;
     p->idy = idy;
     p->rec = rec;
-    p->inflight = gw_recorder_inflight(rec);
     p->credits = credits;
     p->metrics = metrics;
     p->forward_mock = getenv("RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR") != NULL &&

@@ -8,9 +8,9 @@
 -- events that draw on no lease (metering off; a lease closed, used up or not the user's) fit in
 -- their account's free balance. Then every running minimum takes the whole cost: pending_i = cost_i
 -- on a lease with reserve (cum_i <= reserve for every i), 0 on one without, extra_i = cost_i -
--- pending_i, overrun_i = 0. A group by (user, lease) shows whether a batch is covered; a covered
--- batch inserts those values directly, in the same row order, and adds the same sums to its leases
--- and accounts. Any other batch (a lease short of reserve, an account short of balance, a replay)
+-- pending_i, overrun_i = 0. One statement groups the batch by (user, lease), sees whether it is
+-- covered and, when it is, inserts those values directly, in the same row order, and adds the same
+-- sums to its leases and accounts. Any other batch (a lease short of reserve, an account short of balance, a replay)
 -- takes schema/0006's path unchanged. tests/integration/ledger_split_diff.sql runs random batches through both.
 
 CREATE OR REPLACE FUNCTION rb_usage_apply_staged()
@@ -53,77 +53,75 @@ BEGIN
       WHERE (l.id, l.user_id) IN (SELECT s.lease_id, s.user_id FROM pg_temp.rb_usage_stage s
                                    WHERE s.billed AND s.cost_micro > 0)
       ORDER BY l.user_id, l.id FOR UPDATE;
-    -- Covered: every (user, lease) group with reserve has reserve for its whole total, and each
-    -- user's total on no reserve fits in the account's free balance (both read under the locks).
-    IF v_all_new THEN
-        WITH grp AS (
-            SELECT s.user_id AS uid, coalesce(s.lease_id, '') AS lkey, rb_sum8(s.cost_micro) AS total
-              FROM pg_temp.rb_usage_stage s
-             WHERE s.billed AND s.cost_micro > 0
-             GROUP BY 1, 2),
-        per_user AS (
-            SELECT g.uid,
-                   bool_and(r.reserve = 0 OR g.total <= r.reserve) AS leases_cover,
-                   coalesce(rb_sum8(g.total) FILTER (WHERE r.reserve = 0), 0) AS on_balance
-              FROM grp g
-              LEFT JOIN credit_leases l ON l.id = g.lkey AND l.user_id = g.uid
-              CROSS JOIN LATERAL (SELECT CASE WHEN l.closed_at IS NULL
-                                              THEN coalesce(l.amount_micro - l.used_micro, 0)
-                                              ELSE 0 END AS reserve) r
-             GROUP BY g.uid)
-        SELECT coalesce(bool_and(p.leases_cover AND p.on_balance <= a.credits_posted
-                                                     - a.debits_posted - a.debits_pending), true)
-          INTO v_covered
-          FROM per_user p JOIN credit_accounts a ON a.user_id = p.uid;
-    END IF;
     -- The usage transfers: a plain INSERT (no ON CONFLICT probe of credit_transfers_pkey per row).
     -- A new batch's requests have no transfer yet unless the ledger was edited by hand (a usage row
     -- deleted, its transfer kept): then the INSERT fails, is rolled back, and the batch's transfers
     -- take the replay path, whose NOT EXISTS leaves such a request out.
     LOOP
         BEGIN
-            IF v_all_new AND v_covered THEN
+            -- Covered: every (user, lease) group on a lease with reserve fits in that reserve, and
+            -- each user's total on no reserve fits in the account's free balance (read under the
+            -- locks, before this statement's updates). Then the transfers, leases and accounts are
+            -- written here; else this statement writes nothing and the running split follows.
+            IF v_all_new THEN
                 WITH grp AS (
                     SELECT s.user_id AS uid, coalesce(s.lease_id, '') AS lkey,
                            rb_sum8(s.cost_micro) AS total
                       FROM pg_temp.rb_usage_stage s
                      WHERE s.billed AND s.cost_micro > 0
                      GROUP BY 1, 2),
-                gl AS ( -- on a lease with reserve the whole total is pending, else all extra
+                gl AS ( -- only a lease of the event's own user counts; a closed one has no reserve
                     SELECT g.uid, g.lkey, g.total, l.id AS lid,
-                           CASE WHEN l.closed_at IS NULL AND l.amount_micro > l.used_micro
-                                THEN g.total ELSE 0 END AS pending
+                           CASE WHEN l.closed_at IS NULL
+                                THEN coalesce(l.amount_micro - l.used_micro, 0) ELSE 0 END AS reserve
                       FROM grp g LEFT JOIN credit_leases l ON l.id = g.lkey AND l.user_id = g.uid),
-                ins AS (
+                covered AS (
+                    SELECT coalesce(bool_and(p.leases_cover AND p.on_balance <= a.credits_posted
+                                                                 - a.debits_posted - a.debits_pending),
+                                    true) AS ok
+                      FROM (SELECT gl.uid, bool_and(gl.reserve = 0 OR gl.total <= gl.reserve)
+                                               AS leases_cover,
+                                   coalesce(rb_sum8(gl.total) FILTER (WHERE gl.reserve = 0), 0)
+                                       AS on_balance
+                              FROM gl GROUP BY gl.uid) p
+                      JOIN credit_accounts a ON a.user_id = p.uid),
+                ins AS ( -- on a lease with reserve the whole cost is pending, else all extra
                     INSERT INTO credit_transfers (id, user_id, kind, amount_micro, request_id,
                                                   lease_id, cost_micro, pending_micro, overrun_micro)
                         SELECT 'usage:' || s.request_id, s.user_id, 'usage', s.cost_micro,
                                s.request_id, gl.lid, s.cost_micro,
-                               CASE WHEN gl.pending > 0 THEN s.cost_micro ELSE 0 END, 0
+                               CASE WHEN gl.reserve > 0 THEN s.cost_micro ELSE 0 END, 0
                           FROM pg_temp.rb_usage_stage s
                           JOIN gl ON gl.uid = s.user_id AND gl.lkey = coalesce(s.lease_id, '')
-                         WHERE s.billed AND s.cost_micro > 0
+                         WHERE s.billed AND s.cost_micro > 0 AND (SELECT ok FROM covered)
                          ORDER BY s.user_id, gl.lkey, s.request_id
                         RETURNING request_id),
                 lease_upd AS (
                     UPDATE credit_leases l
-                       SET used_micro = l.used_micro + gl.pending,
-                           extra_micro = l.extra_micro + (gl.total - gl.pending)
-                      FROM gl WHERE l.id = gl.lid
+                       SET used_micro = l.used_micro
+                                        + CASE WHEN gl.reserve > 0 THEN gl.total ELSE 0 END,
+                           extra_micro = l.extra_micro
+                                         + CASE WHEN gl.reserve > 0 THEN 0 ELSE gl.total END
+                      FROM gl WHERE l.id = gl.lid AND (SELECT ok FROM covered)
                     RETURNING l.id), -- runs to completion although nothing reads it
                 acct_upd AS (
                     UPDATE credit_accounts a
                        SET debits_pending = a.debits_pending - g.from_pending,
                            debits_posted = a.debits_posted + g.posted
-                      FROM (SELECT gl.uid, sum(gl.pending) AS from_pending, sum(gl.total) AS posted
+                      FROM (SELECT gl.uid,
+                                   sum(CASE WHEN gl.reserve > 0 THEN gl.total ELSE 0 END)
+                                       AS from_pending,
+                                   sum(gl.total) AS posted
                               FROM gl GROUP BY gl.uid) g
-                     WHERE a.user_id = g.uid
+                     WHERE a.user_id = g.uid AND (SELECT ok FROM covered)
                     RETURNING a.user_id, g.posted)
-                SELECT (SELECT array_agg(i.request_id) FROM ins i),
+                SELECT (SELECT ok FROM covered), (SELECT array_agg(i.request_id) FROM ins i),
                        (SELECT array_agg(u.user_id ORDER BY u.user_id) FROM acct_upd u),
                        (SELECT array_agg(u.posted ORDER BY u.user_id) FROM acct_upd u)
-                  INTO v_new, v_burn_user, v_burn_amount;
-                EXIT;
+                  INTO v_covered, v_new, v_burn_user, v_burn_amount;
+                IF v_covered THEN
+                    EXIT;
+                END IF;
             END IF;
             WITH ev AS (
                 SELECT s.request_id AS rid, s.user_id AS uid, coalesce(s.lease_id, '') AS lkey,

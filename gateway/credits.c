@@ -399,7 +399,8 @@ static void collect_returns(gw_credits_t *c, credits_user_t *u, uint64_t now, ui
 
     while (*pp != NULL) {
         gw_credits_lease_t *l = *pp;
-        int idle = now - l->last_use_ms >= (uint64_t)c->conf.idle_ms || c->stopping;
+        /* a lease taken in this pass has last_use_ms after now: not idle */
+        int idle = l->last_use_ms + (uint64_t)c->conf.idle_ms <= now || c->stopping;
         if (l->holds == 0 && l->last_seq <= committed && idle) {
             *pp = l->next;
             l->next = c->returning;

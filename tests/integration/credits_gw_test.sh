@@ -10,6 +10,7 @@
 # (d) backpressure: with its ledger blocked, a gateway serves calls while its spool has room, then
 #     refuses new ones (503 ledger_backlog, Retry-After; counted, not recorded); every served call
 #     is billed once.
+# (e) refill: the lease taken ahead of need is kept until drawn on, not returned unused at once.
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -172,6 +173,27 @@ check "d: the refusals leave no usage row, and are counted in the requests metri
         awk '/^rigbox_gateway_requests_total\{.*status="503"/ { n += $NF } END { print n + 0 }')" = "0:$d_refused"
 st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
 check "d: once the ledger caught up, calls are served again" test "$st" = 200
+
+# ---- (e) refill ahead of need --------------------------------------------------------------------
+# Below a quarter chunk of reserve, the lease thread takes the next chunk before it is needed. That
+# lease must stay until calls draw on it: one taken and returned unused at once (the lease thread
+# once saw it as idle for hours) was taken again at the next call, a take and a return per call.
+# 120 calls of 21000 micro = 2.52 chunks: 3 to 5 leases, each drawn on but perhaps the last.
+TOK5=$(cg_user 5)
+cg_grant u-cguser05 10000000 g-e-5
+e_other=0
+for i in $(seq 1 120); do
+    st=$(post $PA /v1/chat/completions $TOK5 "$CHAT" -H 'X-Mock-Behavior: usage=prompt:10,completion:100')
+    [[ $st == 200 ]] || e_other=$((e_other + 1))
+done
+check "e: 120 calls served" test "$e_other" = 0
+cg_wait_sql "SELECT count(*) FROM credit_transfers WHERE user_id = 'u-cguser05' AND kind = 'usage'" 120
+check "e: 120 calls billed 21000 each" test "$(rb_sql "SELECT debits_posted FROM credit_accounts WHERE user_id = 'u-cguser05'")" = 2520000
+e_leases=$(rb_sql "SELECT count(*) || ' leases, ' || count(*) FILTER (WHERE used_micro = 0) || ' unused' FROM credit_leases WHERE user_id = 'u-cguser05'")
+echo "# refill: $e_leases"
+check "e: a refill lease is kept until used ($e_leases; at most 5 and 1 unused)" test \
+    "$(rb_sql "SELECT count(*) <= 5 AND count(*) FILTER (WHERE used_micro = 0) <= 1 FROM credit_leases WHERE user_id = 'u-cguser05'")" = t
+check "e: ledger identity (u5)" cg_identity_ok u-cguser05
 
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
 kill -TERM "$PID_A" "$PID_B" "$PID_C"

@@ -27,6 +27,8 @@ struct st_gw_credits_lease_t {
     int holds;            /* open holds */
     uint64_t last_seq;    /* ledger position of its last settled cost */
     uint64_t last_use_ms;
+    uint64_t renewed_ms; /* taken or last renewed (or a failed renewal, to retry soon) */
+    int lost;            /* PostgreSQL closed it (swept): nothing more is carved from it */
 };
 
 struct st_gw_credits_job_t {
@@ -78,7 +80,7 @@ struct st_gw_credits_t {
     int stopping;
     int wake;
     gw_credits_lease_t *returning; /* unlinked leases waiting for rb_lease_return */
-    uint64_t last_renew_ms, last_beat_ms;
+    uint64_t last_beat_ms;
 };
 
 static uint64_t mono_ms(void)
@@ -119,7 +121,8 @@ static int64_t user_reserve(const credits_user_t *u)
 {
     int64_t left = 0;
     for (const gw_credits_lease_t *l = u->leases; l != NULL; l = l->next)
-        left += l->amount - l->used;
+        if (!l->lost)
+            left += l->amount - l->used;
     return left;
 }
 
@@ -130,7 +133,7 @@ static gw_credits_lease_t *carve(gw_credits_t *c, credits_user_t *u, int64_t amo
 
     RB_ASSERT(amount > 0);
     for (l = u->leases; l != NULL; l = l->next)
-        if (l->amount - l->used >= amount)
+        if (!l->lost && l->amount - l->used >= amount)
             break;
     if (l == NULL)
         return NULL;
@@ -329,7 +332,7 @@ static void take_done(gw_credits_t *c, credits_user_t *u, const char *id, int64_
         snprintf(l->id, sizeof(l->id), "%s", id);
         l->user = u;
         l->amount = got;
-        l->last_use_ms = mono_ms();
+        l->last_use_ms = l->renewed_ms = mono_ms();
         l->next = u->leases;
         u->leases = l;
     }
@@ -392,7 +395,8 @@ static void expire_waiters(gw_credits_t *c, credits_user_t *u, uint64_t now)
     }
 }
 
-/* Unlinks leases ready to go back (mutex held): no hold, costs committed, idle (or stopping). */
+/* Unlinks leases ready to go back (mutex held): no hold, costs committed, idle or lost (or
+ * stopping). */
 static void collect_returns(gw_credits_t *c, credits_user_t *u, uint64_t now, uint64_t committed)
 {
     gw_credits_lease_t **pp = &u->leases;
@@ -400,7 +404,7 @@ static void collect_returns(gw_credits_t *c, credits_user_t *u, uint64_t now, ui
     while (*pp != NULL) {
         gw_credits_lease_t *l = *pp;
         /* a lease taken in this pass has last_use_ms after now: not idle */
-        int idle = l->last_use_ms + (uint64_t)c->conf.idle_ms <= now || c->stopping;
+        int idle = l->last_use_ms + (uint64_t)c->conf.idle_ms <= now || l->lost || c->stopping;
         if (l->holds == 0 && l->last_seq <= committed && idle) {
             *pp = l->next;
             l->next = c->returning;
@@ -448,40 +452,54 @@ static void do_returns(gw_credits_t *c)
     }
 }
 
-/* Renews every live lease and heartbeats the node when due (mutex held; dropped around I/O). */
+/* Renews the leases due (taken or renewed ttl/3 ago), GW_CREDITS_BATCH_MAX at most per pass, in one
+ * statement, and heartbeats the node when due (mutex held; dropped around I/O). A lease that
+ * PostgreSQL no longer has open was swept (this node did not renew it within ttl_s, as when
+ * PostgreSQL was out of reach) and its reserve released: it is marked lost, so no hold is carved
+ * from it again, and goes back once its holds settled. Only this thread frees leases, so the
+ * pointers stay valid while the mutex is dropped. */
 static void renew_and_beat(gw_credits_t *c)
 {
-    char ids[GW_CREDITS_BATCH_MAX][GW_CREDITS_LEASE_ID_MAX], err[GW_CREDITS_ERR_MAX];
+    gw_credits_lease_t *ls[GW_CREDITS_BATCH_MAX];
+    const char *ids[GW_CREDITS_BATCH_MAX];
+    int dead[GW_CREDITS_BATCH_MAX];
+    char err[GW_CREDITS_ERR_MAX] = "database unreachable";
     size_t n = 0;
-    uint64_t now = mono_ms();
-    int beat = now - c->last_beat_ms >= GW_CREDITS_BEAT_MS;
+    uint64_t now = mono_ms(), every = (uint64_t)c->conf.ttl_s * 1000 / 3;
+    int beat = c->last_beat_ms + GW_CREDITS_BEAT_MS <= now;
+    rb_err_t e = RB_ERR_DB;
 
-    if (now - c->last_renew_ms < (uint64_t)c->conf.ttl_s * 1000 / 3 && !beat)
+    for (size_t b = 0; b < GW_CREDITS_BUCKETS && n < GW_CREDITS_BATCH_MAX; b++)
+        for (credits_user_t *u = c->buckets[b]; u != NULL && n < GW_CREDITS_BATCH_MAX; u = u->next)
+            for (gw_credits_lease_t *l = u->leases; l != NULL && n < GW_CREDITS_BATCH_MAX;
+                 l = l->next)
+                if (!l->lost && l->renewed_ms + every <= now) {
+                    l->renewed_ms = now;
+                    ids[n] = l->id; /* ids never change */
+                    ls[n++] = l;
+                }
+    if (n == 0 && !beat)
         return;
-    if (now - c->last_renew_ms >= (uint64_t)c->conf.ttl_s * 1000 / 3) {
-        c->last_renew_ms = now;
-        for (size_t b = 0; b < GW_CREDITS_BUCKETS && n < GW_CREDITS_BATCH_MAX; b++)
-            for (credits_user_t *u = c->buckets[b]; u != NULL; u = u->next)
-                for (gw_credits_lease_t *l = u->leases; l != NULL && n < GW_CREDITS_BATCH_MAX;
-                     l = l->next)
-                    snprintf(ids[n++], GW_CREDITS_LEASE_ID_MAX, "%s", l->id);
-    }
     if (beat)
         c->last_beat_ms = now;
     pthread_mutex_unlock(&c->mu);
     if (gw_db_ensure(c->db)) {
-        for (size_t i = 0; i < n; i++) {
-            int alive = 1;
-            if (gw_db_lease_renew(c->db, ids[i], c->conf.ttl_s, &alive, err, sizeof(err)) ==
-                    RB_OK &&
-                !alive)
-                rb_log_warn("lease_lost", "lease=%s (swept: its reserve is gone)", ids[i]);
-        }
+        if (n > 0 &&
+            (e = gw_db_lease_renew(c->db, ids, n, c->conf.ttl_s, dead, err, sizeof(err))) != RB_OK)
+            rb_log_warn("lease_renew_failed", "leases=%zu error=\"%s\"", n, err);
         if (beat && gw_db_node_heartbeat(c->db, c->node, c->host, 3 * GW_CREDITS_BEAT_MS / 1000,
                                          err, sizeof(err)) != RB_OK)
             rb_log_warn("node_heartbeat_failed", "node=%s error=\"%s\"", c->node, err);
     }
     pthread_mutex_lock(&c->mu);
+    for (size_t i = 0; i < n; i++) {
+        if (e != RB_OK) { /* again in a second */
+            ls[i]->renewed_ms = now + 1000 > every ? now + 1000 - every : 0;
+        } else if (dead[i]) {
+            ls[i]->lost = 1;
+            rb_log_warn("lease_lost", "lease=%s (swept: its reserve is gone)", ls[i]->id);
+        }
+    }
 }
 
 static int anything_open(gw_credits_t *c)
@@ -549,7 +567,7 @@ rb_err_t gw_credits_start(const gw_credits_conf_t *conf, gw_credits_t **out, cha
         free(c);
         return err;
     }
-    c->last_beat_ms = c->last_renew_ms = mono_ms();
+    c->last_beat_ms = mono_ms();
     RB_ASSERT(pthread_create(&c->thread, NULL, credits_main, c) == 0);
     rb_log_info("credits_started", "node=%s chunk_micro=%" PRId64 " ttl_s=%d", c->node,
                 conf->chunk_micro, conf->ttl_s);

@@ -13,8 +13,10 @@
  *     still do not fit are answered GW_CREDITS_INSUFFICIENT (402), and for GW_CREDITS_SHORT_MS
  * holds that cannot fit are refused without asking PostgreSQL again (a grant helps after that
  * delay);
- *   - renews live leases every ttl/3 (rb_lease_renew); a swept lease is dropped (what is settled
- *     against it later is posted from the free balance by rb_usage_post);
+ *   - renews each live lease ttl/3 after it was taken or last renewed (rb_lease_renew, up to
+ *     GW_CREDITS_BATCH_MAX per statement); a lease found swept (not renewed within ttl_s, as when
+ *     PostgreSQL was out of reach) is marked lost: no hold is carved from it again, and what its
+ *     open holds settle is posted from the free balance by rb_usage_post;
  *   - returns a lease (rb_lease_return) once it has no open hold, every cost carved from it is
  *     committed by the ledger writer (gw_recorder_committed), and it was idle for idle_ms; and all
  *     of them at stop;

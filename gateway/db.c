@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "common/buf.h"
 #include "common/log.h"
 #include "common/pg.h"
 
@@ -325,20 +326,37 @@ rb_err_t gw_db_lease_take(gw_db_t *db, const char *lease_id, const char *node, c
     return err;
 }
 
-rb_err_t gw_db_lease_renew(gw_db_t *db, const char *lease_id, int ttl_s, int *alive, char *errbuf,
-                           size_t cap)
+rb_err_t gw_db_lease_renew(gw_db_t *db, const char *const *ids, size_t n, int ttl_s, int *dead,
+                           char *errbuf, size_t cap)
 {
     char t[GW_DB_NUM_MAX];
-    const char *v[2] = {lease_id, t};
+    const char *v[2] = {NULL, t};
     PGresult *r = NULL;
+    rb_buf_t list;
     rb_err_t err;
 
+    rb_buf_init(&list, 0);
+    for (size_t i = 0; i < n; i++) {
+        RB_ASSERT(ids[i][0] != '\0' && strchr(ids[i], ' ') == NULL);
+        if (i > 0)
+            rb_buf_puts(&list, " ");
+        rb_buf_puts(&list, ids[i]);
+        dead[i] = 0;
+    }
+    v[0] = rb_buf_cstr(&list);
     snprintf(t, sizeof(t), "%d", ttl_s);
-    err =
-        query(db, "lease renew", "SELECT rb_lease_renew($1, $2::int)::int", 2, v, &r, errbuf, cap);
-    if (err == RB_OK)
-        *alive = first_int64(r) != 0;
+    /* the positions (from 1) of the leases no longer open */
+    err = query(db, "lease renew",
+                "SELECT t.i FROM unnest(string_to_array($1, ' ')) WITH ORDINALITY AS t(id, i) "
+                "WHERE NOT rb_lease_renew(t.id, $2::int)",
+                2, v, &r, errbuf, cap);
+    for (int row = 0; err == RB_OK && row < PQntuples(r); row++) {
+        long long i = strtoll(PQgetvalue(r, row, 0), NULL, 10);
+        RB_ASSERT(i >= 1 && (size_t)i <= n);
+        dead[i - 1] = 1;
+    }
     PQclear(r);
+    rb_buf_free(&list);
     return err;
 }
 

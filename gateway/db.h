@@ -139,9 +139,11 @@ rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, size_t n, c
 rb_err_t gw_db_lease_take(gw_db_t *db, const char *lease_id, const char *node, const char *user,
                           int64_t amount, int ttl_s, int64_t min, int64_t *got, char *errbuf,
                           size_t cap);
-/** rb_lease_renew: *alive = 0 when the lease was closed (swept). RB_OK or RB_ERR_DB. */
-rb_err_t gw_db_lease_renew(gw_db_t *db, const char *lease_id, int ttl_s, int *alive, char *errbuf,
-                           size_t cap);
+/** rb_lease_renew on ids[0, n) in one statement: dead[i] = 1 when lease ids[i] was closed
+ *  (swept), else 0. Lease ids are printable ASCII without spaces (credit_leases.id's CHECK).
+ *  RB_OK or RB_ERR_DB. */
+rb_err_t gw_db_lease_renew(gw_db_t *db, const char *const *ids, size_t n, int ttl_s, int *dead,
+                           char *errbuf, size_t cap);
 /** rb_lease_return: *released = the unused part voided. RB_OK or RB_ERR_DB. */
 rb_err_t gw_db_lease_return(gw_db_t *db, const char *lease_id, int64_t *released, char *errbuf,
                             size_t cap);

@@ -11,6 +11,8 @@
 #     refuses new ones (503 ledger_backlog, Retry-After; counted, not recorded); every served call
 #     is billed once.
 # (e) refill: the lease taken ahead of need is kept until drawn on, not returned unused at once.
+# (f) renewal: 300 leases on one gateway all renewed; a lease swept while the gateway was cut off
+#     is not carved from again (402, no overrun).
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -195,9 +197,47 @@ check "e: a refill lease is kept until used ($e_leases; at most 5 and 1 unused)"
     "$(rb_sql "SELECT count(*) <= 5 AND count(*) FILTER (WHERE used_micro = 0) <= 1 FROM credit_leases WHERE user_id = 'u-cguser05'")" = t
 check "e: ledger identity (u5)" cg_identity_ok u-cguser05
 
+# ---- (f) renewal, and a lease lost while cut off ------------------------------------------------
+# Gateway f (idle leases kept; lease ttl 10 s, so renewed every 3.3 s) holds a lease for each of 300
+# users: every one must be renewed, not the first 256. Then one lease is swept as if gateway f had
+# not reached PostgreSQL for longer than its ttl, and the rest of that user's balance is leased to
+# another node: gateway f must stop carving holds from the lost lease and refuse with 402. Serving
+# from it would post a cost no reserve covers (overrun: an overspend).
+PF=$(rb_free_port)
+cg_gateway gw-f "$PF" RIGBOX_LEASE_IDLE_MS=600000
+PID_F=$CG_PID
+rb_sql "INSERT INTO users (id, email) SELECT 'u-rf' || lpad(i::text, 6, '0'), 'rf' || i || '@example.com' FROM generate_series(1, 300) i;
+INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb)
+  SELECT 'ws-rf' || lpad(i::text, 6, '0'), 'u-rf' || lpad(i::text, 6, '0'), 'f' || i, 'base', 512, 1, 1024 FROM generate_series(1, 300) i;
+INSERT INTO workspace_tokens (workspace_id, token_hash, prefix)
+  SELECT 'ws-rf' || lpad(i::text, 6, '0'), sha256(convert_to('rbw_rftoken' || lpad(i::text, 36, '0'), 'UTF8')), 'rbw_rfto' FROM generate_series(1, 300) i;
+SELECT count(*) FROM generate_series(1, 300) i, LATERAL rb_grant('g-f-' || i, 'u-rf' || lpad(i::text, 6, '0'), 5000000, 'paid', NULL, NULL)" >/dev/null
+for i in $(seq 1 300); do printf 'rbw_rftoken%036d\n' "$i"; done |
+    xargs -P 8 -I{} curl -sS -o /dev/null -w '%{http_code}\n' "http://127.0.0.1:$PF/v1/chat/completions" \
+        -H 'Authorization: Bearer {}' -H 'content-type: application/json' -d "$CHAT" >"$RB_TMP/f.codes"
+check "f: 300 users served" test "$(grep -c '^200$' "$RB_TMP/f.codes")" = 300
+check "f: a lease each" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE node_id = 'gw-f' AND closed_at IS NULL")" = 300
+sleep "$(rb_sql "SELECT greatest(0, extract(epoch FROM max(created_at) + interval '10.5 s' - now())) FROM credit_leases WHERE node_id = 'gw-f'")" # past the last one's ttl
+check "f: every lease renewed (none open past its expiry)" test \
+    "$(rb_sql "SELECT count(*) FILTER (WHERE expires_at > now()) || '/' || count(*) FROM credit_leases WHERE node_id = 'gw-f' AND closed_at IS NULL")" = 300/300
+LF=$(rb_sql "SELECT id FROM credit_leases WHERE user_id = 'u-rf000001' AND closed_at IS NULL")
+rb_sql "BEGIN; UPDATE credit_leases SET expires_at = now() - interval '1 second' WHERE id = '$LF'; SELECT rb_lease_sweep(); COMMIT" >/dev/null
+check "f: the lease is swept" test "$(rb_sql "SELECT closed_at IS NOT NULL FROM credit_leases WHERE id = '$LF'")" = t
+check "f: the rest of the balance leased to another node" test \
+    "$(rb_sql "SELECT rb_lease_take('gw-a.other.1', 'gw-a', 'u-rf000001', 100000000, 60, 1) > 0"):$(rb_sql "SELECT credits_posted - debits_posted - debits_pending FROM credit_accounts WHERE user_id = 'u-rf000001'")" = t:0
+for _ in $(seq 1 50); do grep -q "lease_lost.*$LF" "$RB_TMP/gw-f.log" && break; sleep 0.1; done
+check "f: gateway f finds its lease lost at the next renewal" grep -q "lease_lost.*$LF" "$RB_TMP/gw-f.log"
+st=$(post $PF /v1/chat/completions rbw_rftoken$(printf %036d 1) "$CHAT")
+check "f: no hold carved from the lost lease: 402" test "$st" = 402
+R=$(rid)
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE request_id = '$R'" 1
+check "f: no overrun, the ledger identity holds" test \
+    "$(rb_sql "SELECT overrun_micro FROM credit_accounts WHERE user_id = 'u-rf000001'"):$(cg_identity_ok u-rf000001 && echo ok)" = 0:ok
+rb_sql "SELECT rb_lease_return('gw-a.other.1')" >/dev/null
+
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
-kill -TERM "$PID_A" "$PID_B" "$PID_C"
-wait "$PID_A" "$PID_B" "$PID_C" 2>/dev/null
+kill -TERM "$PID_A" "$PID_B" "$PID_C" "$PID_F"
+wait "$PID_A" "$PID_B" "$PID_C" "$PID_F" 2>/dev/null
 check "stop: every lease closed" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE closed_at IS NULL")" = 0
 check "stop: nothing pending" test "$(rb_sql "SELECT coalesce(sum(debits_pending), 0) FROM credit_accounts")" = 0
 check "stop: granted - posted - pending = remaining (u1)" test "$(rb_sql "SELECT credits_posted - debits_posted - debits_pending = $GRANT - $((served * 201000)) FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t

@@ -395,16 +395,18 @@ static void expire_waiters(gw_credits_t *c, credits_user_t *u, uint64_t now)
     }
 }
 
-/* Unlinks leases ready to go back (mutex held): no hold, costs committed, idle or lost (or
- * stopping). */
+/* Unlinks leases ready to go back (mutex held): no hold, costs committed, and idle, lost, past the
+ * GW_CREDITS_LEASES_MAX newest kept (the list is newest first), or stopping. */
 static void collect_returns(gw_credits_t *c, credits_user_t *u, uint64_t now, uint64_t committed)
 {
     gw_credits_lease_t **pp = &u->leases;
+    size_t kept = 0;
 
     while (*pp != NULL) {
         gw_credits_lease_t *l = *pp;
         /* a lease taken in this pass has last_use_ms after now: not idle */
-        int idle = l->last_use_ms + (uint64_t)c->conf.idle_ms <= now || l->lost || c->stopping;
+        int idle = l->last_use_ms + (uint64_t)c->conf.idle_ms <= now || l->lost ||
+                   kept >= GW_CREDITS_LEASES_MAX || c->stopping;
         if (l->holds == 0 && l->last_seq <= committed && idle) {
             *pp = l->next;
             l->next = c->returning;
@@ -412,6 +414,7 @@ static void collect_returns(gw_credits_t *c, credits_user_t *u, uint64_t now, ui
             continue;
         }
         pp = &l->next;
+        kept++;
     }
 }
 

@@ -45,7 +45,8 @@
 #define GW_CREDITS_LEASE_ID_MAX 128
 /* Longest node id (nodes.id allows 64 characters), NUL included. */
 #define GW_CREDITS_NODE_ID_MAX 65
-/* Leases one user may have open on this node at once. */
+/* Leases one user keeps on this node: past it, the oldest with no open hold go back once their
+ * costs are committed, without waiting idle_ms (one with open holds stays until they settle). */
 #define GW_CREDITS_LEASES_MAX 8
 /* Users tracked (past it, idle users are forgotten first; new users wait). */
 #define GW_CREDITS_USERS_MAX 100000

@@ -13,6 +13,7 @@
 # (e) refill: the lease taken ahead of need is kept until drawn on, not returned unused at once.
 # (f) renewal: 300 leases on one gateway all renewed; a lease swept while the gateway was cut off
 #     is not carved from again (402, no overrun).
+# (g) a user keeps at most 8 leases on a node.
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -234,6 +235,25 @@ cg_wait_sql "SELECT count(*) FROM usage_events WHERE request_id = '$R'" 1
 check "f: no overrun, the ledger identity holds" test \
     "$(rb_sql "SELECT overrun_micro FROM credit_accounts WHERE user_id = 'u-rf000001'"):$(cg_identity_ok u-rf000001 && echo ok)" = 0:ok
 rb_sql "SELECT rb_lease_return('gw-a.other.1')" >/dev/null
+
+# ---- (g) leases per user -------------------------------------------------------------------------
+# A user keeps at most GW_CREDITS_LEASES_MAX (8) leases on a node, idle or not: 150 calls of 81000
+# micro (12.2 chunks, a refill every 9 calls or so) go through gateway f, which keeps idle leases for
+# ten minutes. Past 8, the oldest drawn-down ones go back as soon as their costs are committed.
+TOK7=$(cg_user 7)
+cg_grant u-cguser07 20000000 g-lim-7
+f_other=0
+for i in $(seq 1 150); do
+    st=$(post $PF /v1/chat/completions $TOK7 '{"model":"t-chat","max_tokens":400,"messages":[{"role":"user","content":"hi"}]}' \
+        -H 'X-Mock-Behavior: usage=prompt:10,completion:400')
+    [[ $st == 200 ]] || { f_other=$((f_other + 1)); ((f_other > 1)) || echo "call $i: $st $(head -c 300 "$RB_TMP/out")"; }
+done
+check "g: 150 calls of 81000 served" test "$f_other" = 0
+cg_wait_sql "SELECT count(*) FROM credit_transfers WHERE user_id = 'u-cguser07' AND kind = 'usage'" 150
+check "g: more than 8 leases taken, at most 8 kept open" cg_wait_sql \
+    "SELECT count(*) > 8 AND count(*) FILTER (WHERE closed_at IS NULL) <= 8 FROM credit_leases WHERE user_id = 'u-cguser07'" t 30
+echo "# leases of u7: $(rb_sql "SELECT count(*) || ' taken, ' || count(*) FILTER (WHERE closed_at IS NULL) || ' open' FROM credit_leases WHERE user_id = 'u-cguser07'")"
+check "g: ledger identity (u7)" cg_identity_ok u-cguser07
 
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
 kill -TERM "$PID_A" "$PID_B" "$PID_C" "$PID_F"

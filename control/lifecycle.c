@@ -422,10 +422,11 @@ void ctl_lifecycle_capacity(ctl_req_t *r)
     rb_buf_free(&b);
 }
 
-/* Reads up to CTL_LOG_READ_MAX bytes of path from *offset (or its tail when *offset < 0) into out;
- * advances *offset past the last complete line. A file shorter than *offset was rotated: restart.
- */
-static void read_log(const char *path, int64_t *offset, rb_buf_t *out)
+/* Reads up to max bytes of path from *offset (or its last max bytes when *offset < 0) into out, and
+ * advances *offset past the last complete line. max bytes without a newline are taken whole, as a
+ * line cut there, so a longer line cannot stop the reader. A file shorter than *offset was
+ * rotated: restart. */
+static void read_log(const char *path, int64_t *offset, size_t max, rb_buf_t *out)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
@@ -437,7 +438,7 @@ static void read_log(const char *path, int64_t *offset, rb_buf_t *out)
     if (fstat(fd, &st) != 0)
         goto Exit;
     if (*offset < 0)
-        *offset = st.st_size > CTL_LOG_READ_MAX ? st.st_size - CTL_LOG_READ_MAX : 0;
+        *offset = st.st_size > (off_t)max ? st.st_size - (off_t)max : 0;
     if (*offset > st.st_size)
         *offset = 0;
     out->len = 0;
@@ -445,17 +446,20 @@ static void read_log(const char *path, int64_t *offset, rb_buf_t *out)
         goto Exit;
     {
         size_t want = (size_t)(st.st_size - *offset);
-        if (want > CTL_LOG_READ_MAX)
-            want = CTL_LOG_READ_MAX;
+        if (want > max)
+            want = max;
         char *tmp = rb_malloc(want + 1);
         n = pread(fd, tmp, want, *offset);
         if (n > 0)
             rb_buf_append(out, tmp, (size_t)n);
         free(tmp);
     }
-    /* keep complete lines only */
+    /* complete lines only, or max bytes of one */
     nl = out->len > 0 ? memrchr(out->base, '\n', out->len) : NULL;
-    out->len = nl != NULL ? (size_t)(nl - out->base) + 1 : 0;
+    if (nl != NULL)
+        out->len = (size_t)(nl - out->base) + 1;
+    else if (out->len < max)
+        out->len = 0;
     *offset += (int64_t)out->len;
 Exit:
     close(fd);
@@ -532,7 +536,7 @@ void ctl_lifecycle_logs(ctl_req_t *r)
     ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));
     snprintf(path, sizeof(path), "%s/console.log", dir);
     rb_buf_init(&data, 0);
-    read_log(path, &offset, &data);
+    read_log(path, &offset, CTL_LOG_READ_MAX, &data);
     l = rb_calloc(1, sizeof(*l));
     l->cap = (size_t)lines;
     each_line(&data, app, collect, l);
@@ -585,7 +589,7 @@ static void stream_poll(log_stream_t *s)
     h2o_iovec_t iov;
 
     s->out.len = 0;
-    read_log(s->path, &s->offset, &s->data);
+    read_log(s->path, &s->offset, CTL_STREAM_CHUNK_MAX, &s->data);
     each_line(&s->data, "", add_event, &s->out);
     if (s->out.len == 0) {
         if (++s->idle_polls < KEEPALIVE_POLLS) {
@@ -643,12 +647,14 @@ void ctl_lifecycle_logs_stream(ctl_req_t *r)
                         .req = r->req,
                         .timeout = &r->worker->poll_timeout,
                         .te = {.cb = on_stream_timer}};
-    rb_buf_init(&s->data, CTL_LOG_READ_MAX + 1);
+    rb_buf_init(&s->data, CTL_STREAM_CHUNK_MAX + 1);
     rb_buf_init(&s->out, 0);
     ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));
     snprintf(s->path, sizeof(s->path), "%.4000s/console.log", dir);
-    /* Start with the recent past (up to 64 KiB), then follow. */
-    s->offset = stat(s->path, &st) == 0 && st.st_size > 65536 ? st.st_size - 65536 : 0;
+    /* Start with the recent past (one chunk), then follow. */
+    s->offset = stat(s->path, &st) == 0 && st.st_size > CTL_STREAM_CHUNK_MAX
+                    ? st.st_size - CTL_STREAM_CHUNK_MAX
+                    : 0;
     r->req->res.status = 200;
     r->req->res.reason = "OK";
     h2o_add_header(&r->req->pool, &r->req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,
@@ -657,7 +663,7 @@ void ctl_lifecycle_logs_stream(ctl_req_t *r)
                    H2O_STRLIT("no-cache"));
     h2o_start_response(r->req, &s->super);
     rb_buf_puts(&s->out, ": rigbox log stream\n\n");
-    read_log(s->path, &s->offset, &s->data);
+    read_log(s->path, &s->offset, CTL_STREAM_CHUNK_MAX, &s->data);
     each_line(&s->data, "", add_event, &s->out);
     h2o_send(r->req, &(h2o_iovec_t){s->out.base, s->out.len}, 1, H2O_SEND_STATE_IN_PROGRESS);
 }

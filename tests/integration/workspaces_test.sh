@@ -97,6 +97,20 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces/$ws")
 check "an admin sees it" test "$code" = 200
 check "capacity is public" jq -e '.total > 0 and .available == true' <(curl -fsS "$api/capacity")
 
+# Console logs paged by cursor: a line longer than one read (1 MiB) comes cut in pieces, not as a
+# cursor that never moves again (the reader kept complete lines only, so it found none there).
+mkdir -p "$RB_TMP/vms/$ws"
+{ echo first; head -c 1572864 /dev/zero | tr '\0' x; printf '\nlast\n'; } >"$RB_TMP/vms/$ws/console.log"
+cursor=0 seen=""
+for ((i = 0; i < 6; i++)); do
+    req GET "/workspaces/$ws/logs?cursor=$cursor&lines=500"
+    seen+=$(jq -r '.lines[] | if length > 100 then "<\(length)>" else . end' <<<"$body" | paste -sd' ')" "
+    [[ $(jq -r .next_cursor <<<"$body") == "$cursor" ]] && break
+    cursor=$(jq -r .next_cursor <<<"$body")
+done
+check "logs paged past a line longer than a read: $seen" test "$seen" = "first <1048576> <524288> last  "
+check "and the cursor ends at the file's end" test "$cursor" = "$(stat -c %s "$RB_TMP/vms/$ws/console.log")"
+
 # Starting without images fails the boot, with a retryable failure naming the fix.
 req POST "/workspaces/$ws/start"
 check "start answers 200 at once" test "$code" = 200

@@ -396,7 +396,10 @@ rb_err_t gw_db_node_heartbeat(gw_db_t *db, const char *id, const char *hostname,
 static const char LIMITS_SQL[] =
     "SELECT u.plan, l.credits_per_day, l.credits_per_month, l.rpm, l.tpm, l.max_concurrent,"
     " l.allowed_models IS NOT NULL, array_to_string(l.allowed_models, E'\\n'),"
-    " s.today, s.month FROM users u LEFT JOIN user_limits l ON l.user_id = u.id,"
+    " s.today, s.month, (now() AT TIME ZONE 'UTC')::date - DATE '1970-01-01',"
+    " (extract(year FROM now() AT TIME ZONE 'UTC') * 12"
+    " + extract(month FROM now() AT TIME ZONE 'UTC') - 1)::bigint"
+    " FROM users u LEFT JOIN user_limits l ON l.user_id = u.id,"
     " LATERAL " RB_PG_USAGE_SPEND_SQL " s WHERE u.id = $1";
 
 static int64_t opt_int64(const PGresult *r, int col)
@@ -429,6 +432,8 @@ rb_err_t gw_db_limits_load(gw_db_t *db, const char *user, gw_db_limits_t *out, c
     copy_col(r, 7, out->models, sizeof(out->models));
     out->day_micro = opt_int64(r, 8);
     out->month_micro = opt_int64(r, 9);
+    out->day = opt_int64(r, 10);
+    out->month = opt_int64(r, 11);
     PQclear(r);
     RB_ASSERT(out->day_micro >= 0 && out->month_micro >= 0);
     return RB_OK;

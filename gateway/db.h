@@ -99,6 +99,7 @@ typedef struct st_gw_db_limits_t {
     int has_models;                 /* allowed_models is not NULL */
     char models[GW_DB_MODELS_MAX];  /* its names joined by '\n' */
     int64_t day_micro, month_micro; /* billed cost since the start of the UTC day / month */
+    int64_t day, month; /* which: days since 1970-01-01, months since year 0 (gw_limits_utc_*) */
 } gw_db_limits_t;
 
 /** Connects (retrying for up to timeout_s); returns owned in *out (free with gw_db_close). */

@@ -119,6 +119,8 @@ static int64_t take_credits(cursor_t *c)
         for (int i = digits; i < GW_LIMITS_FRACTION_MAX; i++)
             frac *= 10;
     }
+    if (whole == GW_LIMITS_CREDITS_MAX && frac > 0) /* at most the maximum, fraction included */
+        return -1;
     return whole * 1000000 + frac;
 }
 

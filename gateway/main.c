@@ -22,7 +22,8 @@
  *
  * Limits (DESIGN.md §3, gateway/quota.h) are checked before any spend, from the user's plan and
  * user_limits; rpm, tpm and concurrency are counted by each gateway process on its own. For tests
- * only: RIGBOX_GATEWAY_RATE_WINDOW_S (1..3600) shortens the 60 s rpm/tpm window.
+ * only: RIGBOX_GATEWAY_RATE_WINDOW_S (1..3600) shortens the 60 s rpm/tpm window and the interval
+ * of the limits' re-reads; RIGBOX_GATEWAY_QUOTA_TABLE_MAX shrinks the users and subjects tables.
  */
 #include <errno.h>
 #include <fcntl.h>

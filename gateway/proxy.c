@@ -1447,15 +1447,22 @@ gw_proxy_t *gw_proxy_create(const cfg_t *cfg, gw_identity_t *idy, gw_recorder_t 
     if (p->forward_mock)
         rb_log_warn("test_mode", "X-Mock-Behavior is forwarded upstream (tests only)");
     {
-        /* RIGBOX_GATEWAY_RATE_WINDOW_S (tests only): a shorter rpm/tpm window than 60 s */
+        /* tests only: RIGBOX_GATEWAY_RATE_WINDOW_S, a shorter rpm/tpm window than 60 s and as
+         * short a re-read interval; RIGBOX_GATEWAY_QUOTA_TABLE_MAX, smaller limit tables */
         const char *w = getenv("RIGBOX_GATEWAY_RATE_WINDOW_S");
-        long ws = w != NULL ? strtol(w, NULL, 10) : 0;
+        const char *t = getenv("RIGBOX_GATEWAY_QUOTA_TABLE_MAX");
+        long ws = w != NULL ? strtol(w, NULL, 10) : 0, tm = t != NULL ? strtol(t, NULL, 10) : 0;
         gw_quota_conf_t qc = {.cfg = cfg,
                               .db_url = cfg->database.url,
                               .connect_timeout_s = cfg->database.connect_timeout_s,
-                              .window_ms = ws >= 1 && ws <= 3600 ? (int64_t)ws * 1000 : 0};
+                              .window_ms = ws >= 1 && ws <= 3600 ? (int64_t)ws * 1000 : 0,
+                              .table_max = tm >= 1 && tm <= GW_QUOTA_USERS_MAX ? (size_t)tm : 0};
+        qc.ttl_ms = qc.window_ms;
         if (qc.window_ms != 0)
-            rb_log_warn("test_mode", "rate window %ld s instead of 60 s (tests only)", ws);
+            rb_log_warn("test_mode", "rate window and re-reads every %ld s, not 60 s (tests only)",
+                        ws);
+        if (qc.table_max != 0)
+            rb_log_warn("test_mode", "limit tables of %zu entries (tests only)", qc.table_max);
         p->quota = gw_quota_start(&qc);
     }
     p->m_inflight_full = rb_metrics_get(

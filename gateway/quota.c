@@ -45,6 +45,8 @@ struct st_gw_quota_subject_t {
     int loading;
     int64_t period_s, period_start_s, spent_micro; /* the budget's current period */
     int seeded;                                    /* spent_micro includes the stored spend */
+    int64_t seeded_ms;                             /* when the stored spend was last read */
+    int refreshing;                                /* a background refresh is queued */
     int64_t rate_window_s, rate_start_ms, rate_used;
     int64_t inflight, last_use_ms;
 };
@@ -83,6 +85,7 @@ struct st_gw_quota_t {
     gw_quota_user_t *users[GW_QUOTA_BUCKETS];
     gw_quota_subject_t *subjects[GW_QUOTA_BUCKETS];
     size_t users_len, subjects_len;
+    size_t subjects_max; /* users: conf.table_max */
     gw_quota_job_t *qhead, *qtail;
     size_t qlen;
     int64_t db_retry_ms; /* the database failed: not asked again before */
@@ -114,15 +117,16 @@ static int64_t add_sat(int64_t a, int64_t b)
 
 /* ---- tables (mutex held) ---- */
 
-/* Frees entries with nothing in flight, idle for at least idle_ms. */
-static void evict_idle(gw_quota_t *q, int64_t now, int64_t idle_ms)
+/* Frees entries with nothing in flight, idle for at least idle_ms, but user keep (the caller holds
+ * it), and subjects whose rate window is still running (its count lives only here). */
+static void evict_idle(gw_quota_t *q, int64_t now, int64_t idle_ms, const gw_quota_user_t *keep)
 {
     for (size_t b = 0; b < GW_QUOTA_BUCKETS; b++) {
         gw_quota_user_t **pu = &q->users[b];
         gw_quota_subject_t **ps = &q->subjects[b];
         while (*pu != NULL) {
             gw_quota_user_t *u = *pu;
-            if (u->inflight == 0 && !u->loading && now - u->last_use_ms >= idle_ms) {
+            if (u != keep && u->inflight == 0 && !u->loading && now - u->last_use_ms >= idle_ms) {
                 *pu = u->next;
                 free(u->models);
                 free(u);
@@ -133,7 +137,8 @@ static void evict_idle(gw_quota_t *q, int64_t now, int64_t idle_ms)
         }
         while (*ps != NULL) {
             gw_quota_subject_t *s = *ps;
-            if (s->inflight == 0 && !s->loading && now - s->last_use_ms >= idle_ms) {
+            if (s->inflight == 0 && !s->loading && now - s->last_use_ms >= idle_ms &&
+                now >= s->rate_start_ms + s->rate_window_s * 1000) {
                 *ps = s->next;
                 free(s);
                 q->subjects_len--;
@@ -144,7 +149,7 @@ static void evict_idle(gw_quota_t *q, int64_t now, int64_t idle_ms)
     }
 }
 
-/* The user's entry; created when create (NULL past GW_QUOTA_USERS_MAX). */
+/* The user's entry; created when create (NULL past conf.table_max). */
 static gw_quota_user_t *user_get(gw_quota_t *q, const char *id, int create, int64_t now)
 {
     size_t b = hash_str(id);
@@ -155,9 +160,9 @@ static gw_quota_user_t *user_get(gw_quota_t *q, const char *id, int create, int6
             return u;
     if (!create || strlen(id) >= sizeof(u->id))
         return NULL;
-    if (q->users_len >= GW_QUOTA_USERS_MAX)
-        evict_idle(q, now, q->conf.window_ms);
-    if (q->users_len >= GW_QUOTA_USERS_MAX)
+    if (q->users_len >= q->conf.table_max)
+        evict_idle(q, now, q->conf.window_ms, NULL);
+    if (q->users_len >= q->conf.table_max)
         return NULL;
     u = rb_calloc(1, sizeof(*u));
     snprintf(u->id, sizeof(u->id), "%s", id);
@@ -168,32 +173,47 @@ static gw_quota_user_t *user_get(gw_quota_t *q, const char *id, int create, int6
     return u;
 }
 
-/* The job's subject entry when it carries a subject limit; NULL otherwise, *full = 1 when the
- * table has no room. */
-static gw_quota_subject_t *subject_get(gw_quota_t *q, const gw_quota_job_t *j, int64_t now,
-                                       int *full)
+/* The job's subject key in key[GW_QUOTA_KEY_MAX]; 0 when the job carries no subject limit. */
+static int subject_key(const gw_quota_job_t *j, char *key)
+{
+    if (j->subject[0] == '\0' || (!j->has_budget && !j->has_rate))
+        return 0;
+    snprintf(key, GW_QUOTA_KEY_MAX, "%s%c%s", j->user, GW_QUOTA_KEY_SEP, j->subject);
+    return 1;
+}
+
+static gw_quota_subject_t *subject_find(gw_quota_t *q, const char *key)
+{
+    for (gw_quota_subject_t *s = q->subjects[hash_str(key)]; s != NULL; s = s->next)
+        if (strcmp(s->key, key) == 0)
+            return s;
+    return NULL;
+}
+
+/* The job's subject entry when it carries a subject limit, created when missing; NULL otherwise,
+ * *full = 1 when the table has no room. u (the job's user, held by the caller) is never evicted. */
+static gw_quota_subject_t *subject_get(gw_quota_t *q, const gw_quota_job_t *j,
+                                       const gw_quota_user_t *u, int64_t now, int *full)
 {
     char key[GW_QUOTA_KEY_MAX];
     gw_quota_subject_t *s;
     size_t b;
 
     *full = 0;
-    if (j->subject[0] == '\0' || (!j->has_budget && !j->has_rate))
+    if (!subject_key(j, key))
         return NULL;
-    snprintf(key, sizeof(key), "%s%c%s", j->user, GW_QUOTA_KEY_SEP, j->subject);
-    b = hash_str(key);
-    for (s = q->subjects[b]; s != NULL; s = s->next)
-        if (strcmp(s->key, key) == 0)
-            return s;
-    if (q->subjects_len >= GW_QUOTA_SUBJECTS_MAX)
-        evict_idle(q, now, q->conf.window_ms);
-    if (q->subjects_len >= GW_QUOTA_SUBJECTS_MAX) {
+    if ((s = subject_find(q, key)) != NULL)
+        return s;
+    if (q->subjects_len >= q->subjects_max)
+        evict_idle(q, now, q->conf.window_ms, u);
+    if (q->subjects_len >= q->subjects_max) {
         *full = 1;
         return NULL;
     }
     s = rb_calloc(1, sizeof(*s));
     memcpy(s->key, key, sizeof(key));
     s->last_use_ms = now;
+    b = hash_str(key);
     s->next = q->subjects[b];
     q->subjects[b] = s;
     q->subjects_len++;
@@ -353,10 +373,11 @@ static void install(gw_quota_t *q, gw_quota_user_t *u, const gw_db_limits_t *l, 
     if (u->has_models)
         u->models = rb_strdup(l->models);
     user_roll(q, u, now);
-    /* other processes' spend arrives through the database; ours may not be committed yet */
-    if (l->day_micro > u->day_micro)
+    /* other processes' spend arrives through the database; ours may not be committed yet. Only
+     * a spend of this day and month: a load across midnight counts the day that ended */
+    if (l->day == u->day && l->day_micro > u->day_micro)
         u->day_micro = l->day_micro;
-    if (l->month_micro > u->month_micro)
+    if (l->month == u->month && l->month_micro > u->month_micro)
         u->month_micro = l->month_micro;
     u->have = 1;
     u->loaded_ms = now;
@@ -432,7 +453,7 @@ int gw_quota_admit(gw_quota_port_t *port, const gw_quota_ask_t *ask, gw_quota_an
     *job_out = NULL;
     pthread_mutex_lock(&q->mu);
     u = user_get(q, j.user, 1, now);
-    s = u != NULL ? subject_get(q, &j, now, &full) : NULL;
+    s = u != NULL ? subject_get(q, &j, u, now, &full) : NULL;
     if (u == NULL || full) {
         rb_log_warn("limits_table_full", "users=%zu subjects=%zu", q->users_len, q->subjects_len);
     } else if (needs_load(q, u, s, &j, now)) {
@@ -440,9 +461,16 @@ int gw_quota_admit(gw_quota_port_t *port, const gw_quota_ask_t *ask, gw_quota_an
             answered = 0;
     } else if (u->have) {
         decide(q, u, s, &j, now, ans);
-        if (now - u->loaded_ms >= GW_QUOTA_TTL_MS && !u->refreshing && !u->loading) {
-            j.port = NULL; /* a background refresh: the spends of the other gateways */
-            u->refreshing = enqueue(q, &j) != NULL;
+        /* a background refresh: the spends of the other gateways */
+        if ((now - u->loaded_ms >= q->conf.ttl_ms && !u->refreshing && !u->loading) ||
+            (s != NULL && j.has_budget && s->seeded && now - s->seeded_ms >= q->conf.ttl_ms &&
+             !s->refreshing && !s->loading)) {
+            j.port = NULL;
+            if (enqueue(q, &j) != NULL) {
+                u->refreshing = 1;
+                if (s != NULL)
+                    s->refreshing = j.has_budget;
+            }
         }
     }
     pthread_mutex_unlock(&q->mu);
@@ -623,6 +651,8 @@ static rb_err_t load(gw_quota_t *q, const gw_quota_job_t *j, int need_user, int6
         if (e == RB_ERR_NOTFOUND) { /* a user deleted meanwhile: the default plan, no spend */
             memset(l, 0, offsetof(gw_db_limits_t, models));
             l->credits_per_day = l->credits_per_month = l->rpm = l->tpm = l->max_concurrent = -1;
+            l->day_micro = l->month_micro = 0;
+            l->day = l->month = -1;
             e = RB_OK;
         }
     }
@@ -642,15 +672,18 @@ static int run_once(gw_quota_t *q, gw_quota_job_t *j, gw_db_limits_t *l, int las
     int64_t now = now_ms(), since = -1, spent = 0;
     gw_quota_user_t *u = user_get(q, j->user, 1, now);
     int full = 0, need_user;
-    gw_quota_subject_t *s = u != NULL ? subject_get(q, j, now, &full) : NULL;
+    gw_quota_subject_t *s = u != NULL ? subject_get(q, j, u, now, &full) : NULL;
     uint64_t version;
     rb_err_t e;
 
     if (u == NULL || full)
         return 1; /* ans stays GW_QUOTA_UNAVAILABLE */
     need_user = !u->have || u->stale || j->port == NULL;
-    if (s != NULL && j->has_budget && (subject_roll_budget(s, j->budget.period_s, now), !s->seeded))
-        since = s->period_start_s;
+    if (s != NULL && j->has_budget) {
+        subject_roll_budget(s, j->budget.period_s, now);
+        if (!s->seeded || j->port == NULL)
+            since = s->period_start_s;
+    }
     if (need_user || since >= 0) {
         version = u->version;
         u->loading++;
@@ -673,6 +706,7 @@ static int run_once(gw_quota_t *q, gw_quota_job_t *j, gw_db_limits_t *l, int las
             if (e == RB_OK && spent > s->spent_micro)
                 s->spent_micro = spent;
             s->seeded = 1; /* on failure: what this process saw (the database backs off) */
+            s->seeded_ms = now;
         }
     }
     if (j->port != NULL && u->have)
@@ -683,7 +717,9 @@ static int run_once(gw_quota_t *q, gw_quota_job_t *j, gw_db_limits_t *l, int las
 static void run_job(gw_quota_t *q, gw_quota_job_t *j)
 {
     gw_db_limits_t *l = rb_malloc(sizeof(*l));
+    char key[GW_QUOTA_KEY_MAX];
     gw_quota_user_t *u;
+    gw_quota_subject_t *s;
 
     j->ans = (gw_quota_answer_t){.verdict = GW_QUOTA_UNAVAILABLE};
     pthread_mutex_lock(&q->mu);
@@ -692,6 +728,8 @@ static void run_job(gw_quota_t *q, gw_quota_job_t *j)
         ;
     if (j->port == NULL && (u = user_get(q, j->user, 0, 0)) != NULL)
         u->refreshing = 0;
+    if (j->port == NULL && subject_key(j, key) && (s = subject_find(q, key)) != NULL)
+        s->refreshing = 0;
     pthread_mutex_unlock(&q->mu);
     free(l);
     if (j->port != NULL)
@@ -739,7 +777,7 @@ static void *quota_main(void *arg)
         if ((now = now_ms()) - q->last_sweep_ms >= GW_QUOTA_SWEEP_MS) {
             pthread_mutex_lock(&q->mu);
             q->last_sweep_ms = now;
-            evict_idle(q, now, GW_QUOTA_IDLE_MS);
+            evict_idle(q, now, GW_QUOTA_IDLE_MS, NULL);
             pthread_mutex_unlock(&q->mu);
         }
     }
@@ -754,14 +792,19 @@ gw_quota_t *gw_quota_start(const gw_quota_conf_t *conf)
     q->conf = *conf;
     if (q->conf.window_ms == 0)
         q->conf.window_ms = GW_QUOTA_WINDOW_MS;
+    if (q->conf.ttl_ms <= 0)
+        q->conf.ttl_ms = GW_QUOTA_TTL_MS;
+    q->subjects_max = q->conf.table_max > 0 ? q->conf.table_max : GW_QUOTA_SUBJECTS_MAX;
+    if (q->conf.table_max == 0)
+        q->conf.table_max = GW_QUOTA_USERS_MAX;
     if (q->conf.connect_timeout_s <= 0)
         q->conf.connect_timeout_s = 1;
     q->last_sweep_ms = now_ms();
     RB_ASSERT(pipe2(q->wake, O_CLOEXEC | O_NONBLOCK) == 0);
     pthread_mutex_init(&q->mu, NULL);
     RB_ASSERT(pthread_create(&q->thread, NULL, quota_main, q) == 0);
-    rb_log_info("limits_started", "window_ms=%" PRId64 " users_max=%d subjects_max=%d",
-                q->conf.window_ms, GW_QUOTA_USERS_MAX, GW_QUOTA_SUBJECTS_MAX);
+    rb_log_info("limits_started", "window_ms=%" PRId64 " users_max=%zu subjects_max=%zu",
+                q->conf.window_ms, q->conf.table_max, q->subjects_max);
     return q;
 }
 

@@ -2,7 +2,8 @@
  * gw_quota: the per-user and per-subject limits the gateway checks before any spend (DESIGN.md §3
  * Limits). One process-wide table of users and one of subjects (user + X-Rigbox-Subject), each
  * bounded (GW_QUOTA_USERS_MAX, GW_QUOTA_SUBJECTS_MAX) under one mutex; entries idle for
- * GW_QUOTA_IDLE_MS with nothing in flight are evicted (and the table is swept early when full).
+ * GW_QUOTA_IDLE_MS with nothing in flight are evicted (and the table is swept early when full),
+ * a subject not before its rate window ended (that count is kept nowhere else).
  *
  * A user's effective limits are its plan from the configuration (cfg_plan_find(users.plan), else
  * the default plan) overridden by the non-NULL columns of its user_limits row (the rule of
@@ -25,7 +26,8 @@
  * Rate, token and concurrency windows are kept by EACH GATEWAY PROCESS on its own: with N
  * gateways behind a balancer a user may get up to N × rpm. Day, month and subject spends start
  * from PostgreSQL (billed usage_events rows) and are re-read every GW_QUOTA_TTL_MS (the larger
- * of the stored and the in-memory value wins), so they converge across processes.
+ * of the stored and the in-memory value of the same day, month or period wins), so they converge
+ * across processes.
  *
  * The quota thread owns one database connection: it loads a user's limits and spend (and a
  * subject's spend) when a request needs them — that request waits, as a job answered on its
@@ -127,6 +129,8 @@ typedef struct st_gw_quota_conf_t {
     const char *db_url;
     int connect_timeout_s;
     int64_t window_ms; /* rpm / tpm window; 0 = GW_QUOTA_WINDOW_MS */
+    int64_t ttl_ms;    /* re-read interval; 0 = GW_QUOTA_TTL_MS */
+    size_t table_max;  /* users and subjects tracked, each; 0 = GW_QUOTA_USERS_MAX, _SUBJECTS_MAX */
 } gw_quota_conf_t;
 
 /** Starts the quota thread (it connects and LISTENs itself, retrying); returns owned. */

@@ -9,7 +9,8 @@
 # and monthly caps (402, both dialects; only billed usage counts; a second gateway process seeds
 # them from PostgreSQL); X-Rigbox-Subject recorded in usage_events; subject budget (402, seeded by
 # the second process) and rate (429 + Retry-After); malformed subject headers (400); every refusal
-# recorded as a rejected usage row with its code and nothing sent upstream.
+# recorded as a rejected usage row with its code and nothing sent upstream; subject spends
+# re-read across gateways; full limit tables (RIGBOX_GATEWAY_QUOTA_TABLE_MAX=2, tests only).
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -195,6 +196,50 @@ check "malformed rate: 400 subject_limit_malformed" test "$st:$(oai)" = "400:inv
 st=$(post $PA /v1/messages $TOK7 "$MSG" -H 'X-Rigbox-Subject-Budget: 1;period=1h')
 check "a budget without X-Rigbox-Subject, Anthropic route: 400 error/invalid_request_error" test "$st:$(ant)" = "400:error/invalid_request_error"
 check "malformed: nothing sent upstream" test "$(mock_count)" = "$N0"
+
+# ---- subject spends converge across gateways ------------------------------------------------------------
+# A gateway re-reads a subject's spend every re-read interval (the rate window here), not only once:
+# B counts its own call (0.201 of a 0.5 budget), A then spends 0.402 more. After the interval B's
+# next call starts a re-read (that call is decided on what B knew), and the one after is refused.
+Z=(-H 'X-Rigbox-Subject: zed' -H 'X-Rigbox-Subject-Budget: 0.5;period=1h')
+zb1=$(post $PB /v1/chat/completions $TOK7 "$CHAT" "${Z[@]}")
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE subject = 'zed' AND billed" 1
+za=""
+for i in 1 2 3; do za+="$(post $PA /v1/chat/completions $TOK7 "$CHAT" "${Z[@]}") "; done
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE subject = 'zed' AND billed" 3
+sleep $((WIN + 1))
+zb2=$(post $PB /v1/chat/completions $TOK7 "$CHAT" "${Z[@]}")
+sleep 1
+zb3=$(post $PB /v1/chat/completions $TOK7 "$CHAT" "${Z[@]}")
+check "subject budget: A serves 2 and refuses the 3rd ($za)" test "$za" = "200 200 402 "
+check "subject budget: B re-reads the spend of A, and refuses ($zb1 $zb2 $zb3)" test "$zb1 $zb2 $zb3:$(oai)" = "200 200 402:insufficient_quota/subject_over_budget"
+
+# ---- full limit tables ------------------------------------------------------------------------------------
+# Gateway c tracks 2 users and 2 subjects. When a new subject finds the table full, idle entries
+# go (idle: a rate window, 4 s, without calls), but not the caller's own user, which it still
+# holds (freeing it was a use after free), and not a subject whose rate window still runs (that
+# count exists nowhere else: evicting it let "1req;window=1h" serve a second call).
+PC=$(rb_free_port)
+cg_gateway gw-lc "$PC" RIGBOX_GATEWAY_RATE_WINDOW_S=$WIN RIGBOX_GATEWAY_QUOTA_TABLE_MAX=2
+PID_C=$CG_PID
+TOK8=$(cg_user 8)
+TOK9=$(cg_user 9)
+cg_grant u-cguser08 20000000 g-l-8
+cg_grant u-cguser09 20000000 g-l-9
+subj() { echo "-H X-Rigbox-Subject:$1 -H X-Rigbox-Subject-Rate:$2"; }
+t1=$(post $PC /v1/chat/completions $TOK8 "$CHAT" $(subj s1 '5req;window=1s'))
+t2=$(post $PC /v1/chat/completions $TOK9 "$CHAT" $(subj s2 '5req;window=1s'))
+sleep $((WIN + 1))
+t3=$(post $PC /v1/chat/completions $TOK8 "$CHAT" $(subj s3 '1req;window=1h'))
+check "tables: a new subject of an idle user, table full: served ($t1 $t2 $t3)" test "$t1 $t2 $t3" = "200 200 200"
+t4=$(post $PC /v1/chat/completions $TOK8 "$CHAT" $(subj s3 '1req;window=1h'))
+t5=$(post $PC /v1/chat/completions $TOK9 "$CHAT" $(subj s4 '5req;window=1s'))
+sleep $((WIN + 1))
+t6=$(post $PC /v1/chat/completions $TOK9 "$CHAT" $(subj s5 '5req;window=1s'))
+t7=$(post $PC /v1/chat/completions $TOK8 "$CHAT" $(subj s3 '1req;window=1h'))
+check "tables: a subject's running 1 h window survives a full table ($t4 $t5 $t6 $t7)" test "$t4 $t5 $t6 $t7" = "429 200 200 429"
+kill -TERM "$PID_C"
+wait "$PID_C" 2>/dev/null
 
 # ---- refusals recorded ------------------------------------------------------------------------------------
 sleep 0.5

@@ -75,6 +75,7 @@ static void test_budget_malformed(void)
                                       "5;period=5h x",
                                       "5 5;period=5h",
                                       "1000000000001;period=5h",
+                                      "1000000000000.000001;period=5h",
                                       "5,period=5h",
                                       "abc;period=5h"};
     gw_limits_budget_t b;

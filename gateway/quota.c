@@ -88,7 +88,7 @@ struct st_gw_quota_t {
     size_t subjects_max; /* users: conf.table_max */
     gw_quota_job_t *qhead, *qtail;
     size_t qlen;
-    int64_t db_retry_ms; /* the database failed: not asked again before */
+    int64_t db_retry_ms; /* the database failed: not asked before (atomic: written unlocked) */
     int64_t last_sweep_ms;
     int stopping;
     int wake[2]; /* pipe: a job was queued, or stop */
@@ -424,7 +424,7 @@ static gw_quota_job_t *enqueue(gw_quota_t *q, const gw_quota_job_t *j)
 static int needs_load(gw_quota_t *q, gw_quota_user_t *u, gw_quota_subject_t *s,
                       const gw_quota_job_t *j, int64_t now)
 {
-    int db_ok = now >= q->db_retry_ms;
+    int db_ok = now >= __atomic_load_n(&q->db_retry_ms, __ATOMIC_RELAXED);
 
     if (!u->have)
         return db_ok;
@@ -604,7 +604,7 @@ static int db_ready(gw_quota_t *q)
 {
     char err[GW_QUOTA_ERR_MAX] = "";
 
-    if (now_ms() < q->db_retry_ms)
+    if (now_ms() < __atomic_load_n(&q->db_retry_ms, __ATOMIC_RELAXED))
         return 0;
     if (q->db == NULL &&
         gw_db_connect(q->conf.db_url, q->conf.connect_timeout_s, &q->db, err, sizeof(err)) != RB_OK)
@@ -622,7 +622,7 @@ static int db_ready(gw_quota_t *q)
     }
     return 1;
 Fail:
-    q->db_retry_ms = now_ms() + GW_QUOTA_DB_BACKOFF_MS;
+    __atomic_store_n(&q->db_retry_ms, now_ms() + GW_QUOTA_DB_BACKOFF_MS, __ATOMIC_RELAXED);
     rb_log_warn("limits_db_unavailable", "error=\"%s\"", err);
     return 0;
 }
@@ -659,7 +659,7 @@ static rb_err_t load(gw_quota_t *q, const gw_quota_job_t *j, int need_user, int6
     if (e == RB_OK && since_s >= 0)
         e = gw_db_subject_spent(q->db, j->user, j->subject, since_s, spent, err, sizeof(err));
     if (e != RB_OK) {
-        q->db_retry_ms = now_ms() + GW_QUOTA_DB_BACKOFF_MS;
+        __atomic_store_n(&q->db_retry_ms, now_ms() + GW_QUOTA_DB_BACKOFF_MS, __ATOMIC_RELAXED);
         rb_log_warn("limits_load_failed", "user=%s error=\"%s\"", j->user, err);
     }
     check_notifications(q); /* one that arrived during the query makes the answer stale */

@@ -254,11 +254,19 @@ static void replan_if_grown(gw_db_t *db, size_t n)
     db->replan_ms = now;
 }
 
+/* 1 when r failed on the data itself: a data exception or an integrity violation (SQLSTATE class
+ * 22 or 23); not for a lost connection, a read-only or full database, a timeout, ... */
+static int data_error(const PGresult *r)
+{
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    return state != NULL && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0);
+}
+
 rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, size_t n, char *errbuf,
                           size_t cap)
 {
     PGresult *r;
-    int ok;
+    int ok, data = 0;
 
     RB_ASSERT(rows != NULL && len > 0 && len <= INT_MAX && rows[len - 1] == '\n');
     /* the staging table is per session: rb_usage_stage_open makes it after a reconnect */
@@ -275,8 +283,10 @@ rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, size_t n, c
     if (ok) {
         r = PQgetResult(db->conn); /* COPY's own result: a malformed row fails here */
         ok = PQresultStatus(r) == PGRES_COMMAND_OK;
-        if (!ok)
+        if (!ok) {
             rb_pg_error(db->conn, r, "usage copy", errbuf, cap);
+            data = data_error(r);
+        }
         PQclear(r);
         while ((r = PQgetResult(db->conn)) != NULL)
             PQclear(r);
@@ -284,8 +294,10 @@ rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, size_t n, c
     if (ok) {
         r = PQexec(db->conn, "SELECT cardinality(rb_usage_apply_staged())");
         ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-        if (!ok)
+        if (!ok) {
             rb_pg_error(db->conn, r, "usage post", errbuf, cap);
+            data = data_error(r);
+        }
         PQclear(r);
     }
     if (ok) {
@@ -297,7 +309,7 @@ rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, size_t n, c
     }
     if (!ok) {
         rollback(db);
-        return RB_ERR_DB;
+        return data ? RB_ERR_INVAL : RB_ERR_DB;
     }
     replan_if_grown(db, n);
     return RB_OK;

@@ -132,7 +132,9 @@ rb_err_t gw_db_subject_spent(gw_db_t *db, const char *user, const char *subject,
 int gw_db_socket(const gw_db_t *db);
 /** Posts one ledger batch: rows[0, len) are n whole lines of COPY text, each a row of
  *  pg_temp.rb_usage_stage (gw_recorder_row_copy), copied in and applied with
- *  rb_usage_apply_staged() in one transaction. RB_OK or RB_ERR_DB (nothing committed). */
+ *  rb_usage_apply_staged() in one transaction. RB_OK; else nothing was committed: RB_ERR_INVAL
+ *  when PostgreSQL refused the rows themselves (a data or integrity error), RB_ERR_DB otherwise
+ *  (connection lost, read-only or full database, timeout: worth a retry). */
 rb_err_t gw_db_usage_post(gw_db_t *db, const char *rows, size_t len, size_t n, char *errbuf,
                           size_t cap);
 /** rb_lease_take: reserves up to amount (at least min) of user's credit as lease_id for node;

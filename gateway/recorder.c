@@ -266,19 +266,41 @@ static size_t batch_read(gw_recorder_t *r, uint64_t off, uint64_t size, uint64_t
     return n;
 }
 
-/* A batch the database refused as a whole: post record by record, quarantine the bad ones. */
-static void post_one_by_one(gw_recorder_t *r, size_t len)
+/* After a failed post: logs, and waits GW_RECORDER_RETRY_MS; -1 when stopping gave up (after
+ * GW_RECORDER_STOP_MS in all, counted in *waited_ms): the records stay in the spool. */
+static int retry_wait(gw_recorder_t *r, size_t n, const char *err, int *waited_ms)
 {
-    char err[GW_RECORDER_ERR_MAX];
+    rb_log_warn("usage_write_retry", "records=%zu error=\"%s\"", n, err);
+    if (__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) && *waited_ms >= GW_RECORDER_STOP_MS) {
+        rb_log_error("usage_deferred",
+                     "records=%zu reason=database_unreachable_at_shutdown "
+                     "(kept in the spool, posted at the next start)",
+                     n);
+        return -1;
+    }
+    sleep_ms(GW_RECORDER_RETRY_MS);
+    *waited_ms += GW_RECORDER_RETRY_MS;
+    return 0;
+}
+
+/* A batch with a record PostgreSQL refused (RB_ERR_INVAL): posts record by record and quarantines
+ * the refused ones; a record that fails otherwise is retried. 0, or -1 when stopping gave up (the
+ * batch stays in the spool; what was posted is skipped at replay: idempotent by request id). */
+static int post_one_by_one(gw_recorder_t *r, size_t len)
+{
+    char err[GW_RECORDER_ERR_MAX] = "database unreachable";
     size_t pos = 0;
+    int waited_ms = 0;
 
     while (pos < len) {
         const char *line = r->chunk.base + pos, *nl = memchr(line, '\n', len - pos);
         size_t ll = (size_t)(nl - line) + 1;
-        if (gw_db_usage_post(r->db, line, ll, 1, err, sizeof(err)) == RB_OK) {
+        rb_err_t e = gw_db_ensure(r->db) ? gw_db_usage_post(r->db, line, ll, 1, err, sizeof(err))
+                                         : RB_ERR_DB;
+        if (e == RB_OK) {
             if (r->m_written != NULL)
                 rb_metric_add(r->m_written, 1);
-        } else {
+        } else if (e == RB_ERR_INVAL) {
             const char *tab = memchr(line, '\t', ll); /* the request id is the first field */
             int fd = open(r->rejected_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
             if (fd == -1 || write(fd, line, ll) != (ssize_t)ll)
@@ -289,40 +311,37 @@ static void post_one_by_one(gw_recorder_t *r, size_t len)
                 rb_metric_add(r->m_failed, 1);
             rb_log_error("usage_row_refused", "request_id=%.*s error=\"%s\" (record kept in %s)",
                          (int)(tab != NULL ? tab - line : 0), line, err, r->rejected_path);
+        } else {
+            if (retry_wait(r, 1, err, &waited_ms) != 0)
+                return -1;
+            continue;
         }
         pos += ll;
     }
+    return 0;
 }
 
-/* Posts the batch in r->chunk[0, len), retrying while the database is unreachable; returns 0 when
- * it is in PostgreSQL (or quarantined), -1 when stopping gave up (it stays in the spool). */
+/* Posts the batch in r->chunk[0, len), retrying while PostgreSQL cannot take it (unreachable,
+ * read-only, full, ...); returns 0 when it is in PostgreSQL (or its refused records quarantined),
+ * -1 when stopping gave up (it stays in the spool). */
 static int post_batch(gw_recorder_t *r, size_t len, size_t n)
 {
-    char err[GW_RECORDER_ERR_MAX] = "";
+    char err[GW_RECORDER_ERR_MAX] = "database unreachable";
     int waited_ms = 0;
 
     for (;;) {
-        if (gw_db_ensure(r->db)) {
-            if (gw_db_usage_post(r->db, r->chunk.base, len, n, err, sizeof(err)) == RB_OK) {
-                if (r->m_written != NULL)
-                    rb_metric_add(r->m_written, (int64_t)n);
-                return 0;
-            }
-            if (gw_db_ensure(r->db)) { /* the connection is fine: the data is not */
-                post_one_by_one(r, len);
-                return 0;
-            }
+        rb_err_t e = gw_db_ensure(r->db)
+                         ? gw_db_usage_post(r->db, r->chunk.base, len, n, err, sizeof(err))
+                         : RB_ERR_DB;
+        if (e == RB_OK) {
+            if (r->m_written != NULL)
+                rb_metric_add(r->m_written, (int64_t)n);
+            return 0;
         }
-        rb_log_warn("usage_write_retry", "records=%zu error=\"%s\"", n, err);
-        if (__atomic_load_n(&r->stopping, __ATOMIC_ACQUIRE) && waited_ms >= GW_RECORDER_STOP_MS) {
-            rb_log_error("usage_deferred",
-                         "records=%zu reason=database_unreachable_at_shutdown "
-                         "(kept in the spool, posted at the next start)",
-                         n);
+        if (e == RB_ERR_INVAL) /* the data, not the database */
+            return post_one_by_one(r, len);
+        if (retry_wait(r, n, err, &waited_ms) != 0)
             return -1;
-        }
-        sleep_ms(GW_RECORDER_RETRY_MS);
-        waited_ms += GW_RECORDER_RETRY_MS;
     }
 }
 

@@ -14,6 +14,7 @@
 # (f) renewal: 300 leases on one gateway all renewed; a lease swept while the gateway was cut off
 #     is not carved from again (402, no overrun).
 # (g) a user keeps at most 8 leases on a node.
+# (h) records written while PostgreSQL is read-only wait in the spool, not in rejected.spool.
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -254,6 +255,33 @@ check "g: more than 8 leases taken, at most 8 kept open" cg_wait_sql \
     "SELECT count(*) > 8 AND count(*) FILTER (WHERE closed_at IS NULL) <= 8 FROM credit_leases WHERE user_id = 'u-cguser07'" t 30
 echo "# leases of u7: $(rb_sql "SELECT count(*) || ' taken, ' || count(*) FILTER (WHERE closed_at IS NULL) || ' open' FROM credit_leases WHERE user_id = 'u-cguser07'")"
 check "g: ledger identity (u7)" cg_identity_ok u-cguser07
+
+# ---- (h) a database that refuses writes for a while loses nothing ------------------------------------
+# New sessions are read-only (as on a standby after a failover) and every session is cut, so the
+# writers reconnect read-only: their batches fail with SQLSTATE 25006. Calls within gateway a's
+# lease are served meanwhile; their records must wait in the spool and be posted once PostgreSQL
+# takes writes again, not be quarantined as refused rows (then never billed).
+TOK6=$(cg_user 6)
+cg_grant u-cguser06 10000000 g-h-6
+st=$(post $PA /v1/chat/completions $TOK6 "$CHAT")
+check "h: served before (a lease taken)" test "$st" = 200
+cut_sessions() { rb_sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" >/dev/null; }
+rb_sql "ALTER DATABASE \"$RB_DB\" SET default_transaction_read_only = on" >/dev/null
+cut_sessions
+: >"$RB_TMP/h.ids"
+h_codes=""
+for i in 1 2 3; do
+    h_codes+="$(post $PA /v1/chat/completions $TOK6 "$CHAT") "
+    rid >>"$RB_TMP/h.ids"
+done
+check "h: served while read-only ($h_codes)" test "$h_codes" = "200 200 200 "
+for _ in $(seq 1 50); do grep -q 'usage_write_retry.*25006' "$RB_TMP/gw-a.log" && break; sleep 0.1; done
+check "h: the writer meets the read-only database and retries" grep -q 'usage_write_retry.*25006' "$RB_TMP/gw-a.log"
+rb_sql "BEGIN READ WRITE; ALTER DATABASE \"$RB_DB\" RESET default_transaction_read_only; COMMIT" >/dev/null
+cut_sessions
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser06'" 4
+check "h: once writable, every call served meanwhile is billed once" cg_served_billed_once "$RB_TMP/h.ids"
+check "h: nothing quarantined" test ! -s "$RB_TMP/spool-gw-a/rejected.spool"
 
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
 kill -TERM "$PID_A" "$PID_B" "$PID_C" "$PID_F"

@@ -16,6 +16,7 @@
 
 struct st_gw_db_t {
     PGconn *conn;
+    uint64_t session;     /* bumped at each reconnect */
     uint64_t usage_rows;  /* usage records posted on this connection */
     uint64_t replan_rows; /* re-plan when usage_rows reaches this */
     int64_t replan_ms;    /* monotonic ms of the last re-plan */
@@ -55,7 +56,15 @@ int gw_db_ensure(gw_db_t *db)
     if (PQstatus(db->conn) == CONNECTION_OK)
         return 1;
     PQreset(db->conn);
-    return PQstatus(db->conn) == CONNECTION_OK;
+    if (PQstatus(db->conn) != CONNECTION_OK)
+        return 0;
+    db->session++;
+    return 1;
+}
+
+uint64_t gw_db_session(const gw_db_t *db)
+{
+    return db->session;
 }
 
 int gw_db_socket(const gw_db_t *db)

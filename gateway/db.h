@@ -108,6 +108,9 @@ rb_err_t gw_db_connect(const char *url, int timeout_s, gw_db_t **out, char *errb
 void gw_db_close(gw_db_t *db);
 /** 1 when the connection is usable; otherwise tries one reset and reports the result. */
 int gw_db_ensure(gw_db_t *db);
+/** Changes each time gw_db_ensure re-made the connection: a new session, without the LISTENs,
+ *  temporary tables and settings of the last one. */
+uint64_t gw_db_session(const gw_db_t *db);
 /** Looks up a secret's identity by SHA-256: workspace_token selects workspace_tokens, else
  *  api_keys. RB_OK, RB_ERR_NOTFOUND (unknown or revoked) or RB_ERR_DB. */
 rb_err_t gw_db_identity_lookup(gw_db_t *db, int workspace_token, const uint8_t hash[RB_SHA256_LEN],

@@ -32,7 +32,8 @@ struct st_gw_identity_t {
     pthread_mutex_t mu; /* guards everything below */
     cache_entry_t *buckets[GW_IDENTITY_BUCKETS];
     size_t cache_count;
-    uint64_t epoch; /* bumped at every invalidation */
+    uint64_t epoch;   /* bumped at every invalidation */
+    uint64_t session; /* gw_db_session of the LISTEN (identity thread only) */
     gw_identity_job_t *qhead, *qtail;
     size_t qcount;
     int stopping;
@@ -157,23 +158,43 @@ static void ident_from_row(gw_identity_t *idy, const gw_db_identity_t *row, gw_i
     id->key_state = GW_IDENTITY_KEY_OK;
 }
 
-/* Reads notifications; drops the cache on any, or when the connection had to be re-made. */
-static void check_notifications(gw_identity_t *idy)
+static void cache_drop(gw_identity_t *idy)
 {
-    char err[GW_IDENTITY_ERR_MAX];
-    int n = gw_db_notifications(idy->db);
-
-    if (n < 0) {
-        if (!gw_db_ensure(idy->db) ||
-            gw_db_listen(idy->db, GW_DB_IDENTITY_CHANNEL, err, sizeof(err)) != RB_OK)
-            return; /* still down: try again on the next poll */
-        rb_log_warn("identity_reconnected", "cache=dropped");
-    } else if (n == 0) {
-        return;
-    }
     pthread_mutex_lock(&idy->mu);
     cache_clear(idy);
     pthread_mutex_unlock(&idy->mu);
+}
+
+/* 1 when the connection is up and LISTENs. Whoever re-made it (a lookup or the notification
+ * check), a new session LISTENs again and drops the cache: what changed meanwhile is unknown. */
+static int db_ready(gw_identity_t *idy)
+{
+    char err[GW_IDENTITY_ERR_MAX];
+
+    if (!gw_db_ensure(idy->db))
+        return 0;
+    if (gw_db_session(idy->db) == idy->session)
+        return 1;
+    if (gw_db_listen(idy->db, GW_DB_IDENTITY_CHANNEL, err, sizeof(err)) != RB_OK)
+        return 0; /* tried again at the next lookup or poll */
+    idy->session = gw_db_session(idy->db);
+    cache_drop(idy);
+    rb_log_warn("identity_reconnected", "cache=dropped");
+    return 1;
+}
+
+/* Reads notifications; drops the cache on any, or when the connection had to be re-made. */
+static void check_notifications(gw_identity_t *idy)
+{
+    int n = gw_db_notifications(idy->db);
+
+    if (n < 0 || gw_db_session(idy->db) != idy->session) {
+        db_ready(idy); /* still down: again on the next poll */
+        return;
+    }
+    if (n == 0)
+        return;
+    cache_drop(idy);
     rb_log_debug("identity_invalidated", "notifications=%d", n);
 }
 
@@ -183,7 +204,7 @@ static void run_job(gw_identity_t *idy, gw_identity_job_t *job, uint64_t epoch)
     gw_db_identity_t *row = rb_calloc(1, sizeof(*row));
     rb_err_t rc;
 
-    rc = gw_db_ensure(idy->db)
+    rc = db_ready(idy)
              ? gw_db_identity_lookup(idy->db, job->workspace, job->hash, row, err, sizeof(err))
              : RB_ERR_DB;
     if (rc == RB_OK) {

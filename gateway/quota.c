@@ -78,8 +78,9 @@ struct st_gw_quota_port_t {
 
 struct st_gw_quota_t {
     gw_quota_conf_t conf;
-    gw_db_t *db;   /* the quota thread's; NULL until connected */
-    int listening; /* LISTEN is active on db */
+    gw_db_t *db;      /* the quota thread's; NULL until connected */
+    int listening;    /* LISTEN is active on db, in session */
+    uint64_t session; /* gw_db_session of the LISTEN */
     pthread_t thread;
     pthread_mutex_t mu; /* guards everything below */
     gw_quota_user_t *users[GW_QUOTA_BUCKETS];
@@ -614,10 +615,11 @@ static int db_ready(gw_quota_t *q)
         snprintf(err, sizeof(err), "connection lost");
         goto Fail;
     }
-    if (!q->listening) {
+    if (!q->listening || gw_db_session(q->db) != q->session) { /* a reconnect loses the LISTEN */
         if (gw_db_listen(q->db, GW_DB_LIMITS_CHANNEL, err, sizeof(err)) != RB_OK)
             goto Fail;
         q->listening = 1;
+        q->session = gw_db_session(q->db);
         mark_all_stale(q); /* what changed while we were not listening is unknown */
     }
     return 1;

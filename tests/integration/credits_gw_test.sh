@@ -282,6 +282,16 @@ cut_sessions
 cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser06'" 4
 check "h: once writable, every call served meanwhile is billed once" cg_served_billed_once "$RB_TMP/h.ids"
 check "h: nothing quarantined" test ! -s "$RB_TMP/spool-gw-a/rejected.spool"
+# every session was cut twice: the identity and limits threads must LISTEN again in their new
+# sessions, so edits still apply within a second
+rb_sql "INSERT INTO user_limits (user_id, allowed_models) VALUES ('u-cguser06', '{t-claude}')" >/dev/null
+sleep 1
+st=$(post $PA /v1/chat/completions $TOK6 "$CHAT")
+check "h: after the cuts, a limit edit applies within a second: 403" test "$st" = 403
+rb_sql "UPDATE workspace_tokens SET revoked_at = now() WHERE workspace_id = 'ws-cgwork06'; NOTIFY rigbox_identity, 'workspace:ws-cgwork06'" >/dev/null
+sleep 1
+st=$(post $PA /v1/chat/completions $TOK6 "$CHAT")
+check "h: after the cuts, a revoked token stops within a second: 401" test "$st" = 401
 
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
 kill -TERM "$PID_A" "$PID_B" "$PID_C" "$PID_F"

@@ -143,7 +143,7 @@ static const cfg_field_t main_schema[] = {
     NUM("gateway.limits.writer_flush_ms", CFG_T_INT, GL(writer_flush_ms), 1, 60000),
     NUM("gateway.limits.upstream_connections_max", CFG_T_INT, GL(upstream_connections_max), 1,
         100000),
-    NUM("gateway.limits.identity_cache_ttl_ms", CFG_T_INT, GL(identity_cache_ttl_ms), 0,
+    NUM("gateway.limits.identity_cache_ttl_ms", CFG_T_INT, GL(identity_cache_ttl_ms), 1,
         INT_MAX_MS),
     SEC("control"),
     STR("control.listen", M(control.listen), 1, 256, CFG_FL_LISTEN),

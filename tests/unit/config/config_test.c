@@ -357,6 +357,9 @@ static void test_errors_main(void)
                  "integer");
     expect_error("# c\ngateway:\n  limits:\n    json_depth_max: 100000\n", NULL, NULL, C,
                  "rigbox.yaml:4: gateway.limits.json_depth_max:", "from 2 to 1024", "100000");
+    /* 0 once passed here, and the gateway then aborted at start (its cache wants a TTL) */
+    expect_error("gateway:\n  limits:\n    identity_cache_ttl_ms: 0\n", NULL, NULL, C,
+                 "rigbox.yaml:3: gateway.limits.identity_cache_ttl_ms:", "from 1 to", "\"0\"");
     expect_error("vmm:\n  accel: xen\n", NULL, NULL, C,
                  "rigbox.yaml:2: vmm.accel:", "one of auto, kvm or tcg", "\"xen\"");
     expect_error("server:\n  workers: [1, 2\n", NULL, NULL, RB_ERR_PARSE,

@@ -37,6 +37,7 @@ struct st_gw_inflight_t {
     pthread_mutex_t mu; /* guards the free stack */
     int free_stack[GW_INFLIGHT_SLOTS];
     size_t free_len;
+    int begun; /* a slot was taken: recovering is over */
 };
 
 static size_t file_len(void)
@@ -106,7 +107,8 @@ rb_err_t gw_inflight_open(const char *dir, gw_inflight_t **out, char *errbuf, si
     }
     pthread_mutex_init(&f->mu, NULL);
     for (int i = GW_INFLIGHT_SLOTS - 1; i >= 0; i--) /* slot 0 on top: the file's head is used */
-        f->free_stack[f->free_len++] = i;
+        if (f->slots[i].state != SLOT_HELD)          /* held: gw_inflight_recover frees it */
+            f->free_stack[f->free_len++] = i;
     *out = f;
     return RB_OK;
 }
@@ -151,12 +153,12 @@ static void interrupted_row(const inflight_slot_t *s, gw_db_usage_row_t *row)
     row->duration_ms = 0; /* when the process died is not known */
 }
 
-size_t gw_inflight_recover(gw_inflight_t *f, void (*emit)(void *ctx, const gw_db_usage_row_t *row),
+size_t gw_inflight_recover(gw_inflight_t *f, int (*emit)(void *ctx, const gw_db_usage_row_t *row),
                            void *ctx)
 {
     size_t n = 0;
 
-    RB_ASSERT(f->free_len == GW_INFLIGHT_SLOTS); /* before any begin */
+    RB_ASSERT(!f->begun);
     for (size_t i = 0; i < GW_INFLIGHT_SLOTS; i++) {
         inflight_slot_t *s = &f->slots[i];
         gw_db_usage_row_t *r = &s->call.row, row;
@@ -175,10 +177,12 @@ size_t gw_inflight_recover(gw_inflight_t *f, void (*emit)(void *ctx, const gw_db
         r->lease_id[sizeof(r->lease_id) - 1] = '\0';
         if (r->request_id[0] != '\0' && r->user_id[0] != '\0') {
             interrupted_row(s, &row);
-            emit(ctx, &row);
+            if (emit(ctx, &row) != 0)
+                continue; /* not kept: the next process tries again */
             n++;
         }
         s->state = 0;
+        f->free_stack[f->free_len++] = (int)i;
     }
     return n;
 }
@@ -189,6 +193,7 @@ int gw_inflight_begin(gw_inflight_t *f, const gw_inflight_call_t *call)
     int slot;
 
     pthread_mutex_lock(&f->mu);
+    f->begun = 1;
     slot = f->free_len > 0 ? f->free_stack[--f->free_len] : -1;
     pthread_mutex_unlock(&f->mu);
     if (slot < 0)

@@ -60,8 +60,9 @@ typedef struct st_gw_inflight_call_t {
  *  and a new one made. Owned in *out (gw_inflight_close). */
 rb_err_t gw_inflight_open(const char *dir, gw_inflight_t **out, char *errbuf, size_t cap);
 /** Calls emit once for each slot a previous process left held, with the interrupted call's record,
- *  then frees every slot. Returns the number of records. Before any begin. */
-size_t gw_inflight_recover(gw_inflight_t *f, void (*emit)(void *ctx, const gw_db_usage_row_t *row),
+ *  and frees the slot when emit returns 0 (the record is kept elsewhere); one emit refused (-1)
+ *  stays held, for the next process. Returns the number of records kept. Before any begin. */
+size_t gw_inflight_recover(gw_inflight_t *f, int (*emit)(void *ctx, const gw_db_usage_row_t *row),
                            void *ctx);
 /** Takes a slot for call; returns its index, or -1 when all GW_INFLIGHT_SLOTS are taken. */
 int gw_inflight_begin(gw_inflight_t *f, const gw_inflight_call_t *call);

@@ -161,7 +161,9 @@ static void metrics_depth(gw_recorder_t *r)
         rb_metric_set(r->m_depth, (int64_t)r->pending);
 }
 
-int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out)
+/* Appends row to the spool; bounded: refused past queue_max. 0, or -1 (logged, counted). */
+static int spool_append(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out,
+                        int bounded)
 {
     const char *why = NULL;
     ssize_t n;
@@ -174,7 +176,7 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
     pthread_mutex_lock(&r->mu);
     if (line.overflow)
         why = "record_too_long";
-    else if (r->pending >= (size_t)r->conf.queue_max)
+    else if (bounded && r->pending >= (size_t)r->conf.queue_max)
         why = "spool_full";
     else if ((n = write(r->fd, line.base, line.len)) != (ssize_t)line.len) {
         why = "spool_write_failed";
@@ -200,6 +202,11 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t 
     rb_log_error("usage_dropped", "request_id=%s reason=%s queue_max=%d", row->request_id, why,
                  r->conf.queue_max);
     return -1;
+}
+
+int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out)
+{
+    return spool_append(r, row, seq_out, 1);
 }
 
 uint64_t gw_recorder_committed(gw_recorder_t *r)
@@ -497,10 +504,11 @@ static void metrics_init(gw_recorder_t *r, rb_metrics_t *m)
                                  "Usage records PostgreSQL refused (quarantined)", "");
 }
 
-/* An interrupted call of the previous process, into the spool like any record. */
-static void recover_emit(void *ctx, const gw_db_usage_row_t *row)
+/* An interrupted call of the previous process, into the spool like any record, whatever the
+ * backlog (queue_max holds back new calls; this one was served); -1 keeps its inflight slot. */
+static int recover_emit(void *ctx, const gw_db_usage_row_t *row)
 {
-    gw_recorder_submit(ctx, row, NULL);
+    return spool_append(ctx, row, NULL, 0);
 }
 
 /* The calls the previous process left under way become records, ahead of the replay. */

@@ -21,13 +21,21 @@ typedef struct {
     size_t n;
 } got_t;
 
-static void collect(void *ctx, const gw_db_usage_row_t *row)
+static int collect(void *ctx, const gw_db_usage_row_t *row)
 {
     got_t *g = ctx;
 
     if (g->n < sizeof(g->rows) / sizeof(g->rows[0]))
         g->rows[g->n] = *row;
     g->n++;
+    return 0;
+}
+
+static int refuse(void *ctx, const gw_db_usage_row_t *row)
+{
+    (void)row;
+    ((got_t *)ctx)->n++;
+    return -1;
 }
 
 static gw_inflight_call_t call(const char *rid, int priced)
@@ -293,5 +301,31 @@ static void test_unreadable(void)
     teardown();
 }
 
-TEST_MAIN(test_crash_leaves_the_call, test_stated_usage, test_sigkill, test_full, test_unterminated,
-          test_unreadable)
+/* A record the recorder could not keep (its spool write failed) leaves the slot held: the next
+ * process recovers the call again instead of losing it. */
+static void test_refused_kept(void)
+{
+    gw_inflight_call_t c = call("req-kept", 1);
+    gw_inflight_t *f;
+    got_t got = {0};
+
+    setup();
+    f = open_dir();
+    CHECK(gw_inflight_begin(f, &c) >= 0);
+    gw_inflight_close(f);
+    f = open_dir();
+    CHECK_INT_EQ(gw_inflight_recover(f, refuse, &got), 0);
+    CHECK_INT_EQ(got.n, 1);
+    CHECK_INT_EQ(gw_inflight_used(f), 1); /* still held */
+    gw_inflight_close(f);
+    f = open_dir();
+    got.n = 0;
+    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 1);
+    CHECK_STR_EQ(got.rows[0].request_id, "req-kept");
+    CHECK_INT_EQ(gw_inflight_used(f), 0);
+    gw_inflight_close(f);
+    teardown();
+}
+
+TEST_MAIN(test_crash_leaves_the_call, test_refused_kept, test_stated_usage, test_sigkill, test_full,
+          test_unterminated, test_unreadable)

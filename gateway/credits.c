@@ -294,8 +294,23 @@ gw_credits_port_t *gw_credits_port_create(gw_credits_t *c, h2o_multithread_queue
 
 void gw_credits_port_destroy(gw_credits_port_t *port)
 {
+    gw_credits_t *c;
+
     if (port == NULL)
         return;
+    c = port->credits;
+    /* the port's jobs still waiting for a lease go: nobody would receive their answer */
+    pthread_mutex_lock(&c->mu);
+    for (size_t b = 0; b < GW_CREDITS_BUCKETS && c->waiters > 0; b++)
+        for (credits_user_t *u = c->buckets[b]; u != NULL; u = u->next)
+            for (gw_credits_job_t *j = u->wait_head, *next; j != NULL; j = next) {
+                next = j->qnext;
+                if (j->port == port) {
+                    job_unlink(c, j);
+                    free(j);
+                }
+            }
+    pthread_mutex_unlock(&c->mu);
     h2o_multithread_unregister_receiver(port->queue, &port->recv);
     free(port);
 }

@@ -36,6 +36,7 @@ struct st_gw_identity_t {
     uint64_t session; /* gw_db_session of the LISTEN (identity thread only) */
     gw_identity_job_t *qhead, *qtail;
     size_t qcount;
+    gw_identity_job_t *running; /* dequeued, not answered yet */
     int stopping;
     int wake[2]; /* pipe: a job was queued, or stop */
 };
@@ -244,6 +245,7 @@ static void *identity_main(void *arg)
         for (;;) {
             gw_identity_job_t *job;
             uint64_t epoch;
+            int orphan;
             pthread_mutex_lock(&idy->mu);
             stopping = idy->stopping;
             if ((job = idy->qhead) != NULL) {
@@ -252,6 +254,7 @@ static void *identity_main(void *arg)
                     idy->qtail = NULL;
                 idy->qcount--;
             }
+            idy->running = job;
             epoch = idy->epoch;
             pthread_mutex_unlock(&idy->mu);
             if (job == NULL)
@@ -260,7 +263,16 @@ static void *identity_main(void *arg)
                 job->err = RB_ERR_DB;
             else
                 run_job(idy, job, epoch);
-            h2o_multithread_send_message(&job->port->recv, &job->super);
+            pthread_mutex_lock(&idy->mu); /* against gw_identity_port_destroy */
+            idy->running = NULL;
+            orphan = job->port == NULL; /* its port is gone */
+            if (!orphan)                /* from here the job is the receiver's */
+                h2o_multithread_send_message(&job->port->recv, &job->super);
+            pthread_mutex_unlock(&idy->mu);
+            if (orphan) {
+                gw_identity_wipe(&job->id);
+                free(job);
+            }
         }
         if (stopping)
             break;
@@ -338,8 +350,29 @@ gw_identity_port_t *gw_identity_port_create(gw_identity_t *idy, h2o_multithread_
 
 void gw_identity_port_destroy(gw_identity_port_t *port)
 {
+    gw_identity_t *idy;
+    gw_identity_job_t **pp, *prev = NULL;
+
     if (port == NULL)
         return;
+    idy = port->idy;
+    /* the port's jobs still queued go; the one being run is answered to nobody */
+    pthread_mutex_lock(&idy->mu);
+    for (pp = &idy->qhead; *pp != NULL;) {
+        gw_identity_job_t *job = *pp;
+        if (job->port != port) {
+            prev = job;
+            pp = &job->qnext;
+            continue;
+        }
+        *pp = job->qnext;
+        idy->qcount--;
+        free(job);
+    }
+    idy->qtail = prev;
+    if (idy->running != NULL && idy->running->port == port)
+        idy->running->port = NULL;
+    pthread_mutex_unlock(&idy->mu);
     h2o_multithread_unregister_receiver(port->queue, &port->recv);
     free(port);
 }

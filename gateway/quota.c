@@ -64,6 +64,7 @@ struct st_gw_quota_job_t {
     gw_limits_budget_t budget;
     gw_limits_rate_t rate;
     int queued;    /* in the thread's queue (mutex) */
+    int detached;  /* its port is gone: answered to nobody (mutex) */
     int cancelled; /* on the port's worker thread only */
     gw_quota_cb cb;
     void *ctx;
@@ -89,7 +90,8 @@ struct st_gw_quota_t {
     size_t subjects_max; /* users: conf.table_max */
     gw_quota_job_t *qhead, *qtail;
     size_t qlen;
-    int64_t db_retry_ms; /* the database failed: not asked before (atomic: written unlocked) */
+    gw_quota_job_t *running; /* dequeued, not answered yet */
+    int64_t db_retry_ms;     /* the database failed: not asked before (atomic: written unlocked) */
     int64_t last_sweep_ms;
     int stopping;
     int wake[2]; /* pipe: a job was queued, or stop */
@@ -561,8 +563,29 @@ gw_quota_port_t *gw_quota_port_create(gw_quota_t *q, h2o_multithread_queue_t *qu
 
 void gw_quota_port_destroy(gw_quota_port_t *port)
 {
+    gw_quota_t *q;
+    gw_quota_job_t **pp, *prev = NULL;
+
     if (port == NULL)
         return;
+    q = port->q;
+    /* the port's jobs still queued go; the one being run is answered to nobody */
+    pthread_mutex_lock(&q->mu);
+    for (pp = &q->qhead; *pp != NULL;) {
+        gw_quota_job_t *job = *pp;
+        if (job->port != port) {
+            prev = job;
+            pp = &job->qnext;
+            continue;
+        }
+        *pp = job->qnext;
+        q->qlen--;
+        free(job);
+    }
+    q->qtail = prev;
+    if (q->running != NULL && q->running->port == port)
+        q->running->detached = 1;
+    pthread_mutex_unlock(&q->mu);
     h2o_multithread_unregister_receiver(port->queue, &port->recv);
     free(port);
 }
@@ -723,8 +746,11 @@ static void run_job(gw_quota_t *q, gw_quota_job_t *j)
     gw_quota_user_t *u;
     gw_quota_subject_t *s;
 
+    int background = j->port == NULL, orphan;
+
     j->ans = (gw_quota_answer_t){.verdict = GW_QUOTA_UNAVAILABLE};
     pthread_mutex_lock(&q->mu);
+    q->running = j;
     for (int i = 0; i < GW_QUOTA_RELOAD_MAX && !run_once(q, j, l, i == GW_QUOTA_RELOAD_MAX - 1);
          i++)
         ;
@@ -732,11 +758,15 @@ static void run_job(gw_quota_t *q, gw_quota_job_t *j)
         u->refreshing = 0;
     if (j->port == NULL && subject_key(j, key) && (s = subject_find(q, key)) != NULL)
         s->refreshing = 0;
+    q->running = NULL;
+    orphan = !background && j->detached;
+    if (!background && !orphan) /* under the mutex, against gw_quota_port_destroy */
+        h2o_multithread_send_message(&j->port->recv, &j->super); /* now the receiver's */
     pthread_mutex_unlock(&q->mu);
     free(l);
-    if (j->port != NULL)
-        h2o_multithread_send_message(&j->port->recv, &j->super);
-    else
+    if (orphan) /* admitted for nobody: the ticket goes back */
+        gw_quota_finish(q, &j->ans.ticket, 0, 0);
+    if (background || orphan)
         free(j);
 }
 

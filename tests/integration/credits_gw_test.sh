@@ -15,6 +15,7 @@
 #     is not carved from again (402, no overrun).
 # (g) a user keeps at most 8 leases on a node.
 # (h) records written while PostgreSQL is read-only wait in the spool, not in rejected.spool.
+# (i) a stop while a token lookup waits: the late answer goes to nobody (no use after free).
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
 GW_BIN=$1 MOCK_BIN=$2 SRC=$3
@@ -293,6 +294,28 @@ sleep 1
 st=$(post $PA /v1/chat/completions $TOK6 "$CHAT")
 check "h: after the cuts, a revoked token stops within a second: 401" test "$st" = 401
 
+# ---- (i) a stop while a lookup waits for PostgreSQL ---------------------------------------------------
+# A call's token lookup waits on a lock; the gateway is told to stop, its workers give up on the
+# call after their deadline (drain 3 s + 2 s) and free their reply ports; then the lookup ends.
+# Its answer must go to nobody, not into a freed port (ASan: use after free, before).
+PS=$(rb_free_port)
+cg_gateway gw-s "$PS"
+PID_S=$CG_PID
+psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt \
+    -c "BEGIN; LOCK TABLE workspace_tokens IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(8); COMMIT" >/dev/null 2>&1 &
+LOCK_PID=$!
+cg_wait_sql "SELECT count(*) FROM pg_locks WHERE relation = 'workspace_tokens'::regclass AND mode = 'AccessExclusiveLock' AND granted" 1
+curl -sS -o /dev/null -m 15 "http://127.0.0.1:$PS/v1/chat/completions" -H "Authorization: Bearer $TOK2" \
+    -H 'content-type: application/json' -d "$CHAT" 2>/dev/null &
+CURL_PID=$!
+sleep 0.5
+kill -TERM "$PID_S"
+wait "$PID_S" 2>/dev/null
+S_RC=$?
+wait "$LOCK_PID" "$CURL_PID" 2>/dev/null
+check "i: the gateway stopped with the lookup under way (exit $S_RC)" test "$S_RC" = 0
+check "i: its workers left the call at their deadline" grep -q "worker_stop_busy" "$RB_TMP/gw-s.log"
+
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
 kill -TERM "$PID_A" "$PID_B" "$PID_C" "$PID_F"
 wait "$PID_A" "$PID_B" "$PID_C" "$PID_F" 2>/dev/null
@@ -301,7 +324,7 @@ check "stop: nothing pending" test "$(rb_sql "SELECT coalesce(sum(debits_pending
 check "stop: granted - posted - pending = remaining (u1)" test "$(rb_sql "SELECT credits_posted - debits_posted - debits_pending = $GRANT - $((served * 201000)) FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t
 check "stop: ledger identity (u1)" cg_identity_ok u-cguser01
 check "stop: ledger identity (u2)" cg_identity_ok u-cguser02
-check "stop: the spools are fully committed" bash -c "for d in '$RB_TMP'/spool-gw-*; do test \$(( \$(stat -c %s \$d/usage.spool) )) = \$(( 10#\$(head -c 20 \$d/checkpoint) )) || exit 1; done"
+check "stop: the spools are fully committed" bash -c "for d in '$RB_TMP'/spool-gw-*; do test \$(( \$(stat -c %s \$d/usage.spool) )) = \$(( 10#0\$(head -c 20 \$d/checkpoint) )) || exit 1; done"
 if grep -q 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log; then
     fail "no sanitizer report"
     grep -B2 -A14 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log | head -60

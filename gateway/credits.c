@@ -448,10 +448,13 @@ static void pass_users(gw_credits_t *c)
     }
 }
 
-/* Returns the collected leases (mutex held; dropped around each query). */
+/* Returns the collected leases (mutex held; dropped around each query). One PostgreSQL could not
+ * take (connection lost, database down) stays collected, for the next pass: left open there, its
+ * reserve would wait for the sweeper. */
 static void do_returns(gw_credits_t *c)
 {
     char err[GW_CREDITS_ERR_MAX] = "database unreachable";
+    gw_credits_lease_t *again = NULL;
 
     while (c->returning != NULL) {
         gw_credits_lease_t *l = c->returning;
@@ -461,13 +464,19 @@ static void do_returns(gw_credits_t *c)
         pthread_mutex_unlock(&c->mu);
         e = gw_db_ensure(c->db) ? gw_db_lease_return(c->db, l->id, &released, err, sizeof(err))
                                 : RB_ERR_DB;
-        if (e != RB_OK) /* it expires after ttl_s and the sweeper releases it */
-            rb_log_warn("lease_return_failed", "lease=%s error=\"%s\"", l->id, err);
+        if (e != RB_OK)
+            rb_log_warn("lease_return_failed", "lease=%s error=\"%s\" (retried)", l->id, err);
         else
             rb_log_debug("lease_returned", "lease=%s released=%" PRId64, l->id, released);
-        free(l);
         pthread_mutex_lock(&c->mu);
+        if (e != RB_OK) {
+            l->next = again;
+            again = l;
+        } else {
+            free(l);
+        }
     }
+    c->returning = again;
 }
 
 /* Renews the leases due (taken or renewed ttl/3 ago), GW_CREDITS_BATCH_MAX at most per pass, in one
@@ -522,6 +531,8 @@ static void renew_and_beat(gw_credits_t *c)
 
 static int anything_open(gw_credits_t *c)
 {
+    if (c->returning != NULL)
+        return 1;
     for (size_t b = 0; b < GW_CREDITS_BUCKETS; b++)
         for (credits_user_t *u = c->buckets[b]; u != NULL; u = u->next)
             if (u->leases != NULL)
@@ -617,6 +628,12 @@ void gw_credits_stop(gw_credits_t *c)
             free(u);
             u = next;
         }
+    }
+    while (c->returning != NULL) { /* PostgreSQL did not take them in time: likewise */
+        gw_credits_lease_t *l = c->returning;
+        rb_log_warn("lease_left_open", "lease=%s holds=0", l->id);
+        c->returning = l->next;
+        free(l);
     }
     gw_db_close(c->db);
     pthread_cond_destroy(&c->cond);

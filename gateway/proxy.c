@@ -252,6 +252,7 @@ static void call_record(gw_call_t *c)
     gw_db_usage_row_t row_s = {0}, *row = &row_s; /* on the stack: no allocation per request */
     gw_usage_t u;
     uint64_t end = now_ms();
+    int kept;
 
     if (c->recorded)
         return;
@@ -283,15 +284,17 @@ static void call_record(gw_call_t *c)
                     c->error_code != NULL ? c->error_code : "client_gone");
     if (c->credit.lease != NULL) {
         uint64_t seq = 0;
-        gw_recorder_submit(c->pw->proxy->rec, row, &seq);
+        kept = gw_recorder_submit(c->pw->proxy->rec, row, c->called, &seq) == 0;
         /* settle exactly once: the cost leaves the lease, the rest of the hold comes back */
         gw_credits_settle(c->pw->proxy->credits, &c->credit, row->billed ? row->cost_micro : 0,
                           seq);
     } else {
-        gw_recorder_submit(c->pw->proxy->rec, row, NULL);
+        kept = gw_recorder_submit(c->pw->proxy->rec, row, c->called, NULL) == 0;
     }
-    /* the record is in the spool */
-    gw_inflight_end(gw_recorder_inflight(c->pw->proxy->rec), c->journal_slot);
+    /* the record is in the spool; else (a failed write) the journal keeps the call for the next
+     * start */
+    if (kept)
+        gw_inflight_end(gw_recorder_inflight(c->pw->proxy->rec), c->journal_slot);
     c->journal_slot = -1;
     c->billed_cost = row->billed ? row->cost_micro : 0;
     c->billed_tokens =

@@ -204,9 +204,10 @@ static int spool_append(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t
     return -1;
 }
 
-int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out)
+int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int called,
+                       uint64_t *seq_out)
 {
-    return spool_append(r, row, seq_out, 1);
+    return spool_append(r, row, seq_out, !called);
 }
 
 uint64_t gw_recorder_committed(gw_recorder_t *r)
@@ -239,8 +240,14 @@ static void batch_committed(gw_recorder_t *r, uint64_t end, size_t n)
         r->base += r->size;
         r->size = 0;
         r->read_off = 0;
+        checkpoint_write(r);
+        /* a machine crash must not pair the emptied spool with the old, larger checkpoint: once
+         * the spool grew past it again, the replay would skip records */
+        if (fdatasync(r->ckpt_fd) != 0)
+            rb_log_error("spool_checkpoint_failed", "errno=%d", errno);
+    } else {
+        checkpoint_write(r);
     }
-    checkpoint_write(r);
     __atomic_store_n(&r->committed_seq, r->base + r->read_off, __ATOMIC_RELEASE);
     metrics_depth(r);
 }

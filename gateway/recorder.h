@@ -25,8 +25,10 @@
  * database ignores (idempotent), so nothing is lost and nothing is billed twice.
  *
  * While PostgreSQL is down the batch is retried every GW_RECORDER_RETRY_MS and the spool keeps
- * absorbing records (up to conf->queue_max uncommitted records; past it a record is dropped,
- * counted in rigbox_gateway_usage_dropped_total and logged). gw_recorder_stop keeps trying for
+ * absorbing records: up to conf->queue_max uncommitted records, past which the record of a call
+ * refused before it reached the provider is dropped (counted in
+ * rigbox_gateway_usage_dropped_total and logged); the record of a call that reached it is always
+ * kept (the disk bounds it, and admission stops long before). gw_recorder_stop keeps trying for
  * GW_RECORDER_STOP_MS; what it could not post stays in the spool for the next start.
  * Backpressure: from GW_RECORDER_ADMIT_PCT percent of queue_max on, gw_recorder_backlogged says so
  * and the proxy refuses new calls (503, Retry-After) instead of serving calls it could not record;
@@ -84,8 +86,10 @@ typedef struct st_gw_recorder_conf_t {
 rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, char *errbuf,
                            size_t cap);
 /** Appends row to the spool; returns 0 and the record's end position in *seq_out (may be NULL), or
- *  -1 when the record was dropped (spool full or unwritable; counted and logged). */
-int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out);
+ *  -1 when the record was dropped (counted and logged): unwritable, or past queue_max for a call
+ *  that did not reach the provider (called = 0). */
+int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int called,
+                       uint64_t *seq_out);
 /** The spool directory's inflight file (gateway/inflight.h), recovered: a call takes a slot before
  *  it is forwarded and frees it once its record is submitted. */
 gw_inflight_t *gw_recorder_inflight(gw_recorder_t *r);

@@ -14,7 +14,8 @@
 # (f) renewal: 300 leases on one gateway all renewed; a lease swept while the gateway was cut off
 #     is not carved from again (402, no overrun).
 # (g) a user keeps at most 8 leases on a node.
-# (h) records written while PostgreSQL is read-only wait in the spool, not in rejected.spool.
+# (h) records written while PostgreSQL is read-only wait in the spool, not in rejected.spool; a
+#     lease return it refused is retried.
 # (i) a stop while a token lookup waits: the late answer goes to nobody (no use after free).
 # Uses RB_TEST_PGHOST when set, else starts a private cluster under /tmp (tools/lib/pg.sh).
 set -u
@@ -178,6 +179,31 @@ check "d: the refusals leave no usage row, and are counted in the requests metri
         awk '/^rigbox_gateway_requests_total\{.*status="503"/ { n += $NF } END { print n + 0 }')" = "0:$d_refused"
 st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
 check "d: once the ledger caught up, calls are served again" test "$st" = 200
+# The headroom past the refusals is a target, not a cap: 4 calls wait for the blocked ledger (the
+# committed ones before them already posted), then 6 slow streams are admitted (4 < 6) and all
+# end: 10 records against writer_queue_max 8. Every one was served, so every one is kept (the last
+# 2 were dropped before) and billed once.
+psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt \
+    -c "BEGIN; LOCK TABLE usage_events IN EXCLUSIVE MODE; SELECT pg_sleep(5); COMMIT" >/dev/null 2>&1 &
+LOCK_PID=$!
+cg_wait_sql "SELECT count(*) FROM pg_locks WHERE relation = 'usage_events'::regclass AND mode = 'ExclusiveLock' AND granted" 1
+: >"$RB_TMP/d/over.ids"
+for i in 1 2 3 4; do
+    post $PC /v1/chat/completions $TOK4 "$CHAT" >/dev/null
+    rid >>"$RB_TMP/d/over.ids"
+done
+for i in 1 2 3 4 5 6; do
+    curl -sS -N -o /dev/null -D "$RB_TMP/d/s$i.hdr" "http://127.0.0.1:$PC/v1/chat/completions" \
+        -H "Authorization: Bearer $TOK4" -H 'content-type: application/json' -H 'X-Mock-Behavior: slow=150,chunks=8' \
+        -d '{"model":"t-chat","stream":true,"messages":[{"role":"user","content":"hi"}]}' 2>/dev/null &
+done
+wait_curls
+for i in 1 2 3 4 5 6; do grep -i '^x-rigbox-request-id:' "$RB_TMP/d/s$i.hdr" | tr -d '\r' | cut -d' ' -f2 >>"$RB_TMP/d/over.ids"; done
+check "d: 10 calls served while the ledger was blocked ($(grep -h '^HTTP' "$RB_TMP"/d/s*.hdr | tr -d '\r' | cut -d' ' -f2 | paste -sd' '))" \
+    test "$(grep -c . "$RB_TMP/d/over.ids"):$(grep -l '^HTTP/1.1 200' "$RB_TMP"/d/s*.hdr | wc -l)" = 10:6
+wait "$LOCK_PID"
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser04'" $((d_served + 12))
+check "d: past writer_queue_max, every served call still billed once" cg_served_billed_once "$RB_TMP/d/over.ids"
 
 # ---- (e) refill ahead of need --------------------------------------------------------------------
 # Below a quarter chunk of reserve, the lease thread takes the next chunk before it is needed. That
@@ -256,6 +282,9 @@ check "g: more than 8 leases taken, at most 8 kept open" cg_wait_sql \
     "SELECT count(*) > 8 AND count(*) FILTER (WHERE closed_at IS NULL) <= 8 FROM credit_leases WHERE user_id = 'u-cguser07'" t 30
 echo "# leases of u7: $(rb_sql "SELECT count(*) || ' taken, ' || count(*) FILTER (WHERE closed_at IS NULL) || ' open' FROM credit_leases WHERE user_id = 'u-cguser07'")"
 check "g: ledger identity (u7)" cg_identity_ok u-cguser07
+kill -TERM "$PID_F" # its 300-odd leases go back one by one: not within the others' stop
+wait "$PID_F" 2>/dev/null
+check "g: gateway f returned all its leases at stop" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE node_id = 'gw-f' AND closed_at IS NULL")" = 0
 
 # ---- (h) a database that refuses writes for a while loses nothing ------------------------------------
 # New sessions are read-only (as on a standby after a failover) and every session is cut, so the
@@ -266,6 +295,10 @@ TOK6=$(cg_user 6)
 cg_grant u-cguser06 10000000 g-h-6
 st=$(post $PA /v1/chat/completions $TOK6 "$CHAT")
 check "h: served before (a lease taken)" test "$st" = 200
+TOK8=$(cg_user 8) # its lease idles out (1 s) while the database is read-only: the return fails
+cg_grant u-cguser08 10000000 g-h-8
+st=$(post $PA /v1/chat/completions $TOK8 "$CHAT")
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser08' AND billed" 1
 cut_sessions() { rb_sql "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()" >/dev/null; }
 rb_sql "ALTER DATABASE \"$RB_DB\" SET default_transaction_read_only = on" >/dev/null
 cut_sessions
@@ -278,11 +311,15 @@ done
 check "h: served while read-only ($h_codes)" test "$h_codes" = "200 200 200 "
 for _ in $(seq 1 50); do grep -q 'usage_write_retry.*25006' "$RB_TMP/gw-a.log" && break; sleep 0.1; done
 check "h: the writer meets the read-only database and retries" grep -q 'usage_write_retry.*25006' "$RB_TMP/gw-a.log"
+for _ in $(seq 1 50); do grep -q 'lease_return_failed.*25006' "$RB_TMP/gw-a.log" && break; sleep 0.1; done
+check "h: an idle lease cannot go back while read-only ($st)" grep -q 'lease_return_failed.*25006' "$RB_TMP/gw-a.log"
 rb_sql "BEGIN READ WRITE; ALTER DATABASE \"$RB_DB\" RESET default_transaction_read_only; COMMIT" >/dev/null
 cut_sessions
 cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser06'" 4
 check "h: once writable, every call served meanwhile is billed once" cg_served_billed_once "$RB_TMP/h.ids"
 check "h: nothing quarantined" test ! -s "$RB_TMP/spool-gw-a/rejected.spool"
+check "h: the lease that could not go back is returned once writable" \
+    cg_wait_sql "SELECT count(*) FROM credit_leases WHERE user_id = 'u-cguser08' AND closed_at IS NULL" 0 50
 # every session was cut twice: the identity and limits threads must LISTEN again in their new
 # sessions, so edits still apply within a second
 rb_sql "INSERT INTO user_limits (user_id, allowed_models) VALUES ('u-cguser06', '{t-claude}')" >/dev/null
@@ -317,9 +354,10 @@ check "i: the gateway stopped with the lookup under way (exit $S_RC)" test "$S_R
 check "i: its workers left the call at their deadline" grep -q "worker_stop_busy" "$RB_TMP/gw-s.log"
 
 # ---- shutdown: leases returned, nothing pending -------------------------------------------------
-kill -TERM "$PID_A" "$PID_B" "$PID_C" "$PID_F"
-wait "$PID_A" "$PID_B" "$PID_C" "$PID_F" 2>/dev/null
+kill -TERM "$PID_A" "$PID_B" "$PID_C"
+wait "$PID_A" "$PID_B" "$PID_C" 2>/dev/null
 check "stop: every lease closed" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE closed_at IS NULL")" = 0
+rb_sql "SELECT node_id || ' ' || id || ' used ' || used_micro FROM credit_leases WHERE closed_at IS NULL" | sed 's/^/# open lease: /'
 check "stop: nothing pending" test "$(rb_sql "SELECT coalesce(sum(debits_pending), 0) FROM credit_accounts")" = 0
 check "stop: granted - posted - pending = remaining (u1)" test "$(rb_sql "SELECT credits_posted - debits_posted - debits_pending = $GRANT - $((served * 201000)) FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t
 check "stop: ledger identity (u1)" cg_identity_ok u-cguser01

@@ -454,7 +454,6 @@ static void pass_users(gw_credits_t *c)
 static void do_returns(gw_credits_t *c)
 {
     char err[GW_CREDITS_ERR_MAX] = "database unreachable";
-    gw_credits_lease_t *again = NULL;
 
     while (c->returning != NULL) {
         gw_credits_lease_t *l = c->returning;
@@ -469,14 +468,16 @@ static void do_returns(gw_credits_t *c)
         else
             rb_log_debug("lease_returned", "lease=%s released=%" PRId64, l->id, released);
         pthread_mutex_lock(&c->mu);
-        if (e != RB_OK) {
-            l->next = again;
-            again = l;
-        } else {
-            free(l);
+        if (e != RB_OK) { /* last in line; the rest waits too: PostgreSQL is likely out of reach */
+            gw_credits_lease_t **pp = &c->returning;
+            while (*pp != NULL)
+                pp = &(*pp)->next;
+            l->next = NULL;
+            *pp = l;
+            return;
         }
+        free(l);
     }
-    c->returning = again;
 }
 
 /* Renews the leases due (taken or renewed ttl/3 ago), GW_CREDITS_BATCH_MAX at most per pass, in one

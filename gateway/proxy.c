@@ -251,7 +251,7 @@ static void call_record(gw_call_t *c)
 {
     gw_db_usage_row_t row_s = {0}, *row = &row_s; /* on the stack: no allocation per request */
     gw_usage_t u;
-    uint64_t end = now_ms();
+    uint64_t end = now_ms(), seq = 0;
     int kept;
 
     if (c->recorded)
@@ -282,15 +282,11 @@ static void call_record(gw_call_t *c)
     if (strcmp(row->status, "ok") != 0)
         rb_copy_str(row->error_code, sizeof(row->error_code),
                     c->error_code != NULL ? c->error_code : "client_gone");
-    if (c->credit.lease != NULL) {
-        uint64_t seq = 0;
-        kept = gw_recorder_submit(c->pw->proxy->rec, row, c->called, &seq) == 0;
-        /* settle exactly once: the cost leaves the lease, the rest of the hold comes back */
+    kept = gw_recorder_submit(c->pw->proxy->rec, row, c->called, &seq) == 0;
+    /* settle exactly once: the cost leaves the lease, the rest of the hold comes back */
+    if (c->credit.lease != NULL)
         gw_credits_settle(c->pw->proxy->credits, &c->credit, row->billed ? row->cost_micro : 0,
                           seq);
-    } else {
-        kept = gw_recorder_submit(c->pw->proxy->rec, row, c->called, NULL) == 0;
-    }
     /* the record is in the spool; else (a failed write) the journal keeps the call for the next
      * start */
     if (kept)

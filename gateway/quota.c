@@ -87,7 +87,7 @@ struct st_gw_quota_t {
     gw_quota_user_t *users[GW_QUOTA_BUCKETS];
     gw_quota_subject_t *subjects[GW_QUOTA_BUCKETS];
     size_t users_len, subjects_len;
-    size_t subjects_max; /* users: conf.table_max */
+    size_t users_max, subjects_max; /* conf.table_max, else GW_QUOTA_USERS_MAX, _SUBJECTS_MAX */
     gw_quota_job_t *qhead, *qtail;
     size_t qlen;
     gw_quota_job_t *running; /* dequeued, not answered yet */
@@ -152,7 +152,7 @@ static void evict_idle(gw_quota_t *q, int64_t now, int64_t idle_ms, const gw_quo
     }
 }
 
-/* The user's entry; created when create (NULL past conf.table_max). */
+/* The user's entry; created when create (NULL past users_max). */
 static gw_quota_user_t *user_get(gw_quota_t *q, const char *id, int create, int64_t now)
 {
     size_t b = hash_str(id);
@@ -163,9 +163,9 @@ static gw_quota_user_t *user_get(gw_quota_t *q, const char *id, int create, int6
             return u;
     if (!create || strlen(id) >= sizeof(u->id))
         return NULL;
-    if (q->users_len >= q->conf.table_max)
+    if (q->users_len >= q->users_max)
         evict_idle(q, now, q->conf.window_ms, NULL);
-    if (q->users_len >= q->conf.table_max)
+    if (q->users_len >= q->users_max)
         return NULL;
     u = rb_calloc(1, sizeof(*u));
     snprintf(u->id, sizeof(u->id), "%s", id);
@@ -826,9 +826,8 @@ gw_quota_t *gw_quota_start(const gw_quota_conf_t *conf)
         q->conf.window_ms = GW_QUOTA_WINDOW_MS;
     if (q->conf.ttl_ms <= 0)
         q->conf.ttl_ms = GW_QUOTA_TTL_MS;
+    q->users_max = q->conf.table_max > 0 ? q->conf.table_max : GW_QUOTA_USERS_MAX;
     q->subjects_max = q->conf.table_max > 0 ? q->conf.table_max : GW_QUOTA_SUBJECTS_MAX;
-    if (q->conf.table_max == 0)
-        q->conf.table_max = GW_QUOTA_USERS_MAX;
     if (q->conf.connect_timeout_s <= 0)
         q->conf.connect_timeout_s = 1;
     q->last_sweep_ms = now_ms();
@@ -836,7 +835,7 @@ gw_quota_t *gw_quota_start(const gw_quota_conf_t *conf)
     pthread_mutex_init(&q->mu, NULL);
     RB_ASSERT(pthread_create(&q->thread, NULL, quota_main, q) == 0);
     rb_log_info("limits_started", "window_ms=%" PRId64 " users_max=%zu subjects_max=%zu",
-                q->conf.window_ms, q->conf.table_max, q->subjects_max);
+                q->conf.window_ms, q->users_max, q->subjects_max);
     return q;
 }
 

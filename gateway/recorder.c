@@ -161,9 +161,8 @@ static void metrics_depth(gw_recorder_t *r)
         rb_metric_set(r->m_depth, (int64_t)r->pending);
 }
 
-/* Appends row to the spool; bounded: refused past queue_max. 0, or -1 (logged, counted). */
-static int spool_append(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t *seq_out,
-                        int bounded)
+int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int called,
+                       uint64_t *seq_out)
 {
     const char *why = NULL;
     ssize_t n;
@@ -176,7 +175,7 @@ static int spool_append(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t
     pthread_mutex_lock(&r->mu);
     if (line.overflow)
         why = "record_too_long";
-    else if (bounded && r->pending >= (size_t)r->conf.queue_max)
+    else if (!called && r->pending >= (size_t)r->conf.queue_max)
         why = "spool_full";
     else if ((n = write(r->fd, line.base, line.len)) != (ssize_t)line.len) {
         why = "spool_write_failed";
@@ -202,12 +201,6 @@ static int spool_append(gw_recorder_t *r, const gw_db_usage_row_t *row, uint64_t
     rb_log_error("usage_dropped", "request_id=%s reason=%s queue_max=%d", row->request_id, why,
                  r->conf.queue_max);
     return -1;
-}
-
-int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int called,
-                       uint64_t *seq_out)
-{
-    return spool_append(r, row, seq_out, !called);
 }
 
 uint64_t gw_recorder_committed(gw_recorder_t *r)
@@ -515,7 +508,7 @@ static void metrics_init(gw_recorder_t *r, rb_metrics_t *m)
  * backlog (queue_max holds back new calls; this one was served); -1 keeps its inflight slot. */
 static int recover_emit(void *ctx, const gw_db_usage_row_t *row)
 {
-    return spool_append(ctx, row, NULL, 0);
+    return gw_recorder_submit(ctx, row, 1, NULL); /* it reached the provider */
 }
 
 /* The calls the previous process left under way become records, ahead of the replay. */

@@ -88,6 +88,7 @@ struct st_gw_quota_t {
     gw_quota_subject_t *subjects[GW_QUOTA_BUCKETS];
     size_t users_len, subjects_len;
     size_t users_max, subjects_max; /* conf.table_max, else GW_QUOTA_USERS_MAX, _SUBJECTS_MAX */
+    int64_t evict_next_ms;          /* a full table is not walked again before (make_room) */
     gw_quota_job_t *qhead, *qtail;
     size_t qlen;
     gw_quota_job_t *running; /* dequeued, not answered yet */
@@ -120,35 +121,72 @@ static int64_t add_sat(int64_t a, int64_t b)
 
 /* ---- tables (mutex held) ---- */
 
-/* Frees entries with nothing in flight, idle for at least idle_ms, but user keep (the caller holds
- * it), and subjects whose rate window is still running (its count lives only here). */
-static void evict_idle(gw_quota_t *q, int64_t now, int64_t idle_ms, const gw_quota_user_t *keep)
+/* The earliest time entry-level state allows an eviction: idle_ms after the last use (or after
+ * now for an entry in use: its release stamps last_use_ms), a subject not before its rate window
+ * ends. */
+static int64_t user_free_at(const gw_quota_user_t *u, int64_t now, int64_t idle_ms,
+                            const gw_quota_user_t *keep)
 {
+    int busy = u == keep || u->inflight > 0 || u->loading;
+    return add_sat(busy ? now : u->last_use_ms, idle_ms);
+}
+
+static int64_t subject_free_at(const gw_quota_subject_t *s, int64_t now, int64_t idle_ms)
+{
+    int busy = s->inflight > 0 || s->loading;
+    int64_t t = add_sat(busy ? now : s->last_use_ms, idle_ms);
+    int64_t rate_end = add_sat(s->rate_start_ms, s->rate_window_s * 1000);
+    return rate_end > t ? rate_end : t;
+}
+
+/* Frees entries with nothing in flight, idle for at least idle_ms, but user keep (the caller holds
+ * it), and subjects whose rate window is still running (its count lives only here). Returns the
+ * earliest time one of the entries left could be freed (INT64_MAX when none is left). */
+static int64_t evict_idle(gw_quota_t *q, int64_t now, int64_t idle_ms, const gw_quota_user_t *keep)
+{
+    int64_t next = INT64_MAX, t;
+
     for (size_t b = 0; b < GW_QUOTA_BUCKETS; b++) {
         gw_quota_user_t **pu = &q->users[b];
         gw_quota_subject_t **ps = &q->subjects[b];
         while (*pu != NULL) {
             gw_quota_user_t *u = *pu;
-            if (u != keep && u->inflight == 0 && !u->loading && now - u->last_use_ms >= idle_ms) {
+            if ((t = user_free_at(u, now, idle_ms, keep)) <= now) {
                 *pu = u->next;
                 free(u->models);
                 free(u);
                 q->users_len--;
                 continue;
             }
+            next = t < next ? t : next;
             pu = &u->next;
         }
         while (*ps != NULL) {
             gw_quota_subject_t *s = *ps;
-            if (s->inflight == 0 && !s->loading && now - s->last_use_ms >= idle_ms &&
-                now >= s->rate_start_ms + s->rate_window_s * 1000) {
+            if ((t = subject_free_at(s, now, idle_ms)) <= now) {
                 *ps = s->next;
                 free(s);
                 q->subjects_len--;
                 continue;
             }
+            next = t < next ? t : next;
             ps = &s->next;
         }
+    }
+    return next;
+}
+
+/* Makes room in a full table: one walk of both tables, then none before the earliest time an
+ * entry can go (so a full table costs one walk per freeing, not one per request). 0 = still full.
+ */
+static void make_room(gw_quota_t *q, int64_t now, const gw_quota_user_t *keep)
+{
+    if (now >= q->evict_next_ms) {
+        q->evict_next_ms = evict_idle(q, now, q->conf.window_ms, keep);
+        if (q->users_len >= q->users_max || q->subjects_len >= q->subjects_max)
+            rb_log_warn("limits_table_full", "users=%zu subjects=%zu retry_ms=%lld", q->users_len,
+                        q->subjects_len,
+                        (long long)(q->evict_next_ms == INT64_MAX ? -1 : q->evict_next_ms - now));
     }
 }
 
@@ -164,7 +202,7 @@ static gw_quota_user_t *user_get(gw_quota_t *q, const char *id, int create, int6
     if (!create || strlen(id) >= sizeof(u->id))
         return NULL;
     if (q->users_len >= q->users_max)
-        evict_idle(q, now, q->conf.window_ms, NULL);
+        make_room(q, now, NULL);
     if (q->users_len >= q->users_max)
         return NULL;
     u = rb_calloc(1, sizeof(*u));
@@ -195,8 +233,8 @@ static gw_quota_subject_t *subject_find(gw_quota_t *q, const char *key)
 
 /* The job's subject entry when it carries a subject limit, created when missing; NULL otherwise,
  * *full = 1 when the table has no room. u (the job's user, held by the caller) is never evicted. */
-static gw_quota_subject_t *subject_get(gw_quota_t *q, const gw_quota_job_t *j,
-                                       const gw_quota_user_t *u, int64_t now, int *full)
+static gw_quota_subject_t *subject_get(gw_quota_t *q, const gw_quota_job_t *j, gw_quota_user_t *u,
+                                       int64_t now, int *full)
 {
     char key[GW_QUOTA_KEY_MAX];
     gw_quota_subject_t *s;
@@ -208,8 +246,9 @@ static gw_quota_subject_t *subject_get(gw_quota_t *q, const gw_quota_job_t *j,
     if ((s = subject_find(q, key)) != NULL)
         return s;
     if (q->subjects_len >= q->subjects_max)
-        evict_idle(q, now, q->conf.window_ms, u);
+        make_room(q, now, u);
     if (q->subjects_len >= q->subjects_max) {
+        u->last_use_ms = now; /* it asked: not idle (make_room's bound counts on it) */
         *full = 1;
         return NULL;
     }
@@ -458,7 +497,7 @@ int gw_quota_admit(gw_quota_port_t *port, const gw_quota_ask_t *ask, gw_quota_an
     u = user_get(q, j.user, 1, now);
     s = u != NULL ? subject_get(q, &j, u, now, &full) : NULL;
     if (u == NULL || full) {
-        rb_log_warn("limits_table_full", "users=%zu subjects=%zu", q->users_len, q->subjects_len);
+        /* refused: GW_QUOTA_UNAVAILABLE (make_room logged it) */
     } else if (needs_load(q, u, s, &j, now)) {
         if ((*job_out = enqueue(q, &j)) != NULL)
             answered = 0;
@@ -717,10 +756,13 @@ static int run_once(gw_quota_t *q, gw_quota_job_t *j, gw_db_limits_t *l, int las
         pthread_mutex_unlock(&q->mu);
         e = load(q, j, need_user, since, l, &spent);
         pthread_mutex_lock(&q->mu);
-        u->loading--;
-        if (s != NULL)
-            s->loading--;
         now = now_ms();
+        u->loading--;
+        u->last_use_ms = now; /* a load is a use (make_room's bound counts on it) */
+        if (s != NULL) {
+            s->loading--;
+            s->last_use_ms = now;
+        }
         if (e == RB_OK && need_user) {
             install(q, u, l, now);
             u->stale = u->version != version;

@@ -238,6 +238,17 @@ sleep $((WIN + 1))
 t6=$(post $PC /v1/chat/completions $TOK9 "$CHAT" $(subj s5 '5req;window=1s'))
 t7=$(post $PC /v1/chat/completions $TOK8 "$CHAT" $(subj s3 '1req;window=1h'))
 check "tables: a subject's running 1 h window survives a full table ($t4 $t5 $t6 $t7)" test "$t4 $t5 $t6 $t7" = "429 200 200 429"
+# A third user finds the users table full of entries used within the window: refused. The table
+# is walked at most once for all these refusals (each walk that leaves it full logs one line), not
+# once per request: a walk per request under the global mutex was a slowdown any user could
+# cause by filling the table.
+TOK0=$(cg_user 0)
+walks0=$(grep -c 'limits_table_full' "$RB_TMP/gw-lc.log")
+full=""
+for _ in 1 2 3 4 5 6 7 8; do full+="$(post $PC /v1/chat/completions $TOK0 "$CHAT") "; done
+walks=$(($(grep -c 'limits_table_full' "$RB_TMP/gw-lc.log") - walks0))
+check "tables: a new user on a full table is refused ($full)" test "$full" = "503 503 503 503 503 503 503 503 "
+check "tables: a full table is walked at most once for 8 refusals ($walks)" test "$walks" -le 1
 kill -TERM "$PID_C"
 wait "$PID_C" 2>/dev/null
 

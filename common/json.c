@@ -942,7 +942,14 @@ int rb_json_get_bool(const rb_json_t *doc, int v, const char *path, int *out)
 
 rb_err_t rb_json_get_str(const rb_json_t *doc, int v, const char *path, char *buf, size_t cap)
 {
-    return rb_json_str(doc, rb_json_find(doc, v, path), buf, cap, NULL);
+    size_t len;
+    rb_err_t err = rb_json_str(doc, rb_json_find(doc, v, path), buf, cap, &len);
+
+    if (err == RB_OK && strlen(buf) != len) { /* "\u0000": the C string would be cut short */
+        buf[0] = '\0';
+        return RB_ERR_INVAL;
+    }
+    return err;
 }
 
 /* ---- writer ---- */

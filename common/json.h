@@ -111,7 +111,8 @@ int rb_json_str_eq(const rb_json_t *doc, int v, const char *s);
 int rb_json_get_int64(const rb_json_t *doc, int v, const char *path, int64_t *out);
 /** rb_json_bool of rb_json_find(doc, v, path). */
 int rb_json_get_bool(const rb_json_t *doc, int v, const char *path, int *out);
-/** rb_json_str of rb_json_find(doc, v, path), without the length. */
+/** rb_json_str of rb_json_find(doc, v, path), as a C string: RB_ERR_INVAL (buf "") when it holds
+ *  "\u0000", which would cut it short. */
 rb_err_t rb_json_get_str(const rb_json_t *doc, int v, const char *path, char *buf, size_t cap);
 
 /* ---- writer ---- */

@@ -103,6 +103,14 @@ void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor
     rb_buf_free(b);
 }
 
+int ctl_text_valid(const char *s)
+{
+    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
+        if (*p < 0x20 || *p == 0x7f || (p[0] == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f))
+            return 0;
+    return 1;
+}
+
 /* Appends the API's error document (DESIGN.md §4) to b. */
 static void error_json(rb_buf_t *b, const char *code, const char *message, const char *details_json)
 {
@@ -158,6 +166,13 @@ static void error_early(h2o_req_t *req, int status, rb_buf_t *out)
 
 void ctl_error_db(ctl_req_t *r, rb_err_t err)
 {
+    if (err == RB_ERR_INVAL) { /* a value the schema's checks refused (SQLSTATE 22, 23) */
+        rb_log_warn("api_db_refused", "path=%.*s sqlstate=%s", (int)r->req->path.len,
+                    r->req->path.base, r->db->sqlstate);
+        ctl_error(r, 400, "invalid_request", "a value in the request is out of range or malformed",
+                  NULL);
+        return;
+    }
     rb_log_error("api_db_error", "path=%.*s err=%s sqlstate=%s", (int)r->req->path.len,
                  r->req->path.base, rb_err_name(err), r->db->sqlstate);
     ctl_error(r, 500, "internal", "internal error", NULL);
@@ -178,6 +193,19 @@ int ctl_resolve_user(ctl_req_t *r, const char *param, char *user_id, size_t cap)
     snprintf(id, sizeof(id), "%s", param);
     snprintf(user_id, cap, "%s", id);
     return 0;
+}
+
+int ctl_opt_user_id(ctl_req_t *r, char *user_id, size_t cap)
+{
+    char id[CTL_PARAM_LEN_MAX] = "me";
+    int v = rb_json_member(r->body, 0, "user_id");
+
+    if (v >= 0 && rb_json_type(r->body, v) != RB_JSON_NULL &&
+        (rb_json_get_str(r->body, 0, "user_id", id, sizeof(id)) != RB_OK || id[0] == '\0')) {
+        ctl_error(r, 400, "invalid_request", "user_id must be a user id string", NULL);
+        return -1;
+    }
+    return ctl_resolve_user(r, id, user_id, cap);
 }
 
 /* Matches path (after the API prefix, without query) against pattern, filling params. */
@@ -246,9 +274,11 @@ static int parse_body(ctl_req_t *r)
     rb_err_t err;
     const rb_json_limits_t lim = {.depth_max = 16, .tokens_max = 4096};
 
+    /* An empty body reads as the empty object: handlers never see a NULL document. */
     if (r->req->entity.base == NULL || r->req->entity.len == 0)
-        return 0;
-    err = rb_json_parse(r->req->entity.base, r->req->entity.len, &lim, &r->body);
+        err = rb_json_parse("{}", 2, &lim, &r->body);
+    else
+        err = rb_json_parse(r->req->entity.base, r->req->entity.len, &lim, &r->body);
     if (err != RB_OK || rb_json_type(r->body, 0) != RB_JSON_OBJECT) {
         ctl_error(r, 400, "invalid_json",
                   err == RB_ERR_LIMIT ? "request body is nested too deeply or too large"

@@ -51,7 +51,7 @@ typedef struct st_ctl_req_t {
         char user_id[16];
         char key_id[48];
     } auth;
-    rb_json_t *body; /* parsed JSON body (POST/PUT/PATCH), or NULL */
+    rb_json_t *body; /* the parsed JSON object; {} when the request had no body */
 } ctl_req_t;
 
 /** Registers the API routes under /api/v1 and /api on hc. app is borrowed for the server's life. */
@@ -63,10 +63,17 @@ void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json);
  * and frees b. */
 void ctl_list_begin(rb_jw_t *w, rb_buf_t *b);
 void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor);
+/** The body's optional "user_id" (absent or null: the caller), resolved as ctl_resolve_user does
+ * into user_id; sends 400 when it is not a string, 403 when not allowed, and returns -1. */
+int ctl_opt_user_id(ctl_req_t *r, char *user_id, size_t cap);
+/** 1 when s has no control character (C0, DEL, or C1 as UTF-8): what the schema's [[:cntrl:]]
+ * checks refuse. */
+int ctl_text_valid(const char *s);
 /** Sends the standard error body; details_json is raw JSON or NULL for null. */
 void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
                const char *details_json);
-/** Sends 500 for an unexpected database failure (logged; clients see no SQL). */
+/** Sends 400 for a value the schema refused (RB_ERR_INVAL), else 500 for an unexpected database
+ * failure (logged; clients see no SQL). */
 void ctl_error_db(ctl_req_t *r, rb_err_t err);
 /** Resolves a {id} path parameter that may be "me" to a user id the caller may act on; sends
  * 403/404 and returns -1 when not allowed. */

@@ -234,6 +234,8 @@ static int parse_amount(ctl_req_t *r, grant_in_t *g)
     if (micro <= 0)
         return bad_request(r, "the amount must be a positive number of credits with at most 6 "
                               "decimals (amount_credits) or a positive integer (amount_micro)");
+    if (micro > CTL_GRANT_MICRO_MAX)
+        return bad_request(r, "one grant is at most 1000000000 credits");
     snprintf(g->amount, sizeof(g->amount), "%" PRId64, micro);
     return 0;
 }
@@ -243,13 +245,13 @@ static int opt_str(ctl_req_t *r, const char *key, char *buf, size_t cap, const c
 {
     int v = rb_json_member(r->body, 0, key);
 
+    size_t len;
+
     if (v < 0 || rb_json_type(r->body, v) == RB_JSON_NULL)
         return 0;
-    if (rb_json_str(r->body, v, buf, cap, NULL) != RB_OK)
+    if (rb_json_str(r->body, v, buf, cap, &len) != RB_OK || strlen(buf) != len ||
+        !ctl_text_valid(buf))
         return bad_request(r, message);
-    for (const char *p = buf; *p != '\0'; p++)
-        if ((unsigned char)*p < 0x20 || *p == 0x7f)
-            return bad_request(r, message);
     return 1;
 }
 
@@ -259,8 +261,6 @@ static int parse_grant(ctl_req_t *r, grant_in_t *g)
                                           "category",       "expires_at",   "note"};
     char key[CTL_IDEMPOTENCY_KEY_MAX + 2];
 
-    if (r->body == NULL)
-        return bad_request(r, "the body must be a JSON object");
     if (reject_unknown(r, allowed, sizeof(allowed) / sizeof(allowed[0])) != 0 ||
         parse_amount(r, g) != 0)
         return -1;
@@ -347,6 +347,9 @@ void ctl_credits_grant(ctl_req_t *r)
                   "this idempotency_key was used for a different grant", NULL);
     } else if (strcmp(r->db->sqlstate, "23503") == 0) {
         ctl_error(r, 404, "user_not_found", "no such user", NULL);
+    } else if (strcmp(r->db->sqlstate, "22003") == 0) { /* numeric_value_out_of_range */
+        ctl_error(r, 400, "balance_limit",
+                  "the grant would take the user's credits past the largest balance kept", NULL);
     } else if (strncmp(r->db->sqlstate, "22", 2) == 0) {
         ctl_error(r, 400, "invalid_request",
                   "expires_at must be a valid RFC 3339 timestamp in the future", NULL);

@@ -19,11 +19,12 @@
 #define CTL_CREDITS_TEXT_MAX         32   /* "-9223372036854.775808" plus room */
 #define CTL_IDEMPOTENCY_KEY_MAX      128  /* bytes of a grant's idempotency_key */
 #define CTL_GRANT_NOTE_MAX           1024 /* bytes of a grant's note */
-#define CTL_LEDGER_PAGE_DEFAULT      50   /* ledger items per page without ?limit= */
-#define CTL_LEDGER_PAGE_MAX          200  /* largest ?limit= */
-#define CTL_USAGE_RANGE_DAYS_MAX     400  /* widest ai-usage from..to window */
-#define CTL_USAGE_RANGE_DAYS_DEFAULT 30   /* window without ?from= */
-#define CTL_TIME_PARAM_MAX           64   /* bytes of a from/to/expires_at timestamp */
+#define CTL_GRANT_MICRO_MAX          INT64_C(1000000000000000) /* one grant: 1e9 credits */
+#define CTL_LEDGER_PAGE_DEFAULT      50  /* ledger items per page without ?limit= */
+#define CTL_LEDGER_PAGE_MAX          200 /* largest ?limit= */
+#define CTL_USAGE_RANGE_DAYS_MAX     400 /* widest ai-usage from..to window */
+#define CTL_USAGE_RANGE_DAYS_DEFAULT 30  /* window without ?from= */
+#define CTL_TIME_PARAM_MAX           64  /* bytes of a from/to/expires_at timestamp */
 
 /** GET /users/{id|me}/credits → {user_id, total, used, reserved, remaining, overrun, *_micro}. */
 void ctl_credits_get(ctl_req_t *r);

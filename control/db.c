@@ -54,7 +54,11 @@ rb_err_t ctl_db_query(ctl_db_t *db, const char *sql, int n, const char *const *p
 
     RB_ASSERT(n >= 0 && n <= CTL_DB_PARAMS_MAX);
     db->sqlstate[0] = '\0';
-    for (int attempt = 0; attempt < 2; attempt++) {
+    for (int attempt = 0; attempt < (db->in_tx ? 1 : 2); attempt++) {
+        if (db->in_tx && (db->conn == NULL || PQstatus(db->conn) != CONNECTION_OK)) {
+            err = RB_ERR_DB; /* the transaction is gone with its connection */
+            break;
+        }
         if ((err = ensure_connected(db)) != RB_OK)
             continue;
         res = PQexecParams(db->conn, sql, n, NULL, params, NULL, NULL, 0);
@@ -89,4 +93,26 @@ Exit:
 rb_err_t ctl_db_exec(ctl_db_t *db, const char *sql)
 {
     return ctl_db_query(db, sql, 0, NULL, NULL);
+}
+
+rb_err_t ctl_db_begin(ctl_db_t *db)
+{
+    rb_err_t err;
+
+    RB_ASSERT(!db->in_tx);
+    if ((err = ctl_db_exec(db, "BEGIN")) == RB_OK)
+        db->in_tx = 1;
+    return err;
+}
+
+rb_err_t ctl_db_end(ctl_db_t *db, int commit)
+{
+    /* after a failed statement, COMMIT would roll back and say nothing */
+    int failed = db->conn != NULL && PQtransactionStatus(db->conn) == PQTRANS_INERROR;
+    rb_err_t err;
+
+    RB_ASSERT(db->in_tx);
+    err = ctl_db_exec(db, commit && !failed ? "COMMIT" : "ROLLBACK");
+    db->in_tx = 0;
+    return commit && failed ? RB_ERR_DB : err;
 }

@@ -19,6 +19,7 @@ typedef struct st_ctl_db_t {
     int timeout_s;
     char sqlstate[6]; /* SQLSTATE of the last failed query, "" otherwise */
     char errmsg[256]; /* the server's message of the last failure (for logs, not clients) */
+    int in_tx;        /* between ctl_db_begin and ctl_db_end: no statement is retried */
 } ctl_db_t;
 
 /** Prepares db for lazy connection; borrows conninfo. */
@@ -30,7 +31,12 @@ void ctl_db_close(ctl_db_t *db);
  *  (check/not-null/foreign-key/data violations), RB_ERR_DB (anything else); db->sqlstate tells. */
 rb_err_t ctl_db_query(ctl_db_t *db, const char *sql, int n, const char *const *params,
                       PGresult **out);
-/** Runs a statement without parameters or results (BEGIN, COMMIT, NOTIFY …). */
+/** Runs a statement without parameters or results (NOTIFY …). */
 rb_err_t ctl_db_exec(ctl_db_t *db, const char *sql);
+/** Starts a transaction. Until ctl_db_end, a lost connection fails the statement instead of
+ * running it again on a new connection (outside the transaction). */
+rb_err_t ctl_db_begin(ctl_db_t *db);
+/** Ends the transaction: COMMIT when commit, else ROLLBACK. Returns the COMMIT's outcome. */
+rb_err_t ctl_db_end(ctl_db_t *db, int commit);
 
 #endif

@@ -61,6 +61,7 @@ static PGresult *transition(ctl_req_t *r, ctl_ws_event_t ev)
     ctl_ws_state_t from, to;
     char sql[1536], msg[160];
     const char *params[4];
+    int locked = 0; /* in the owner's plan lock (ctl_limits_lock) */
 
     if (ws == NULL)
         return NULL;
@@ -74,8 +75,15 @@ static PGresult *transition(ctl_req_t *r, ctl_ws_event_t ev)
         ctl_error(r, 409, "invalid_state", msg, NULL);
         goto Exit;
     }
-    if ((ev == CTL_EV_START || ev == CTL_EV_RETRY) && check_running_limits(r, ws) != 0)
-        goto Exit;
+    if (ev == CTL_EV_START || ev == CTL_EV_RETRY) {
+        if (ctl_limits_lock(r->db, PQgetvalue(ws, 0, CTL_WS_COL_USER)) != RB_OK) {
+            ctl_error_db(r, RB_ERR_DB);
+            goto Exit;
+        }
+        locked = 1;
+        if (check_running_limits(r, ws) != 0)
+            goto Exit;
+    }
     params[0] = PQgetvalue(ws, 0, CTL_WS_COL_ID);
     params[1] = ctl_state_name(from);
     params[2] = ctl_state_name(to);
@@ -94,6 +102,13 @@ static PGresult *transition(ctl_req_t *r, ctl_ws_event_t ev)
                   NULL);
         goto Exit;
     }
+    if (locked) {
+        locked = 0;
+        if (ctl_db_end(r->db, 1) != RB_OK) {
+            ctl_error_db(r, RB_ERR_DB);
+            goto Exit;
+        }
+    }
     if (ctl_supervisor_submit(r->app->sup, params[0], ev) != RB_OK) {
         const char *back[3] = {params[0], params[2], params[1]};
         ctl_db_query(r->db, "UPDATE workspaces SET status = $3 WHERE id = $1 AND status = $2", 3,
@@ -104,6 +119,8 @@ static PGresult *transition(ctl_req_t *r, ctl_ws_event_t ev)
     out = res;
     res = NULL;
 Exit:
+    if (locked)
+        ctl_db_end(r->db, 0);
     PQclear(res);
     PQclear(ws);
     return out;
@@ -159,8 +176,13 @@ void ctl_lifecycle_quick_deploy(ctl_req_t *r)
     snprintf(r->params[0], sizeof(r->params[0]), "%s", PQgetvalue(created, 0, CTL_WS_COL_ID));
     t = cfg_template_find(r->app->cfg, PQgetvalue(created, 0, CTL_WS_COL_TEMPLATE));
     PQclear(created);
-    if ((started = transition(r, CTL_EV_START)) == NULL)
+    if ((started = transition(r, CTL_EV_START)) == NULL) {
+        /* refused (the answer is sent): the workspace made for it goes too, never started */
+        const char *params[1] = {r->params[0]};
+        ctl_db_query(r->db, "DELETE FROM workspaces WHERE id = $1 AND status = 'provisioned'", 1,
+                     params, NULL);
         return;
+    }
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);
@@ -200,16 +222,13 @@ void ctl_lifecycle_resources(ctl_req_t *r)
     int64_t ram, vcpu, disk, old_disk;
     char sram[24], svcpu[24], sdisk[24], sql[1280];
     const char *params[4] = {r->params[0], sram, svcpu, sdisk};
+    int locked = 0; /* in the owner's plan lock (ctl_limits_lock) */
 
     if (ws == NULL)
         return;
     if (strcmp(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), "stopped") != 0 &&
         strcmp(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), "provisioned") != 0) {
         ctl_error(r, 409, "invalid_state", "stop the workspace before resizing it", NULL);
-        goto Exit;
-    }
-    if (r->body == NULL) {
-        ctl_error(r, 400, "invalid_request", "a JSON body is required", NULL);
         goto Exit;
     }
     t = cfg_template_find(r->app->cfg, PQgetvalue(ws, 0, CTL_WS_COL_TEMPLATE));
@@ -221,13 +240,28 @@ void ctl_lifecycle_resources(ctl_req_t *r)
         opt_range(r, "disk_size_mb", old_disk, 16777216, &disk))
         goto Exit;
     {
+        const char *uparams[2] = {PQgetvalue(ws, 0, CTL_WS_COL_USER), r->params[0]};
+        PGresult *others = NULL;
         ctl_limits_t lim;
-        if (ctl_limits_effective(r->db, r->app->cfg, PQgetvalue(ws, 0, CTL_WS_COL_USER), &lim) !=
-            RB_OK) {
+        int64_t disk_total;
+
+        if (ctl_limits_lock(r->db, uparams[0]) != RB_OK) {
             ctl_error_db(r, RB_ERR_DB);
             goto Exit;
         }
-        if (ram > lim.max_ram_per_vm_mb || vcpu > lim.max_vcpu_per_vm) {
+        locked = 1;
+        if (ctl_limits_effective(r->db, r->app->cfg, uparams[0], &lim) != RB_OK ||
+            ctl_db_query(r->db,
+                         "SELECT coalesce(sum(disk_size_mb), 0) FROM workspaces WHERE user_id = "
+                         "$1 AND id <> $2",
+                         2, uparams, &others) != RB_OK) {
+            ctl_error_db(r, RB_ERR_DB);
+            goto Exit;
+        }
+        disk_total = strtoll(PQgetvalue(others, 0, 0), NULL, 10) + disk;
+        PQclear(others);
+        if (ram > lim.max_ram_per_vm_mb || vcpu > lim.max_vcpu_per_vm ||
+            disk_total > lim.max_disk_total_mb) {
             ctl_error(r, 402, "plan_limit", "the limits do not allow a workspace this large", NULL);
             goto Exit;
         }
@@ -243,8 +277,15 @@ void ctl_lifecycle_resources(ctl_req_t *r)
         ctl_error(r, 409, "invalid_state", "the workspace changed state meanwhile", NULL);
         goto Exit;
     }
+    locked = 0;
+    if (ctl_db_end(r->db, 1) != RB_OK) {
+        ctl_error_db(r, RB_ERR_DB);
+        goto Exit;
+    }
     ctl_workspaces_reply(r, 200, res);
 Exit:
+    if (locked)
+        ctl_db_end(r->db, 0);
     PQclear(res);
     PQclear(ws);
 }
@@ -252,37 +293,39 @@ Exit:
 void ctl_lifecycle_env(ctl_req_t *r)
 {
     PGresult *ws = ctl_workspaces_load(r), *res = NULL;
-    int env = rb_json_member(r->body, 0, "env_vars"), k = -1, v = -1;
+    int env = rb_json_member(r->body, 0, "env_vars");
     const char *raw;
     size_t len;
-    char *json = NULL;
+    char *json = NULL, max[16];
 
     if (ws == NULL)
         return;
-    if (rb_json_type(r->body, env) != RB_JSON_OBJECT) {
+    if (env < 0) {
         ctl_error(r, 400, "invalid_request", "env_vars must be an object", NULL);
         goto Exit;
     }
-    while (rb_json_next(r->body, env, &k, &v)) {
-        rb_json_type_t ty = rb_json_type(r->body, v);
-        if (ty != RB_JSON_STRING && ty != RB_JSON_NULL) {
-            ctl_error(r, 400, "invalid_request",
-                      "env_vars values must be strings (null removes a variable)", NULL);
-            goto Exit;
-        }
-    }
+    if (ctl_workspaces_env_check(r, env, 1) != 0)
+        goto Exit;
     raw = rb_json_raw(r->body, env, &len);
     json = rb_strndup(raw, len);
+    snprintf(max, sizeof(max), "%d", CTL_ENV_VARS_MAX);
     {
-        /* Merge: given keys replace, null values delete (jsonb_strip_nulls). */
-        const char *params[2] = {r->params[0], json};
-        if (ctl_db_query(r->db,
-                         "UPDATE workspaces SET env_vars = jsonb_strip_nulls(env_vars || "
-                         "$2::jsonb) WHERE id = $1 RETURNING id",
-                         2, params, &res) != RB_OK) {
+        /* Merge: given keys replace, null values delete (jsonb_strip_nulls); the result is
+         * bounded like a new workspace's. */
+        const char *params[3] = {r->params[0], json, max};
+        rb_err_t err = ctl_db_query(
+            r->db,
+            "UPDATE workspaces SET env_vars = jsonb_strip_nulls(env_vars || $2::jsonb) "
+            "WHERE id = $1 AND (SELECT count(*) FROM jsonb_object_keys(jsonb_strip_nulls("
+            "env_vars || $2::jsonb))) <= $3::int RETURNING id",
+            3, params, &res);
+        if (err != RB_OK && err != RB_ERR_INVAL) {
+            ctl_error_db(r, err);
+            goto Exit;
+        }
+        if (err == RB_ERR_INVAL || PQntuples(res) == 0) {
             ctl_error(r, 400, "invalid_request",
-                      "env_vars is too large or has invalid names (at most 128, like MY_VAR)",
-                      NULL);
+                      "the environment would hold more than 128 variables or 65536 bytes", NULL);
             goto Exit;
         }
     }

@@ -58,6 +58,20 @@ static void fill_effective(PGresult *res, const cfg_plan_t *plan, ctl_limits_t *
     }
 }
 
+rb_err_t ctl_limits_lock(ctl_db_t *db, const char *user_id)
+{
+    const char *params[1] = {user_id};
+    rb_err_t err = ctl_db_begin(db);
+
+    /* a transaction-scoped advisory lock: no row lock for the ledger's key checks to meet */
+    if (err == RB_OK &&
+        (err = ctl_db_query(db,
+                            "SELECT pg_advisory_xact_lock(" CTL_LIMITS_LOCK_CLASS ", hashtext($1))",
+                            1, params, NULL)) != RB_OK)
+        ctl_db_end(db, 0);
+    return err;
+}
+
 rb_err_t ctl_limits_effective(ctl_db_t *db, const cfg_t *cfg, const char *user_id,
                               ctl_limits_t *out)
 {
@@ -336,10 +350,6 @@ void ctl_limits_put(ctl_req_t *r)
     }
     if (ctl_resolve_user(r, r->params[0], uid, sizeof(uid)) != 0)
         return;
-    if (r->body == NULL) {
-        ctl_error(r, 400, "invalid_request", "the body must be a JSON object", NULL);
-        return;
-    }
     u.params[0] = uid;
     rb_buf_init(&u.cols, 0);
     rb_buf_init(&u.vals, 0);

@@ -33,6 +33,13 @@ typedef struct st_ctl_limits_t {
  *  when there is no such user; RB_ERR_DB etc. from ctl_db_query. Blocking, on db's thread. */
 rb_err_t ctl_limits_effective(ctl_db_t *db, const cfg_t *cfg, const char *user_id,
                               ctl_limits_t *out);
+/* The first key of the plan lock (pg_advisory_xact_lock(class, hashtext(user id))). */
+#define CTL_LIMITS_LOCK_CLASS "1919508290"
+
+/** Begins a transaction on db holding user_id's plan lock until ctl_db_end: a plan check and the
+ *  write it allows (a new workspace, a start, a resize) then run one user at a time, so
+ *  concurrent requests cannot pass a cap together. */
+rb_err_t ctl_limits_lock(ctl_db_t *db, const char *user_id);
 /** GET /users/{id|me}/limits → {user_id, plan, custom, limits{…}, overrides{…}, usage{…}}. */
 void ctl_limits_get(ctl_req_t *r);
 /** PUT /users/{id}/limits (admin): omitted = keep, null = clear the override, unknown field = 400;

@@ -77,24 +77,35 @@ static vm_entry_t *entry_find(ctl_supervisor_t *s, const char *ws_id)
     return NULL;
 }
 
+static void entry_drop(ctl_supervisor_t *s, vm_entry_t *e);
+
+/* ws_id's entry, made when missing. A full table gives up the entry of a workspace with no VM and
+ * no job under way (its samples end with it), else there is none (NULL). */
 static vm_entry_t *entry_get(ctl_supervisor_t *s, const char *ws_id)
 {
     vm_entry_t *e = entry_find(s, ws_id);
+    size_t i;
+
     if (e != NULL)
         return e;
-    for (size_t i = 0; i < CTL_SUP_VMS_MAX; i++) {
-        if (s->vms[i] == NULL) {
-            e = rb_calloc(1, sizeof(*e));
-            snprintf(e->ws_id, sizeof(e->ws_id), "%s", ws_id);
-            e->fine = (ring_t){.slots = rb_calloc(CTL_SUP_RING_1H, sizeof(ctl_vm_sample_t)),
-                               .cap = CTL_SUP_RING_1H};
-            e->coarse = (ring_t){.slots = rb_calloc(CTL_SUP_RING_7D, sizeof(ctl_vm_sample_t)),
-                                 .cap = CTL_SUP_RING_7D};
-            s->vms[i] = e;
-            return e;
+    for (i = 0; i < CTL_SUP_VMS_MAX && s->vms[i] != NULL; i++)
+        ;
+    for (size_t k = 0; i == CTL_SUP_VMS_MAX && k < CTL_SUP_VMS_MAX; k++) {
+        if (s->vms[k]->vm == NULL && !s->vms[k]->busy) {
+            entry_drop(s, s->vms[k]);
+            i = k;
         }
     }
-    return NULL;
+    if (i == CTL_SUP_VMS_MAX)
+        return NULL;
+    e = rb_calloc(1, sizeof(*e));
+    snprintf(e->ws_id, sizeof(e->ws_id), "%s", ws_id);
+    e->fine = (ring_t){.slots = rb_calloc(CTL_SUP_RING_1H, sizeof(ctl_vm_sample_t)),
+                       .cap = CTL_SUP_RING_1H};
+    e->coarse = (ring_t){.slots = rb_calloc(CTL_SUP_RING_7D, sizeof(ctl_vm_sample_t)),
+                         .cap = CTL_SUP_RING_7D};
+    s->vms[i] = e;
+    return e;
 }
 
 static void entry_drop(ctl_supervisor_t *s, vm_entry_t *e)
@@ -737,6 +748,19 @@ static void adopt_all(ctl_supervisor_t *s, ctl_db_t *db)
             kill_vm(s, id);
             ctl_supervisor_submit(s, id, CTL_EV_START);
         }
+    }
+    PQclear(res);
+    /* Deletes the previous process accepted but did not finish (its queue died with it): done
+     * again, here for this node's workspaces and for those that never ran on a node. */
+    if (ctl_db_query(db,
+                     "SELECT id FROM workspaces WHERE status = 'deleting' AND (node_id = $1 OR "
+                     "node_id IS NULL)",
+                     1, params, &res) != RB_OK)
+        return;
+    for (int i = 0; i < PQntuples(res); i++) {
+        rb_log_info("delete_resumed", "workspace=%s", PQgetvalue(res, i, 0));
+        if (ctl_supervisor_submit(s, PQgetvalue(res, i, 0), CTL_EV_DELETE) != RB_OK)
+            rb_log_error("delete_not_resumed", "workspace=%s", PQgetvalue(res, i, 0));
     }
     PQclear(res);
 }

@@ -51,18 +51,15 @@ static void reply_user(ctl_req_t *r, int status, PGresult *res)
 rb_err_t ctl_users_ensure(ctl_db_t *db, const char *email, const char *plan, const char *role,
                           char *user_id, size_t cap)
 {
-    char id[16], lower[CTL_EMAIL_LEN_MAX + 1];
-    const char *params[4] = {id, lower, plan, role};
+    char id[16];
+    const char *params[4] = {id, email, plan, role};
     PGresult *res = NULL;
     rb_err_t err;
-    size_t i;
 
-    for (i = 0; email[i] != '\0' && i < CTL_EMAIL_LEN_MAX; i++)
-        lower[i] = (char)tolower((unsigned char)email[i]);
-    lower[i] = '\0';
     rb_random_id("u-", id, sizeof(id));
+    /* lower() in the database: the schema's check is e = lower(e), beyond ASCII too */
     err = ctl_db_query(db,
-                       "INSERT INTO users (id, email, plan, role) VALUES ($1, $2, $3, $4) "
+                       "INSERT INTO users (id, email, plan, role) VALUES ($1, lower($2), $3, $4) "
                        "ON CONFLICT (email) DO UPDATE SET email = EXCLUDED.email RETURNING id",
                        4, params, &res);
     if (err == RB_OK)
@@ -73,11 +70,10 @@ rb_err_t ctl_users_ensure(ctl_db_t *db, const char *email, const char *plan, con
 
 void ctl_users_create(ctl_req_t *r)
 {
-    char email[CTL_EMAIL_LEN_MAX + 2], plan[64] = "", id[16], lower[CTL_EMAIL_LEN_MAX + 1];
-    const char *params[3] = {id, lower, plan};
+    char email[CTL_EMAIL_LEN_MAX + 2], plan[64] = "", id[16];
+    const char *params[3] = {id, email, plan};
     PGresult *res = NULL;
     rb_err_t err;
-    size_t i;
 
     if (!r->auth.admin) {
         ctl_error(r, 403, "forbidden", "creating users needs an admin key", NULL);
@@ -99,15 +95,13 @@ void ctl_users_create(ctl_req_t *r)
         ctl_error(r, 400, "unknown_plan", "no such plan", NULL);
         return;
     }
-    for (i = 0; email[i] != '\0'; i++)
-        lower[i] = (char)tolower((unsigned char)email[i]);
-    lower[i] = '\0';
     rb_random_id("u-", id, sizeof(id));
-    err = ctl_db_query(r->db,
-                       "INSERT INTO users (id, email, plan) VALUES ($1, $2, $3) RETURNING id, "
-                       "email, plan, role, to_char(created_at AT TIME ZONE 'UTC', "
-                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
-                       3, params, &res);
+    err =
+        ctl_db_query(r->db,
+                     "INSERT INTO users (id, email, plan) VALUES ($1, lower($2), $3) RETURNING id, "
+                     "email, plan, role, to_char(created_at AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+                     3, params, &res);
     if (err == RB_ERR_CONFLICT) {
         ctl_error(r, 409, "user_exists", "a user with this email exists", NULL);
         return;
@@ -172,8 +166,10 @@ void ctl_keys_create(ctl_req_t *r)
     rb_err_t err;
 
     if (rb_json_find(r->body, 0, "name") >= 0 &&
-        rb_json_get_str(r->body, 0, "name", name, sizeof(name)) != RB_OK) {
-        ctl_error(r, 400, "invalid_request", "name must be a string of at most 100 bytes", NULL);
+        (rb_json_get_str(r->body, 0, "name", name, sizeof(name)) != RB_OK ||
+         !ctl_text_valid(name))) {
+        ctl_error(r, 400, "invalid_request",
+                  "name must be a string of at most 100 bytes without control characters", NULL);
         return;
     }
     if (rb_json_find(r->body, 0, "role") >= 0 &&
@@ -186,12 +182,10 @@ void ctl_keys_create(ctl_req_t *r)
         ctl_error(r, 403, "forbidden", "only an admin key may create admin keys", NULL);
         return;
     }
-    if (rb_json_get_str(r->body, 0, "user_id", uid, sizeof(uid)) != RB_OK)
-        snprintf(uid, sizeof(uid), "me");
-    if (ctl_resolve_user(r, uid, uid, sizeof(uid)) != 0)
+    if (ctl_opt_user_id(r, uid, sizeof(uid)) != 0)
         return;
     err = ctl_keys_mint(r->db, uid, role, name, secret, sizeof(secret), key_id, sizeof(key_id));
-    if (err == RB_ERR_INVAL) {
+    if (err == RB_ERR_INVAL && strcmp(r->db->sqlstate, "23503") == 0) { /* foreign_key_violation */
         ctl_error(r, 404, "user_not_found", "no such user", NULL);
         return;
     }

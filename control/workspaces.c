@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "control/limits.h"
 #include "control/templates.h"
+#include "vmm/guestcfg.h"
 
 #define WS_COLS                                                                                    \
     "id, name, user_id, coalesce(node_id, ''), image, coalesce(template_id, ''), status, ram_mb, " \
@@ -158,42 +159,63 @@ typedef struct st_ws_spec_t {
     char user_id[CTL_PARAM_LEN_MAX];
     const cfg_template_t *tmpl;
     int64_t ram_mb, vcpu, disk_mb;
-    char env_json[4096];
+    char env_json[CTL_ENV_JSON_MAX + 1];
 } ws_spec_t;
 
-/* Validates env_vars: an object of at most CTL_ENV_VARS_MAX string values with POSIX names. */
+int ctl_workspaces_env_check(ctl_req_t *r, int env, int nulls)
+{
+    int k = -1, v = -1,
+        ok = rb_json_type(r->body, env) == RB_JSON_OBJECT &&
+             rb_json_count(r->body, env) <= CTL_ENV_VARS_MAX;
+
+    while (ok && rb_json_next(r->body, env, &k, &v)) {
+        char name[VMM_GUESTCFG_NAME_MAX + 1];
+        size_t raw_len, len = 0;
+        char *value;
+
+        if (rb_json_type(r->body, v) == RB_JSON_NULL && nulls)
+            continue;
+        rb_json_raw(r->body, v, &raw_len);
+        value = rb_malloc(raw_len + 1); /* unescaping never lengthens */
+        ok = rb_json_type(r->body, v) == RB_JSON_STRING &&
+             rb_json_str(r->body, v, value, raw_len + 1, &len) == RB_OK && strlen(value) == len &&
+             len <= VMM_GUESTCFG_VALUE_MAX &&
+             rb_json_str(r->body, k, name, sizeof(name), NULL) == RB_OK && name[0] != '\0' &&
+             strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") ==
+                 strlen(name) &&
+             !(name[0] >= '0' && name[0] <= '9');
+        free(value);
+    }
+    if (!ok)
+        ctl_error(r, 400, "invalid_request",
+                  nulls ? "env_vars must be an object of at most 128 variables named like MY_VAR, "
+                          "each a string of at most 16384 bytes (null removes it)"
+                        : "env_vars must be an object of at most 128 variables named like MY_VAR, "
+                          "each a string of at most 16384 bytes",
+                  NULL);
+    return ok ? 0 : -1;
+}
+
+/* env_vars of a new workspace, as JSON in out ("{}" when absent). */
 static int parse_env(ctl_req_t *r, char *out, size_t cap)
 {
-    int env = rb_json_member(r->body, 0, "env_vars"), k = -1, v = -1;
+    int env = rb_json_member(r->body, 0, "env_vars");
     size_t len;
     const char *raw;
 
     snprintf(out, cap, "{}");
     if (env < 0 || rb_json_type(r->body, env) == RB_JSON_NULL)
         return 0;
-    if (rb_json_type(r->body, env) != RB_JSON_OBJECT ||
-        rb_json_count(r->body, env) > CTL_ENV_VARS_MAX)
-        goto Bad;
-    while (rb_json_next(r->body, env, &k, &v)) {
-        char name[128];
-        if (rb_json_type(r->body, v) != RB_JSON_STRING ||
-            rb_json_str(r->body, k, name, sizeof(name), NULL) != RB_OK || name[0] == '\0' ||
-            strspn(name, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_") !=
-                strlen(name) ||
-            (name[0] >= '0' && name[0] <= '9'))
-            goto Bad;
-    }
+    if (ctl_workspaces_env_check(r, env, 0) != 0)
+        return -1;
     raw = rb_json_raw(r->body, env, &len);
-    if (len + 1 > cap)
-        goto Bad;
+    if (len + 1 > cap) {
+        ctl_error(r, 400, "invalid_request", "env_vars is larger than 65536 bytes", NULL);
+        return -1;
+    }
     memcpy(out, raw, len);
     out[len] = '\0';
     return 0;
-Bad:
-    ctl_error(r, 400, "invalid_request",
-              "env_vars must be an object of at most 128 string values with names like MY_VAR",
-              NULL);
-    return -1;
 }
 
 static int parse_spec(ctl_req_t *r, ws_spec_t *s)
@@ -201,8 +223,9 @@ static int parse_spec(ctl_req_t *r, ws_spec_t *s)
     char tid[CFG_NAME_LEN_MAX] = "base";
 
     if (rb_json_get_str(r->body, 0, "name", s->name, sizeof(s->name)) != RB_OK ||
-        s->name[0] == '\0') {
-        ctl_error(r, 400, "invalid_request", "name must be a string of 1 to 64 bytes", NULL);
+        s->name[0] == '\0' || !ctl_text_valid(s->name)) {
+        ctl_error(r, 400, "invalid_request",
+                  "name must be a string of 1 to 64 bytes without control characters", NULL);
         return -1;
     }
     /* "image" is the deprecated alias of template_id; a failed read empties the buffer */
@@ -228,9 +251,7 @@ static int parse_spec(ctl_req_t *r, ws_spec_t *s)
         s->vcpu = s->tmpl->floor_vcpu;
     if (s->disk_mb < s->tmpl->floor_disk_mb)
         s->disk_mb = s->tmpl->floor_disk_mb;
-    if (rb_json_get_str(r->body, 0, "user_id", s->user_id, sizeof(s->user_id)) != RB_OK)
-        snprintf(s->user_id, sizeof(s->user_id), "me");
-    if (ctl_resolve_user(r, s->user_id, s->user_id, sizeof(s->user_id)) != 0)
+    if (ctl_opt_user_id(r, s->user_id, sizeof(s->user_id)) != 0)
         return -1;
     return parse_env(r, s->env_json, sizeof(s->env_json));
 }
@@ -286,8 +307,16 @@ PGresult *ctl_workspaces_insert(ctl_req_t *r)
     PGresult *res = NULL;
     rb_err_t err;
 
-    if (parse_spec(r, &s) != 0 || check_plan(r, &s) != 0)
+    if (parse_spec(r, &s) != 0)
         return NULL;
+    if ((err = ctl_limits_lock(r->db, s.user_id)) != RB_OK) {
+        ctl_error_db(r, err);
+        return NULL;
+    }
+    if (check_plan(r, &s) != 0) {
+        ctl_db_end(r->db, 0);
+        return NULL;
+    }
     rb_random_id("ws-", id, sizeof(id));
     snprintf(ram, sizeof(ram), "%lld", (long long)s.ram_mb);
     snprintf(vcpu, sizeof(vcpu), "%lld", (long long)s.vcpu);
@@ -303,6 +332,12 @@ PGresult *ctl_workspaces_insert(ctl_req_t *r)
                      "$9::jsonb) RETURNING " WS_COLS,
                      9, p9, &res);
     if (err != RB_OK) {
+        ctl_error_db(r, err);
+        ctl_db_end(r->db, 0);
+        return NULL;
+    }
+    if ((err = ctl_db_end(r->db, 1)) != RB_OK) {
+        PQclear(res);
         ctl_error_db(r, err);
         return NULL;
     }

@@ -10,7 +10,8 @@
 #include "control/api.h"
 
 #define CTL_WS_NAME_MAX      64
-#define CTL_ENV_VARS_MAX     128
+#define CTL_ENV_VARS_MAX     128   /* variables of a workspace (VMM_GUESTCFG_ENV_MAX) */
+#define CTL_ENV_JSON_MAX     65536 /* bytes of env_vars as JSON (the schema's bound) */
 #define CTL_PROVIDER_KEY_MAX 512
 
 /** POST /workspaces {name, template_id?, ram_mb?, vcpu_count?, disk_size_mb?, env_vars?, user_id?}.
@@ -60,6 +61,10 @@ enum {
 PGresult *ctl_workspaces_load(ctl_req_t *r);
 /** Sends {vm, failure?} from row 0 of a ctl_workspaces_load-shaped result. */
 void ctl_workspaces_reply(ctl_req_t *r, int status, PGresult *res);
+/** Checks the body's env_vars object at token env: at most CTL_ENV_VARS_MAX variables whose names
+ * the guest accepts (like MY_VAR) and whose values are strings a VM can boot with; null values too
+ * when nulls (a merge: null removes). Sends 400 and returns -1 otherwise. */
+int ctl_workspaces_env_check(ctl_req_t *r, int env, int nulls);
 /** Validates the POST /workspaces body and inserts the row (status provisioned); the new row,
  * owned, or NULL after sending the error. */
 PGresult *ctl_workspaces_insert(ctl_req_t *r);

@@ -79,6 +79,12 @@ req POST "/users/$alice/credits/grants" "$admin" '{"amount_micro":5,"idempotency
 expect "an unknown field is 400" 400
 req POST "/users/$alice/credits/grants" "$admin" '{"amount_micro":5,"idempotency_key":"x","category":"promo","expires_at":"2001-01-01T00:00:00Z"}'
 expect "an expiry in the past is 400" 400
+req POST "/users/$alice/credits/grants" "$admin" '{"amount_credits":"1000000000.000001","idempotency_key":"x","category":"paid"}'
+expect "a grant over 1e9 credits (CTL_GRANT_MICRO_MAX) is 400" 400 '.error.message | test("at most 1000000000 credits")'
+req POST "/users/$alice/credits/grants" "$admin" '{"amount_micro":5,"idempotency_key":"x","category":"paid","note":"a\u0085b"}'
+expect "a note with a C1 control character is 400 (was 500)" 400 '.error.message | test("note")'
+req POST "/users/$alice/credits/grants" "$admin" '{"amount_micro":5,"idempotency_key":"x","category":"paid","note":"a\u0000b"}'
+expect "a note holding \\u0000 is 400 (was: cut at it)" 400 '.error.message | test("note")'
 req POST "/users/$alice/credits/grants" "$akey" '{"amount_micro":5,"idempotency_key":"self","category":"paid"}'
 expect "a user key cannot grant (403)" 403 '.error.code == "forbidden"'
 req POST "/users/u-zzzzzzzz/credits/grants" "$admin" '{"amount_micro":5,"idempotency_key":"ghost","category":"paid"}'
@@ -259,5 +265,12 @@ req PUT "/users/$bob/limits" "$admin" '{"tpm":1234}'
 wait "$listener"
 check "a limits change NOTIFYs rigbox_limits with the user id" \
     grep -q "notification \"rigbox_limits\" with payload \"$bob\"" "$RB_TMP/listen.txt"
+
+# A balance near the int64 bound: the next grant is refused as such, not as a bad expires_at.
+req POST /users "$admin" '{"email":"carl@example.com"}'
+carl=$(jq -r .user.id "$out")
+rb_sql "SELECT count(*) FROM rb_grant('huge-1', '$carl', 9223372036854000000, 'paid', NULL, NULL)" >/dev/null
+req POST "/users/$carl/credits/grants" "$admin" '{"amount_credits":"1000","idempotency_key":"huge-2","category":"paid"}'
+expect "a grant past the largest balance is 400 balance_limit" 400 '.error.code == "balance_limit"'
 
 rb_finish

@@ -21,6 +21,7 @@ vmm:
 YAML
 control=$build/control/rigbox-control
 rb_spawn control "$control" --config "$cfg"
+control_pid=$RB_LAST_PID
 api=http://127.0.0.1:$ctl_port/api/v1
 rb_wait_http "$api/healthz" || { cat "$RB_TMP/control.log"; exit 1; }
 admin=$("$control" --config "$cfg" admin create-key --role admin 2>/dev/null)
@@ -97,6 +98,66 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces/$ws")
 check "an admin sees it" test "$code" = 200
 check "capacity is public" jq -e '.total > 0 and .available == true' <(curl -fsS "$api/capacity")
 
+# ---- input the API refuses, and plan caps under concurrency -------------------------------------
+carol=$("$control" --config "$cfg" admin create-key --role user --user carol@example.com 2>/dev/null)
+C=(-H "Authorization: Bearer $carol")
+creq() { # creq METHOD PATH [BODY] with carol's key: sets $code and $body
+    code=$(curl -s -o "$RB_TMP/resp.json" -w '%{http_code}' "${C[@]}" -X "$1" "$api$2" ${3:+-d "$3"})
+    body=$(cat "$RB_TMP/resp.json")
+}
+creq GET /users/me
+carol_id=$(jq -r .user.id <<<"$body")
+# A request without a body reads as {}: it used to abort the whole server (an assertion).
+codes=""
+for route in "POST /workspaces" "POST /quick-deploy" "PUT /workspaces/$ws/ai-config" "POST /workspaces/$ws/env"; do
+    set -- $route
+    codes+="$(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" -X "$1" "$api$2") "
+done
+codes+="$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X POST "$api/users")"
+check "requests without a body are 400, the server lives ($codes)" \
+    bash -c "[ '$codes' = '400 400 400 400 400' ] && curl -fsS -o /dev/null $api/healthz"
+creq POST /api-keys
+check "POST /api-keys without a body mints a key for the caller" jq -e '.key | startswith("rb_")' <<<"$body"
+creq POST /api-keys '{"name":"a\nb"}'
+check "a key name with a control character is 400, not 404 user_not_found" test "$code" = 400
+creq POST /api-keys '{"user_id":12345}'
+check "a user_id that is not a string is 400 (was: the caller)" test "$code" = 400
+creq POST /workspaces '{"name":"a\u0085b"}'
+check "a workspace name with a C1 control character is 400 (was 500)" \
+    bash -c "[ $code = 400 ] && jq -e '.error.code == \"invalid_request\"' <<<'$body' >/dev/null"
+code=$(curl -s -o "$RB_TMP/resp.json" -w '%{http_code}' "${A[@]}" -X POST "$api/users" -d '{"email":"Éve@example.com"}')
+check "a non-ASCII capital in an email is lowered by the database (was 500)" \
+    bash -c "[ $code = 201 ] && jq -e '.user.email == \"éve@example.com\"' $RB_TMP/resp.json >/dev/null"
+code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X POST "$api/users" -d '{"email":"mallory@example.com\u0000x"}')
+check "an email holding \\u0000 is 400 (was: cut at it)" test "$code" = 400
+
+curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/users/$carol_id/limits" \
+    -d '{"max_vms":1,"max_disk_total_mb":8000,"max_running_vcpus":0}'
+racers=()
+for i in 1 2 3 4 5 6 7 8 9 10 11 12; do
+    curl -s -o /dev/null "${C[@]}" -X POST "$api/workspaces" -d "{\"name\":\"race$i\"}" &
+    racers+=($!)
+done
+wait "${racers[@]}"
+check "12 concurrent creates under max_vms 1 make one workspace" \
+    test "$(rb_sql "SELECT count(*) FROM workspaces WHERE user_id = '$carol_id'")" = 1
+cws=$(rb_sql "SELECT id FROM workspaces WHERE user_id = '$carol_id'")
+creq PUT "/workspaces/$cws/resources" '{"disk_size_mb":16000000}'
+check "a resize past max_disk_total_mb is 402 (was 200)" \
+    bash -c "[ $code = 402 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT disk_size_mb FROM workspaces WHERE id = '$cws'\")\" = 3072 ]"
+curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/users/$carol_id/limits" -d '{"max_vms":5}'
+creq POST /quick-deploy '{"name":"qd"}'
+check "quick-deploy refused at start is 402 and leaves no workspace" \
+    bash -c "[ $code = 402 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT count(*) FROM workspaces WHERE user_id = '$carol_id'\")\" = 1 ]"
+creq POST "/workspaces/$cws/env" '{"env_vars":{"my-var":"x"}}'
+check "env: a name the guest refuses is 400 (was 200, then every boot failed)" test "$code" = 400
+many=$(jq -nc '{env_vars: ([range(0; 100) | {key: "A\(.)", value: "x"}] | from_entries)}')
+creq POST "/workspaces/$cws/env" "$many"
+code1=$code
+many=$(jq -nc '{env_vars: ([range(100; 129) | {key: "A\(.)", value: "x"}] | from_entries)}')
+creq POST "/workspaces/$cws/env" "$many"
+check "env: a merge past 128 variables is 400 ($code1 $code)" test "$code1 $code" = "200 400"
+
 # Console logs paged by cursor: a line longer than one read (1 MiB) comes cut in pieces, not as a
 # cursor that never moves again (the reader kept complete lines only, so it found none there).
 mkdir -p "$RB_TMP/vms/$ws"
@@ -129,4 +190,41 @@ for ((i = 0; i < 40; i++)); do
     sleep 0.25
 done
 check "then it is gone (404)" test "$(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/workspaces/$ws")" = 404
+# More workspaces get jobs than the supervisor tracks VMs (CTL_SUP_VMS_MAX 256): the entries of
+# workspaces without a VM make room. Before, every job past the 256th workspace was dropped
+# (too_many_vms) and its row stayed `starting` for good.
+curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/users/$carol_id/limits" \
+    -d '{"max_vms":1000,"max_running_vcpus":1000000,"max_ram_total_mb":100000000}'
+rb_sql "INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb)
+  SELECT 'ws-t' || lpad(i::text, 7, '0'), '$carol_id', 'many' || i, 'base', 512, 1, 1024
+  FROM generate_series(1, 260) i" >/dev/null
+for ((i = 1; i <= 260; i++)); do
+    id=$(printf 'ws-t%07d' "$i")
+    for ((try = 0; try < 50; try++)); do
+        [[ $(curl -s -o /dev/null -w '%{http_code}' "${C[@]}" -X POST "$api/workspaces/$id/start") == 503 ]] || break
+        sleep 0.1 # the supervisor's queue is full: it drains as the boots fail
+    done
+done
+for ((i = 0; i < 100; i++)); do
+    [[ $(rb_sql "SELECT count(*) FROM workspaces WHERE id LIKE 'ws-t%' AND status <> 'failed'") == 0 ]] && break
+    sleep 0.2
+done
+check "260 workspaces' starts all end (failed: no image), none left starting" \
+    test "$(rb_sql "SELECT count(*) FROM workspaces WHERE id LIKE 'ws-t%' AND status = 'failed'")" = 260
+rb_sql "DELETE FROM workspaces WHERE id LIKE 'ws-t%'" >/dev/null
+
+# A delete the previous control process accepted but did not finish (its job queue is in memory)
+# is done again at start: the row does not stay `deleting` forever, nor its files.
+rb_sql "UPDATE workspaces SET status = 'deleting' WHERE id = '$cws'" >/dev/null
+mkdir -p "$RB_TMP/vms/$cws" && echo leftover >"$RB_TMP/vms/$cws/disk.qcow2"
+kill -TERM "$control_pid"
+wait "$control_pid" 2>/dev/null
+rb_spawn control2 "$control" --config "$cfg"
+rb_wait_http "$api/healthz" || cat "$RB_TMP/control2.log"
+for ((i = 0; i < 40; i++)); do
+    [[ $(rb_sql "SELECT count(*) FROM workspaces WHERE id = '$cws'") == 0 ]] && break
+    sleep 0.25
+done
+check "a delete cut short by a restart is finished at start (row and files gone)" \
+    bash -c "[ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT count(*) FROM workspaces WHERE id = '$cws'\")\" = 0 ] && [ ! -e $RB_TMP/vms/$cws ]"
 rb_finish

@@ -672,6 +672,14 @@ static void test_paths(void)
     CHECK_INT_EQ(rb_json_get_str(doc, 0, "id", buf, sizeof(buf)), RB_OK);
     CHECK_STR_EQ(buf, "chatcmpl-1");
     CHECK_INT_EQ(rb_json_count(doc, -1), 0);
+    rb_json_free(doc);
+
+    /* a C string cannot hold U+0000: refused, not cut at it */
+    doc = parse_ok("{\"k\":\"A@B.C\\u0000x\",\"ok\":\"a\\u0041\"}");
+    CHECK_INT_EQ(rb_json_get_str(doc, 0, "k", buf, sizeof(buf)), RB_ERR_INVAL);
+    CHECK_STR_EQ(buf, "");
+    CHECK_INT_EQ(rb_json_get_str(doc, 0, "ok", buf, sizeof(buf)), RB_OK);
+    CHECK_STR_EQ(buf, "aA");
     CHECK_INT_EQ(rb_json_index(doc, -1, 0), -1);
     rb_json_free(doc);
 

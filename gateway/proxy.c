@@ -272,8 +272,12 @@ static void call_record(gw_call_t *c)
     row->requests = u.requests;
     if (c->model != NULL && c->model->priced) {
         gw_price_t p = model_price(c->model);
-        if (gw_pricing_cost(&p, &u, &row->cost_micro) != RB_OK)
-            row->cost_micro = 0;
+        if (gw_pricing_cost(&p, &u, &row->cost_micro) != RB_OK) {
+            /* past int64 (absurd provider numbers): bill what was held, never nothing */
+            row->cost_micro = c->credit.lease != NULL ? c->credit.amount_micro : 0;
+            rb_log_warn("cost_overflow", "request=%s model=%s billed_micro=%lld", c->request_id,
+                        c->model->name, (long long)row->cost_micro);
+        }
     }
     row->ttfb_ms = c->ttfb_ms;
     row->duration_ms = (int64_t)(end - c->start_ms);
@@ -521,6 +525,9 @@ static void on_up_header(void *ctx, const char *line, size_t len)
         c->event_stream =
             (size_t)(line + len - v) >= 17 && strncasecmp(v, "text/event-stream", 17) == 0;
     }
+    /* a whole line or none: add_pass_headers reads "name: value\n" entries */
+    if (c->resp_headers.len + len + 1 > c->resp_headers.len_max)
+        return;
     rb_buf_append(&c->resp_headers, line, len);
     rb_buf_append(&c->resp_headers, "\n", 1);
 }
@@ -537,7 +544,8 @@ static void call_decide(gw_call_t *c)
     gw_usage_observer_init(&c->obs, (gw_route_t)c->route, NULL);
     c->sse_on = 1;
     c->streaming = c->info.stream;
-    c->hold_mode = c->route == GW_ROUTE_CHAT || c->route == GW_ROUTE_COMPLETIONS;
+    /* only a stream is held back (an event-stream answer to a call that asked for none is not) */
+    c->hold_mode = c->streaming && (c->route == GW_ROUTE_CHAT || c->route == GW_ROUTE_COMPLETIONS);
 }
 
 static void on_sse_event(void *ctx, const gw_sse_event_t *ev)
@@ -1040,6 +1048,14 @@ static int choose_model(gw_call_t *c)
                  c->route == GW_ROUTE_EMBEDDINGS ? "not " : "");
         c->model = NULL;
         call_fail(c, 400, "model_wrong_type", "rejected", msg, "model");
+        return -1;
+    }
+    if (c->model->max_output > 0 && c->info.max_output > c->model->max_output) {
+        snprintf(msg, sizeof(msg),
+                 "max_tokens is too large: %lld. This model supports at most %d output tokens.",
+                 (long long)c->info.max_output, c->model->max_output);
+        c->model = NULL;
+        call_fail(c, 400, "invalid_request", "rejected", msg, "max_tokens");
         return -1;
     }
     return 0;

@@ -2,6 +2,7 @@
 
 #include <curl/curl.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "common/buf.h"
@@ -20,14 +21,17 @@
  * curl parses the URL of every transfer again. */
 #define GW_UPSTREAM_URLS_MAX 64
 
-/* One curl socket, wrapped for the h2o loop from the first time curl asks to watch it until curl
- * closes it (on_curl_close): a connection reused from curl's cache keeps its h2o socket and its
- * epoll registration, so a request costs no fcntl, epoll_ctl or allocation for it. */
+/* One curl socket. A connection's socket (opened by on_curl_open) is wrapped for the h2o loop
+ * from the first time curl asks to watch it until curl closes it (on_curl_close): a connection
+ * reused from curl's cache keeps its h2o socket and its epoll registration, so a request costs no
+ * fcntl, epoll_ctl or allocation for it. Any other descriptor curl watches (the threaded
+ * resolver's socketpair, which curl closes itself) leaves the loop at CURL_POLL_REMOVE. */
 typedef struct st_curl_sock_t {
     gw_upstream_t *u;
     curl_socket_t fd;
-    h2o_socket_t *sock;
-    int what; /* CURL_POLL_* curl asked for last; 0 after CURL_POLL_REMOVE */
+    h2o_socket_t *sock; /* NULL until curl first asks to watch it */
+    int conn;           /* opened by on_curl_open: closed by on_curl_close */
+    int what;           /* CURL_POLL_* curl asked for last; 0 after CURL_POLL_REMOVE */
     int busy; /* inside curl_multi_socket_action for this fd; if curl closes it meanwhile (sock
                * becomes NULL), it is freed when busy drops to 0 */
 } curl_sock_t;
@@ -140,23 +144,73 @@ static void cs_on_write(h2o_socket_t *sock, const char *err)
     cs_action(cs, err != NULL ? CURL_CSELECT_OUT | CURL_CSELECT_ERR : CURL_CSELECT_OUT);
 }
 
+/* Takes cs out of the loop and of u->socks; the descriptor is closed when close_fd (curl closes
+ * it), else left open (its owner closes it). cs is freed here, or by cs_action when inside it. */
+static void cs_drop(gw_upstream_t *u, curl_sock_t *cs, int close_fd)
+{
+    u->socks[cs->fd] = NULL;
+    if (cs->sock != NULL) {
+        cs->sock->_cb.write =
+            NULL; /* a pending one-shot notify_write must not fire on a freed cs */
+        if (close_fd) {
+            h2o_socket_close(cs->sock);
+        } else {
+            h2o_socket_export_t info;
+            RB_ASSERT(h2o_socket_export(cs->sock, &info) == 0); /* out of epoll, fd left open */
+            h2o_buffer_dispose(&info.input);
+        }
+        cs->sock = NULL;
+    } else if (close_fd) {
+        close(cs->fd);
+    }
+    if (!cs->busy) /* else cs_action frees it */
+        free(cs);
+}
+
+static curl_sock_t *cs_new(gw_upstream_t *u, curl_socket_t fd, int conn)
+{
+    curl_sock_t **slot = cs_slot(u, fd);
+
+    if (*slot != NULL) /* a descriptor closed behind our back (not a connection's): its number is
+                        * reused, so its wrapper goes */
+        cs_drop(u, *slot, 0);
+    *slot = rb_calloc(1, sizeof(**slot));
+    (*slot)->u = u;
+    (*slot)->fd = fd;
+    (*slot)->conn = conn;
+    return *slot;
+}
+
+/* curl opens a connection's socket. */
+static curl_socket_t on_curl_open(void *userp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    curl_socket_t fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+
+    (void)purpose;
+    if (fd != CURL_SOCKET_BAD)
+        cs_new(userp, fd, 1);
+    return fd;
+}
+
 static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     gw_upstream_t *u = userp;
     curl_sock_t *cs = cs_find(u, fd);
 
     if (what == CURL_POLL_REMOVE) {
-        /* A transfer ended or paused, or the connection went idle: the socket stays in the loop,
-         * still read-armed (a wake-up while idle only stops reading, cs_on_read), so that reusing
-         * the connection changes nothing in epoll. */
-        if (cs != NULL)
+        /* A transfer ended or paused, or the connection went idle: a connection's socket stays in
+         * the loop, still read-armed (a wake-up while idle only stops reading, cs_on_read), so
+         * that reusing the connection changes nothing in epoll. Anything else leaves now: curl
+         * closes it without on_curl_close, and its number comes back for the next socket. */
+        if (cs != NULL && !cs->conn)
+            cs_drop(u, cs, 0);
+        else if (cs != NULL)
             cs->what = 0;
         return 0;
     }
-    if (cs == NULL) {
-        cs = *cs_slot(u, fd) = rb_calloc(1, sizeof(*cs));
-        cs->u = u;
-        cs->fd = fd;
+    if (cs == NULL)
+        cs = cs_new(u, fd, 0);
+    if (cs->sock == NULL) {
         cs->sock = h2o_evloop_socket_create(u->loop, fd, H2O_SOCKET_FLAG_DONT_READ);
         cs->sock->data = cs;
     }
@@ -176,14 +230,9 @@ static int on_curl_close(void *userp, curl_socket_t fd)
     gw_upstream_t *u = userp;
     curl_sock_t *cs = cs_find(u, fd);
 
-    if (cs == NULL) /* curl never asked to watch it (a failed connect) */
+    if (cs == NULL)
         return close(fd) == 0 ? 0 : 1;
-    u->socks[fd] = NULL;
-    cs->sock->_cb.write = NULL; /* a pending one-shot notify_write must not fire on a freed cs */
-    h2o_socket_close(cs->sock);
-    cs->sock = NULL;
-    if (!cs->busy) /* else cs_action frees it */
-        free(cs);
+    cs_drop(u, cs, 1);
     return 0;
 }
 
@@ -421,6 +470,8 @@ static CURL *easy_new(gw_upstream_t *u)
     RB_ASSERT(e != NULL);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_curl_write);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_curl_header);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, on_curl_open);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, on_curl_close);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);

@@ -18,8 +18,12 @@ providers:
   mockant: {kind: anthropic, base_url: "http://127.0.0.1:$mock_port"}
 models:
   t-chat: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
-  t-claude: {provider: mockant, upstream: claude-sonnet-4-5, prices: {input: "3.00", output: "15.00"}, max_output_default: 200}
+  t-claude: {provider: mockant, upstream: claude-sonnet-4-5, prices: {input: "3.00", output: "15.00"}, max_output_default: 200, max_output: 5000}
+  t-host: {provider: mockhost, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
 YAML
+# mockhost: the mock by a host name, as real providers are (api.openai.com): curl's threaded
+# resolver then runs, which the loopback addresses above never do.
+sed -i "s|^  mockant:.*|&\n  mockhost: {kind: openai, base_url: \"http://rigbox-mock.test:$mock_port\"}|" "$RB_TMP/models.yaml"
 mkdir -p "$RB_TMP/templates"
 cat >"$RB_TMP/rigbox.yaml" <<YAML
 gateway:
@@ -101,4 +105,47 @@ check "413 in OpenAI's error shape, as JSON" bash -c "jq -e '.error.code == \"re
 code=$(curl -s -o "$RB_TMP/413a.json" -w '%{http_code}' "$GW/v1/messages" -H "x-api-key: $tok" \
     -H 'content-type: application/json' -d "{\"model\":\"t-claude\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
 check "413 on /v1/messages in Anthropic's error shape" bash -c "[ $code = 413 ] && jq -e '.type == \"error\" and .error.type == \"request_too_large\"' $RB_TMP/413a.json >/dev/null"
+
+# Upstreams that misbehave must not take the gateway down.
+NOSTREAM='{"model":"t-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
+stream /v1/chat/completions pad-headers=30 "$NOSTREAM"
+check "30 provider headers of 1 KB (past what is kept): answered, headers kept whole" \
+    bash -c "[ $rc = 0 ] && grep -q '^HTTP/1.1 200' $RB_TMP/hdr && ! grep -qi '^x-ratelimit-pad-29' $RB_TMP/hdr && grep -qi '^x-ratelimit-pad-00: ppp' $RB_TMP/hdr"
+stream /v1/chat/completions force-stream "$NOSTREAM"
+check "an event stream (with a usage chunk) answering \"stream\": false: answered" \
+    bash -c "[ $rc = 0 ] && grep -q '^HTTP/1.1 200' $RB_TMP/hdr"
+check "and recorded with the usage of the stream" test "$(row usage_source)" = provider
+check "the gateway is still up" rb_wait_http "$GW/healthz" 5
+
+# The model's max_output is a hard cap: past it, 400 in the caller's dialect, nothing sent upstream.
+stream /v1/messages "" '{"model":"t-claude","max_tokens":5001,"messages":[{"role":"user","content":"hi"}]}'
+check "max_tokens past the model's max_output is 400 (was forwarded, and held for)" \
+    bash -c "grep -q '^HTTP/1.1 400' $RB_TMP/hdr && jq -e '.type == \"error\" and (.error.message | test(\"at most 5000\"))' $RB_TMP/out >/dev/null"
+stream /v1/messages "" '{"model":"t-claude","max_tokens":5000,"messages":[{"role":"user","content":"hi"}]}'
+check "max_tokens at max_output is served" grep -q '^HTTP/1.1 200' "$RB_TMP/hdr"
+
+# A provider by host name (the second gateway sees rigbox-mock.test in its own /etc/hosts, in a
+# mount namespace). curl closes the resolver's socketpair itself, and its descriptor number comes
+# back for the connection: kept in the loop, the stale entry hid the connection from epoll, and
+# every call waited for a curl timer (here the 20 s connect timeout; with the shipped settings a
+# stream could hang until its 600 s total).
+printf '127.0.0.1 rigbox-mock.test\n' >"$RB_TMP/hosts"
+ai2=$(rb_free_port)
+sed -e "s|ai_listen: 127.0.0.1:$ai_port|ai_listen: 127.0.0.1:$ai2|" -e "s|apps_listen: .*|apps_listen: 127.0.0.1:$(rb_free_port)|" \
+    -e "s|limits: {|limits: {upstream_connect_timeout_ms: 20000, |" "$RB_TMP/rigbox.yaml" >"$RB_TMP/rigbox-host.yaml"
+RIGBOX_SPOOL_DIR=$RB_TMP/spool-host RIGBOX_MOCKOAI_API_KEY=sk-oai RIGBOX_MOCKANT_API_KEY=sk-ant RIGBOX_MOCKHOST_API_KEY=sk-host \
+    rb_spawn gateway-host unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$RB_TMP/hosts" \
+    "$build/gateway/rigbox-gateway" --config "$RB_TMP/rigbox-host.yaml"
+rb_wait_http "http://127.0.0.1:$ai2/healthz" || cat "$RB_TMP/gateway-host.log"
+HOSTCHAT='{"model":"t-host","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
+hc=""
+for i in 1 2 3; do
+    hc+="$(curl -s -o /dev/null -w '%{http_code}' --max-time 8 "http://127.0.0.1:$ai2/v1/chat/completions" \
+        -H "Authorization: Bearer $tok" -H 'content-type: application/json' -d "$HOSTCHAT") "
+done
+curl -sS -N -o "$RB_TMP/host-stream" --max-time 8 "http://127.0.0.1:$ai2/v1/chat/completions" -H "Authorization: Bearer $tok" \
+    -H 'content-type: application/json' -d '{"model":"t-host","stream":true,"messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
+check "a provider by host name answers without waiting for a curl timer ($hc)" test "$hc" = "200 200 200 "
+check "and streams to the end" grep -q '\[DONE\]' "$RB_TMP/host-stream"
+
 rb_finish

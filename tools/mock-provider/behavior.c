@@ -105,6 +105,8 @@ static rb_err_t parse_valued(mock_behavior_t *b, mock_span_t key, mock_span_t va
         b->chunks = (uint32_t)v;
     else if (span_eq(key, "big") && v >= 1 && v <= MOCK_BIG_BYTES_MAX)
         b->big_bytes = v;
+    else if (span_eq(key, "pad-headers") && v <= MOCK_PAD_HEADERS_MAX)
+        b->pad_headers = (uint32_t)v;
     else
         return RB_ERR_PARSE;
     return RB_OK;
@@ -129,6 +131,8 @@ static rb_err_t parse_item(mock_behavior_t *b, mock_span_t item)
         b->no_usage = 1;
     else if (span_eq(item, "fixed-time"))
         b->fixed_time = 1;
+    else if (span_eq(item, "force-stream"))
+        b->force_stream = 1;
     else
         return RB_ERR_PARSE;
     return RB_OK;

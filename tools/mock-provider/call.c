@@ -368,6 +368,11 @@ int mock_call_parse(mock_call_t *call, const char *body, size_t len, mock_error_
     flag = 0;
     if (rb_json_get_bool(doc, 0, "stream_options.include_usage", &flag) == 0)
         call->include_usage = call->stream && flag;
+    if (call->bhv.force_stream &&
+        (call->route == MOCK_ROUTE_CHAT || call->route == MOCK_ROUTE_COMPLETIONS)) {
+        call->stream = 1; /* a misbehaving upstream: an event stream nobody asked for */
+        call->include_usage = 1;
+    }
     if (call->route == MOCK_ROUTE_EMBEDDINGS || call->route == MOCK_ROUTE_COUNT_TOKENS)
         call->stream = 0;
     ret = 0;
@@ -509,6 +514,7 @@ void mock_out_reset(mock_out_t *out)
     out->reset = 0;
     out->slow_ms = 0;
     out->ttfb_ms = 0;
+    out->pad_headers = 0;
 }
 
 void mock_out_free(mock_out_t *out)

@@ -110,7 +110,11 @@ static void usage(FILE *f)
         "                 cached = cache_read_input_tokens)\n"
         "  chunks=N       N content chunks        big=BYTES  a reply of BYTES bytes\n"
         "  fixed-time     same as header 'X-Mock-Fixed-Time: 1': fixed `created`, ids from the\n"
-        "                 request body only\n",
+        "                 request body only\n"
+        "Misbehaving upstreams (for the gateway's defences; no real provider does these):\n"
+        "  pad-headers=N  N more x-ratelimit-pad-I headers of 1000 bytes each (N <= 64)\n"
+        "  force-stream   chat and completions answer as a stream, with usage, even to\n"
+        "                 \"stream\": false\n",
         f);
 }
 
@@ -242,6 +246,8 @@ static void stream_dispose(void *p)
 
 static void add_headers(h2o_req_t *req, const mock_out_t *out)
 {
+    char *pad = NULL;
+
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, out->content_type,
                    strlen(out->content_type));
     for (size_t i = 0; i < out->n_headers; i++) {
@@ -249,6 +255,17 @@ static void add_headers(h2o_req_t *req, const mock_out_t *out)
         h2o_iovec_t v = h2o_strdup(&req->pool, h->value, strlen(h->value));
         h2o_add_header_by_str(&req->pool, &req->res.headers, h->name, strlen(h->name), 1, NULL,
                               v.base, v.len);
+    }
+    if (out->pad_headers > 0) {
+        pad = h2o_mem_alloc_pool(&req->pool, MOCK_PAD_HEADER_BYTES);
+        memset(pad, 'p', MOCK_PAD_HEADER_BYTES);
+    }
+    for (uint32_t i = 0; i < out->pad_headers; i++) {
+        h2o_iovec_t name = h2o_strdup(&req->pool, "x-ratelimit-pad-00", 18);
+        name.base[16] = (char)('0' + i / 10 % 10);
+        name.base[17] = (char)('0' + i % 10);
+        h2o_add_header_by_str(&req->pool, &req->res.headers, name.base, name.len, 0, NULL, pad,
+                              MOCK_PAD_HEADER_BYTES);
     }
 }
 
@@ -483,6 +500,7 @@ static void on_api(mock_worker_t *w, h2o_req_t *req, mock_route_t route)
         render_call(w, &call);
     }
     w->out.ttfb_ms = call.bhv.ttfb_ms;
+    w->out.pad_headers = call.bhv.pad_headers;
     record_request(w, req, call.model);
     mock_call_free(&call);
 }

@@ -37,6 +37,8 @@
 #define MOCK_EMBED_INPUTS_MAX    2048       /* most embedding inputs per request (the real limit) */
 #define MOCK_HEADERS_MAX         12         /* extra response headers per answer */
 #define MOCK_HEADER_VALUE_MAX    80         /* longest generated header value */
+#define MOCK_PAD_HEADERS_MAX     64         /* pad-headers= limit */
+#define MOCK_PAD_HEADER_BYTES    1000       /* bytes of each pad header's value */
 #define MOCK_FIXED_TIME          1700000000 /* `created` under X-Mock-Fixed-Time: 1 */
 #define MOCK_TOKENS_PER_MESSAGE  4          /* prompt token overhead per chat message */
 #define MOCK_TOKENS_PRIMING      3          /* prompt token overhead per chat request */
@@ -69,6 +71,8 @@ typedef struct st_mock_behavior_t {
     int fixed_time;         /* fixed `created` and ids derived from the body only */
     uint32_t chunks;        /* 0 = derived from the request */
     uint64_t big_bytes;     /* 0 = off; else the reply text has this many bytes */
+    uint32_t pad_headers;   /* extra x-ratelimit-pad-I headers of MOCK_PAD_HEADER_BYTES */
+    int force_stream;       /* chat, completions: stream (with usage) even when not asked to */
     mock_usage_override_t usage;
 } mock_behavior_t;
 
@@ -133,6 +137,7 @@ typedef struct st_mock_out_t {
     int stream;       /* send event by event (honours slow=) */
     int reset;        /* after the last event, abort the connection instead of finishing */
     uint32_t slow_ms, ttfb_ms;
+    uint32_t pad_headers; /* pad-headers= */
 } mock_out_t;
 
 /* ---- behavior.c ---- */

@@ -530,19 +530,20 @@ static void each_line(const rb_buf_t *buf, const char *app,
 typedef struct st_lines_t {
     const char *items[CTL_LOG_LINES_DEFAULT * 50];
     size_t lens[CTL_LOG_LINES_DEFAULT * 50];
-    size_t n, cap;
+    size_t n, cap, head; /* a ring of the newest cap lines; the oldest at head once full */
 } lines_t;
 
 static void collect(void *ctx, const char *line, size_t len)
 {
     lines_t *l = ctx;
-    if (l->n == l->cap) { /* keep the newest: drop the oldest */
-        memmove(l->items, l->items + 1, (l->cap - 1) * sizeof(l->items[0]));
-        memmove(l->lens, l->lens + 1, (l->cap - 1) * sizeof(l->lens[0]));
-        l->n--;
-    }
-    l->items[l->n] = line;
-    l->lens[l->n++] = len;
+    size_t at = (l->head + l->n) % l->cap;
+
+    if (l->n == l->cap) /* keep the newest: the oldest is overwritten */
+        l->head = (l->head + 1) % l->cap;
+    else
+        l->n++;
+    l->items[at] = line;
+    l->lens[at] = len;
 }
 
 void ctl_lifecycle_logs(ctl_req_t *r)
@@ -589,7 +590,7 @@ void ctl_lifecycle_logs(ctl_req_t *r)
     rb_jw_key(&w, "lines");
     rb_jw_arr_begin(&w);
     for (size_t i = 0; i < l->n; i++)
-        rb_jw_strn(&w, l->items[i], l->lens[i]);
+        rb_jw_strn(&w, l->items[(l->head + i) % l->cap], l->lens[(l->head + i) % l->cap]);
     rb_jw_arr_end(&w);
     rb_jw_key(&w, "next_cursor");
     snprintf(cursor, sizeof(cursor), "%lld", (long long)(offset < 0 ? 0 : offset));

@@ -136,6 +136,7 @@ typedef struct st_gw_call_t {
     /* client side */
     int started, inflight, final_sent, client_gone;
     int draining, drain_abort, overflow;
+    int up_sent; /* the provider had the whole request when its answer was given up */
     int64_t bytes_out, drained_bytes;
     h2o_timeout_entry_t ka_te, drain_te;
     rb_err_t result;
@@ -212,7 +213,16 @@ static int64_t call_out_bytes(const gw_call_t *c)
 static const char *call_usage(gw_call_t *c, gw_usage_t *u)
 {
     memset(u, 0, sizeof(*u));
-    if (!c->called || c->up_status / 100 != 2 || c->route == GW_ROUTE_COUNT_TOKENS)
+    if (!c->called || c->route == GW_ROUTE_COUNT_TOKENS)
+        return "none";
+    if (c->up_status == 0 && c->client_gone && c->up_sent) {
+        /* the client left before any answer and the transfer was given up (no drain left, or
+         * the drain's bound passed): the provider had the whole request, so it is estimated
+         * (DESIGN.md §3), not free */
+        gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, 0, c->cfg->credits.chars_per_token);
+        return "estimate";
+    }
+    if (c->up_status / 100 != 2)
         return "none";
     if (!c->sse_on && !c->usage_done) {
         c->usage_done = 1;
@@ -411,14 +421,21 @@ static void call_maybe_free(gw_call_t *c)
     free(c);
 }
 
+/* The client is gone and the provider's answer is given up; whether the provider had the whole
+ * request decides what is billed (call_usage). */
+static void up_abandon(gw_call_t *c)
+{
+    c->up_sent = gw_xfer_sent(c->xfer);
+    gw_xfer_cancel(c->xfer);
+    c->xfer = NULL;
+}
+
 static void on_drain_timeout(h2o_timeout_entry_t *te)
 {
     gw_call_t *c = H2O_STRUCT_FROM_MEMBER(gw_call_t, drain_te, te);
 
-    if (c->xfer != NULL) {
-        gw_xfer_cancel(c->xfer);
-        c->xfer = NULL;
-    }
+    if (c->xfer != NULL)
+        up_abandon(c);
     c->error_code = "client_gone";
     call_maybe_free(c);
 }
@@ -445,8 +462,7 @@ static void call_start_drain(gw_call_t *c)
         __atomic_sub_fetch(&p->drains, 1, __ATOMIC_ACQ_REL);
         rb_metric_add(p->m_drains_refused, 1);
     }
-    gw_xfer_cancel(c->xfer);
-    c->xfer = NULL;
+    up_abandon(c);
 }
 
 static void on_anchor_dispose(void *obj)
@@ -874,8 +890,7 @@ static void on_up_flush(void *ctx)
 
     if (c->req == NULL) {
         if (c->drain_abort && c->xfer != NULL) { /* drain_bytes_max: give up on the usage */
-            gw_xfer_cancel(c->xfer);
-            c->xfer = NULL;
+            up_abandon(c);
             call_maybe_free(c);
         }
         return;

@@ -69,6 +69,7 @@ struct st_gw_xfer_t {
     h2o_timeout_entry_t fb_te;
     int paused;
     int got_status; /* written inside curl, read on the loop: same thread */
+    curl_off_t body_len;
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -500,6 +501,7 @@ static void xfer_setopts(gw_xfer_t *x, const gw_xfer_req_t *req)
     curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, x->errbuf);
+    x->body_len = req->body != NULL ? (curl_off_t)req->body_len : 0;
     if (req->body != NULL) {
         curl_easy_setopt(x->easy, CURLOPT_POST, 1L);
         curl_easy_setopt(x->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
@@ -547,6 +549,16 @@ void gw_xfer_resume(gw_xfer_t *x)
 int gw_xfer_paused(const gw_xfer_t *x)
 {
     return x->paused;
+}
+
+int gw_xfer_sent(const gw_xfer_t *x)
+{
+    curl_off_t up = 0;
+    long head = 0;
+
+    curl_easy_getinfo(x->easy, CURLINFO_REQUEST_SIZE, &head);
+    curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &up);
+    return head > 0 && up >= x->body_len;
 }
 
 void gw_xfer_cancel(gw_xfer_t *x)

@@ -88,6 +88,8 @@ gw_xfer_t *gw_xfer_start(gw_upstream_t *u, const gw_xfer_req_t *req, const gw_xf
 void gw_xfer_resume(gw_xfer_t *x);
 /** 1 while the transfer is paused. */
 int gw_xfer_paused(const gw_xfer_t *x);
+/** 1 when the whole request (head and body) has gone out: the provider may be answering it. */
+int gw_xfer_sent(const gw_xfer_t *x);
 /** Stops the transfer now; no callback runs afterwards; x is freed. */
 void gw_xfer_cancel(gw_xfer_t *x);
 

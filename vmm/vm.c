@@ -121,6 +121,33 @@ static ssize_t read_small(const char *path, char *buf, size_t cap)
     return (ssize_t)len;
 }
 
+/* Reads the last (at most) n bytes of path into buf; returns their length or -1. */
+static ssize_t read_tail(const char *path, char *buf, size_t n)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    struct stat st;
+    size_t len = 0;
+    off_t from;
+
+    if (fd == -1)
+        return -1;
+    if (fstat(fd, &st) != 0) {
+        close(fd);
+        return -1;
+    }
+    from = st.st_size > (off_t)n ? st.st_size - (off_t)n : 0;
+    while (len < n) {
+        ssize_t r = pread(fd, buf + len, n - len, from + (off_t)len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    return (ssize_t)len;
+}
+
 /* Writes data to path via path.tmp and rename, so readers never see half a file. */
 static rb_err_t write_atomic(const char *path, const char *data, size_t len, mode_t mode)
 {
@@ -589,11 +616,13 @@ rb_err_t vmm_vm_console_rotate(vmm_vm_t *vm)
     join(old, vm->dir, "console.log.1");
     if ((size = file_size(log)) <= vm->console_log_max)
         return RB_OK;
-    /* QEMU holds console.log open with O_APPEND: copy it aside, then truncate in place */
+    /* QEMU holds console.log open with O_APPEND: copy its newest bytes aside (at most twice the
+     * cap), then truncate in place (what the guest writes in between is lost, as with any
+     * copy-and-truncate rotation) */
     if (size > vm->console_log_max * 2)
         size = vm->console_log_max * 2;
-    data = rb_malloc((size_t)size + 1);
-    n = read_small(log, data, (size_t)size + 1);
+    data = rb_malloc((size_t)size);
+    n = read_tail(log, data, (size_t)size);
     if (n < 0 || write_atomic(old, data, (size_t)n, 0600) != RB_OK || truncate(log, 0) != 0)
         err = RB_ERR_IO;
     free(data);

@@ -171,6 +171,9 @@ for ((i = 0; i < 6; i++)); do
 done
 check "logs paged past a line longer than a read: $seen" test "$seen" = "first <1048576> <524288> last  "
 check "and the cursor ends at the file's end" test "$cursor" = "$(stat -c %s "$RB_TMP/vms/$ws/console.log")"
+printf 'l1\nl2\nl3\nl4\nl5\n' >"$RB_TMP/vms/$ws/console.log"
+req GET "/workspaces/$ws/logs?lines=3"
+check "lines=3 gives the newest three, oldest first" test "$(jq -r '.lines | join(",")' <<<"$body")" = "l3,l4,l5"
 
 # Starting without images fails the boot, with a retryable failure naming the fix.
 req POST "/workspaces/$ws/start"

@@ -52,6 +52,8 @@ static const char *const adapter_unique_keys[] = {
     "messages",
     "input",
     "prompt",
+    "n",
+    "best_of",
 };
 #define ADAPTER_KEYS (sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]))
 
@@ -202,6 +204,32 @@ static rb_err_t adapter_cap(const adapter_root_t *root, const adapter_route_t *r
     return RB_OK;
 }
 
+/* Chat and completions may ask for several choices (n; completions also generate best_of and
+ * bill them all): each may use the whole output cap. */
+static rb_err_t adapter_choices(const adapter_root_t *root, gw_request_info_t *info, char *errmsg,
+                                size_t errcap)
+{
+    static const char *const fields[] = {"n", "best_of"};
+
+    info->choices = 1;
+    if (info->route != GW_ROUTE_CHAT && info->route != GW_ROUTE_COMPLETIONS)
+        return RB_OK;
+    for (size_t i = 0; i < (info->route == GW_ROUTE_COMPLETIONS ? 2u : 1u); i++) {
+        int v = adapter_root_value(root, fields[i]);
+        rb_json_type_t t = rb_json_type(root->doc, v);
+        int64_t k;
+        if (t == RB_JSON_ABSENT || t == RB_JSON_NULL)
+            continue;
+        if (rb_json_int64(root->doc, v, &k) != 0 || k < 1 || k > GW_ADAPTER_CHOICES_MAX)
+            return adapter_fail(info, errmsg, errcap, fields[i],
+                                "'%s' must be an integer between 1 and %d", fields[i],
+                                GW_ADAPTER_CHOICES_MAX);
+        if (k > info->choices)
+            info->choices = k;
+    }
+    return RB_OK;
+}
+
 static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t *r,
                                gw_request_info_t *info, char *errmsg, size_t errcap)
 {
@@ -293,6 +321,7 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
     if ((err = adapter_model(&root, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_stream(&root, r, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_cap(&root, r, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_choices(&root, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_content(&root, r, info, errmsg, errcap)) != RB_OK)
         goto Exit;
     RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');

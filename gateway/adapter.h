@@ -47,6 +47,8 @@
 #define GW_ADAPTER_COMPLETIONS_DEFAULT_CAP 16
 /* Largest output cap a request may ask for. */
 #define GW_ADAPTER_CAP_MAX 100000000
+/* Largest n (and best_of) of a chat or completions request (OpenAI's own bound for n). */
+#define GW_ADAPTER_CHOICES_MAX 128
 /* Room for an error message written by gw_adapter_inspect. */
 #define GW_ADAPTER_ERRMSG_MAX 160
 
@@ -75,6 +77,7 @@ typedef struct st_gw_request_info_t {
     int stream;            /* "stream": true */
     int include_usage;     /* the client itself set stream_options.include_usage=true */
     int64_t max_output;    /* the client's output cap; 0 = none given */
+    int64_t choices;       /* answers generated (n, best_of): each may reach the cap; 1 default */
     size_t input_bytes;    /* request size used for the input-token estimate */
     const char *err_param; /* on a validation error: the offending field (static), or NULL */
     /* private: splice points for gw_adapter_rewrite */

@@ -134,6 +134,8 @@ st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":10000,"
 check "c: a hold above the balance (max_tokens 10000 = 2 credits > 1) is refused: 402" test "$st" = 402
 st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}')
 check "c: the same user with max_tokens 1000 is served" test "$st" = 200
+st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":1000,"n":8,"messages":[{"role":"user","content":"hi"}]}')
+check "c: eight choices of max_tokens 1000 are held eight times (1.6 credits > 0.8 left): 402" test "$st" = 402
 
 # ---- (d) backpressure: a ledger that falls behind refuses new calls ------------------------------
 # Gateway c keeps at most 8 records waiting for PostgreSQL (refusing new calls from 6 on). While a

@@ -121,6 +121,7 @@ static void test_inspect_table(void)
             CHECK_INT_EQ(info.stream, c->stream);
             CHECK_INT_EQ(info.include_usage, c->include_usage);
             CHECK_INT_EQ(info.max_output, c->max_output);
+            CHECK_INT_EQ(info.choices, 1);
             CHECK_INT_EQ(info.input_bytes, strlen(c->body));
             CHECK_STR_EQ(msg, "");
         } else {
@@ -129,6 +130,40 @@ static void test_inspect_table(void)
             if (c->param != NULL && info.err_param != NULL)
                 CHECK_STR_EQ(info.err_param, c->param);
         }
+    }
+}
+
+/* Several choices: each may reach the cap, so the hold counts them (n; best_of on completions). */
+static const struct {
+    gw_route_t route;
+    const char *body;
+    int64_t choices; /* 0: refused */
+} choices_cases[] = {
+    {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"n\":3,\"max_tokens\":10}", 3},
+    {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"n\":null,\"best_of\":9}", 1},
+    {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"a\",\"n\":2,\"best_of\":5}", 5},
+    {GW_ROUTE_RESPONSES, "{\"model\":\"o3\",\"input\":\"hi\",\"n\":4}", 1},
+    {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"n\":0}", 0},
+    {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"n\":129}", 0},
+    {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"n\":\"2\"}", 0},
+    {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"a\",\"best_of\":1.5}", 0},
+    {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"n\":2,\"n\":9}", 0},
+};
+
+static void test_inspect_choices(void)
+{
+    for (size_t i = 0; i < sizeof(choices_cases) / sizeof(choices_cases[0]); i++) {
+        gw_request_info_t info;
+        char msg[GW_ADAPTER_ERRMSG_MAX];
+        rb_err_t err =
+            gw_adapter_inspect(choices_cases[i].route, choices_cases[i].body,
+                               strlen(choices_cases[i].body), NULL, &info, msg, sizeof(msg));
+        CHECK_INT_EQ(err, choices_cases[i].choices > 0 ? RB_OK : RB_ERR_INVAL);
+        if (err == RB_OK)
+            CHECK_INT_EQ(info.choices, choices_cases[i].choices);
+        else
+            CHECK(strstr(msg, "must be an integer between 1 and 128") != NULL ||
+                  strstr(msg, "appears more than once") != NULL);
     }
 }
 
@@ -344,5 +379,5 @@ static void test_routes(void)
     CHECK_STR_EQ(gw_route_name(GW_ROUTE_COUNT_TOKENS), "count_tokens");
 }
 
-TEST_MAIN(test_inspect_table, test_inspect_limits, test_rewrite_table, test_rewrite_limit,
-          test_usage_chunk, test_add_cost, test_routes)
+TEST_MAIN(test_inspect_table, test_inspect_choices, test_inspect_limits, test_rewrite_table,
+          test_rewrite_limit, test_usage_chunk, test_add_cost, test_routes)

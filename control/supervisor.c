@@ -609,9 +609,10 @@ static void *monitor_main(void *arg)
             e->vm = NULL;
         }
         pthread_mutex_unlock(&s->lock);
-        for (size_t i = 0; i < ndead; i++)
-            record_failure(&db, dead[i], "vm_crashed", "the VM's QEMU process exited unexpectedly",
-                           1);
+        for (size_t i = 0; i < ndead; i++) /* dead while being stopped: stopped (states.c) */
+            if (!set_status(&db, dead[i], "stopping", "stopped"))
+                record_failure(&db, dead[i], "vm_crashed",
+                               "the VM's QEMU process exited unexpectedly", 1);
         heartbeat(s, &db);
         pthread_mutex_lock(&s->lock);
     }

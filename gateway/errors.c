@@ -1,12 +1,16 @@
 #include "gateway/errors.h"
 
 #include <string.h>
+#include <time.h>
 
+#include "common/crypto.h"
 #include "common/http.h"
 #include "common/json.h"
 
 /* Longest error body we build (a message is short text, never user content of any size). */
 #define GW_ERRORS_BODY_MAX 4096
+/* Room for a request id made for an early refusal (GW_PROXY_REQUEST_ID_MAX). */
+#define GW_ERRORS_REQUEST_ID_MAX 48
 
 const char *gw_errors_type(gw_dialect_t d, int status)
 {
@@ -120,6 +124,25 @@ void gw_errors_early(h2o_req_t *req, int status, rb_buf_t *out)
         break;
     }
     gw_errors_body(out, d, status, code, msg, NULL);
+    {
+        /* every answer carries one; no usage row is written for these */
+        char id[GW_ERRORS_REQUEST_ID_MAX];
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        rb_sortable_id("req_", (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000, id,
+                       sizeof(id));
+        rb_http_add_header(req, "x-rigbox-request-id", id);
+    }
+}
+
+void gw_errors_early_send(h2o_req_t *req, int status)
+{
+    rb_buf_t body;
+
+    rb_buf_init(&body, GW_ERRORS_BODY_MAX);
+    gw_errors_early(req, status, &body);
+    rb_http_send_json(req, status, &body);
+    rb_buf_free(&body);
 }
 
 void gw_errors_send(h2o_req_t *req, gw_dialect_t d, int status, const char *code,

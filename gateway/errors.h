@@ -27,8 +27,11 @@ const char *gw_errors_type(gw_dialect_t d, int status);
 void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
                     const char *message, const char *param);
 /** rb_server_error_body hook of the AI listener: h2o's own refusals (413 body too large, 404 no
- *  such route, 400 malformed) in the caller's dialect, Anthropic's under /v1/messages. */
+ *  such route, 400 malformed) in the caller's dialect, Anthropic's under /v1/messages, with an
+ *  X-Rigbox-Request-Id. */
 void gw_errors_early(h2o_req_t *req, int status, rb_buf_t *out);
+/** Sends gw_errors_early's answer (a route that is not one, under a route's prefix). */
+void gw_errors_early_send(h2o_req_t *req, int status);
 /** Sends a complete error response (JSON body, X-Rigbox-Request-Id when request_id != NULL). */
 void gw_errors_send(h2o_req_t *req, gw_dialect_t d, int status, const char *code,
                     const char *message, const char *param, const char *request_id);

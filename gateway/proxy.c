@@ -1428,8 +1428,10 @@ static int on_ai_request(h2o_handler_t *self, h2o_req_t *req)
     rb_err_t err = RB_OK;
     h2o_iovec_t path = rb_http_path(req);
 
-    if (!h2o_memis(path.base, path.len, route_path(h->route), strlen(route_path(h->route))))
-        return -1; /* a longer path under this prefix: not ours */
+    if (!h2o_memis(path.base, path.len, route_path(h->route), strlen(route_path(h->route)))) {
+        gw_errors_early_send(req, 404); /* a longer path under this prefix: no such route */
+        return 0;
+    }
     c = call_new(pw, req, h->route);
     if (!rb_http_method_is(req, h->route == GW_ROUTE_MODELS ? "GET" : "POST")) {
         call_fail(c, 405, "method_not_allowed", "rejected", "method not allowed on this route",

@@ -116,7 +116,14 @@ big=$(head -c 6000 /dev/zero | tr '\0' a)
 code=$(curl -s -o "$RB_TMP/413.json" -D "$RB_TMP/413.hdr" -w '%{http_code}' "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \
     -H 'content-type: application/json' -d "{\"model\":\"t-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
 check "a body over body_max_bytes is 413" test "$code" = 413
-check "413 in OpenAI's error shape, as JSON" bash -c "jq -e '.error.code == \"request_too_large\" and .error.type == \"invalid_request_error\" and (.error.message | length > 0)' $RB_TMP/413.json >/dev/null && grep -qi '^content-type: application/json' $RB_TMP/413.hdr"
+check "413 in OpenAI's error shape, as JSON, with a request id" bash -c "jq -e '.error.code == \"request_too_large\" and .error.type == \"invalid_request_error\" and (.error.message | length > 0)' $RB_TMP/413.json >/dev/null && grep -qi '^content-type: application/json' $RB_TMP/413.hdr && grep -qi '^x-rigbox-request-id: req_' $RB_TMP/413.hdr"
+# Paths that are no route: a longer path under a route's prefix was h2o's plain-text 404.
+for p in /v1/chat/completions/extra /v1/nope /v1/messages/x; do
+    code=$(curl -s -o "$RB_TMP/404.json" -D "$RB_TMP/404.hdr" -w '%{http_code}' "$GW$p" -H "Authorization: Bearer $tok" -d '{}')
+    if [[ $p == /v1/messages/* ]]; then f='.type == "error" and .error.type == "not_found_error"'; else f='.error.code == "not_found"'; fi
+    check "$p: 404 in the route's dialect, as JSON, with a request id" \
+        bash -c "[ $code = 404 ] && jq -e '$f' $RB_TMP/404.json >/dev/null && grep -qi '^x-rigbox-request-id: req_' $RB_TMP/404.hdr"
+done
 code=$(curl -s -o "$RB_TMP/413a.json" -w '%{http_code}' "$GW/v1/messages" -H "x-api-key: $tok" \
     -H 'content-type: application/json' -d "{\"model\":\"t-claude\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
 check "413 on /v1/messages in Anthropic's error shape" bash -c "[ $code = 413 ] && jq -e '.type == \"error\" and .error.type == \"request_too_large\"' $RB_TMP/413a.json >/dev/null"

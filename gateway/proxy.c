@@ -979,14 +979,16 @@ static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
             return -1;
     } else {
         char bearer[GW_PROXY_UP_HEADER_MAX];
+        int added;
         if (key_len + 8 > sizeof(bearer))
             return -1;
         key_len = strnlen(key, key_len); /* as "%.*s" would */
         memcpy(bearer, "Bearer ", 7);
         memcpy(bearer + 7, key, key_len);
-        if (add_up_header(c, "Authorization", bearer, 7 + key_len) != 0)
+        added = add_up_header(c, "Authorization", bearer, 7 + key_len);
+        explicit_bzero(bearer, sizeof(bearer)); /* the key's copy, whatever happened */
+        if (added != 0)
             return -1;
-        explicit_bzero(bearer, sizeof(bearer));
         /* an organization or project only means something with the caller's own key */
         if (c->byok && (v = rb_http_header(c->req, "openai-organization", &vlen)) != NULL)
             add_up_header(c, "OpenAI-Organization", v, vlen);
@@ -1254,10 +1256,17 @@ static void call_forward(gw_call_t *c)
     RB_ASSERT(c->up_mem == NULL);
     c->up_mem = rb_malloc(GW_PROXY_UP_MEM_MAX);
     if (gw_adapter_rewrite(c->req->entity.base, c->req->entity.len, &c->info, c->model->upstream,
-                           cap, force_usage, &c->upbody) != RB_OK ||
-        build_up_headers(c, key, key_len) != 0) {
+                           cap, force_usage, &c->upbody) != RB_OK) {
         up_release(c);
         call_fail(c, 413, "request_too_large", "rejected", "the request is too large", NULL);
+        return;
+    }
+    if (build_up_headers(c, key, key_len) != 0) { /* a key or a passed header past its bound */
+        up_release(c);
+        call_fail(c, 400, "invalid_request", "rejected",
+                  "a provider key or a forwarded header (anthropic-version, anthropic-beta, "
+                  "openai-organization, openai-project) is too long",
+                  NULL);
         return;
     }
     url = c->up_mem + c->up_used;

@@ -69,6 +69,7 @@ row() { # row COLUMNS: the usage row of $rid (waits for the writer)
 }
 CHAT='{"model":"t-chat","stream":true,"messages":[{"role":"user","content":"tell me a story"}]}'
 MSG='{"model":"t-claude","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"tell me a story"}]}'
+NOSTREAM='{"model":"t-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
 
 stream /v1/chat/completions error-mid "$CHAT"
 check "OpenAI error after the 200: the provider's error event reaches the client" \
@@ -117,6 +118,11 @@ code=$(curl -s -o "$RB_TMP/413.json" -D "$RB_TMP/413.hdr" -w '%{http_code}' "$GW
     -H 'content-type: application/json' -d "{\"model\":\"t-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
 check "a body over body_max_bytes is 413" test "$code" = 413
 check "413 in OpenAI's error shape, as JSON, with a request id" bash -c "jq -e '.error.code == \"request_too_large\" and .error.type == \"invalid_request_error\" and (.error.message | length > 0)' $RB_TMP/413.json >/dev/null && grep -qi '^content-type: application/json' $RB_TMP/413.hdr && grep -qi '^x-rigbox-request-id: req_' $RB_TMP/413.hdr"
+longkey=$(head -c 1200 /dev/zero | tr '\0' k)
+code=$(curl -s -o "$RB_TMP/400.json" -w '%{http_code}' "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \
+    -H "X-Rigbox-Provider-Key: sk-$longkey" -H 'content-type: application/json' -d "$NOSTREAM")
+check "a per-call key past its bound is 400 invalid_request (was 413 request_too_large)" \
+    bash -c "[ $code = 400 ] && jq -e '.error.code == \"invalid_request\"' $RB_TMP/400.json >/dev/null"
 # Paths that are no route: a longer path under a route's prefix was h2o's plain-text 404.
 for p in /v1/chat/completions/extra /v1/nope /v1/messages/x; do
     code=$(curl -s -o "$RB_TMP/404.json" -D "$RB_TMP/404.hdr" -w '%{http_code}' "$GW$p" -H "Authorization: Bearer $tok" -d '{}')
@@ -129,7 +135,6 @@ code=$(curl -s -o "$RB_TMP/413a.json" -w '%{http_code}' "$GW/v1/messages" -H "x-
 check "413 on /v1/messages in Anthropic's error shape" bash -c "[ $code = 413 ] && jq -e '.type == \"error\" and .error.type == \"request_too_large\"' $RB_TMP/413a.json >/dev/null"
 
 # Upstreams that misbehave must not take the gateway down.
-NOSTREAM='{"model":"t-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
 stream /v1/chat/completions pad-headers=30 "$NOSTREAM"
 check "30 provider headers of 1 KB (past what is kept): answered, headers kept whole" \
     bash -c "[ $rc = 0 ] && grep -q '^HTTP/1.1 200' $RB_TMP/hdr && ! grep -qi '^x-ratelimit-pad-29' $RB_TMP/hdr && grep -qi '^x-ratelimit-pad-00: ppp' $RB_TMP/hdr"

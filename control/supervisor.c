@@ -577,7 +577,11 @@ static int sample_vm(ctl_supervisor_t *s, vm_entry_t *e)
 static void heartbeat(ctl_supervisor_t *s, ctl_db_t *db)
 {
     const char *params[1] = {s->node};
-    ctl_db_exec(db, "SELECT rb_lease_sweep(), rb_grant_expire()");
+    /* two transactions: each locks accounts in user order, but one statement holding the
+     * sweep's locks while the expiry starts again from the lowest user would break that order
+     * (a deadlock with a usage batch) */
+    ctl_db_exec(db, "SELECT rb_lease_sweep()");
+    ctl_db_exec(db, "SELECT rb_grant_expire()");
     ctl_db_query(db,
                  "UPDATE nodes SET heartbeat_at = now(), lease_expires_at = now() + interval '30 "
                  "seconds' WHERE id = $1",

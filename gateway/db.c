@@ -366,10 +366,14 @@ rb_err_t gw_db_lease_renew(gw_db_t *db, const char *const *ids, size_t n, int tt
     }
     v[0] = rb_buf_cstr(&list);
     snprintf(t, sizeof(t), "%d", ttl_s);
-    /* the positions (from 1) of the leases no longer open */
+    /* the positions (from 1) of the leases no longer open, renewed in the order usage batches
+     * lock leases (user, id; schema/0007): in any other order a renewal and this node's batch
+     * could each hold a lease the other waits for (a deadlock). OFFSET 0 keeps the renewing
+     * filter above the sort (PostgreSQL pushes it down into the unnest otherwise). */
     err = query(db, "lease renew",
-                "SELECT t.i FROM unnest(string_to_array($1, ' ')) WITH ORDINALITY AS t(id, i) "
-                "WHERE NOT rb_lease_renew(t.id, $2::int)",
+                "SELECT s.i FROM (SELECT t.id, t.i FROM unnest(string_to_array($1, ' ')) WITH "
+                "ORDINALITY AS t(id, i) LEFT JOIN credit_leases l ON l.id = t.id ORDER BY "
+                "l.user_id, t.id OFFSET 0) s WHERE NOT rb_lease_renew(s.id, $2::int)",
                 2, v, &r, errbuf, cap);
     for (int row = 0; err == RB_OK && row < PQntuples(r); row++) {
         long long i = strtoll(PQgetvalue(r, row, 0), NULL, 10);

@@ -274,15 +274,32 @@ eq "spending burns the expiring promo grant first" "g-6paid|5000000
 g-6promo|1500000" "SELECT grant_id, remaining_micro FROM credit_grants WHERE user_id = '$u6' ORDER BY 1"
 eq "a lease reserves all but 0.5 credit" 6000000 "SELECT rb_lease_take('L6', 'gw-a', '$u6', 6000000, 60)"
 sleep 1.6
-eq "expiry is capped by the reserved part (no overdraft)" 500000 "SELECT rb_grant_expire()"
+# The lease's 6 credits burn the past-due promo first (1.5), so none of it may expire yet
+# (schema/0002 expired 0.5 here, the available balance, and the lease's usage then took 0.5 more
+# of the paid grant).
+eq "expiry keeps the part of a grant the open lease burns first (schema/0008)" 0 "SELECT rb_grant_expire()"
 eq "nothing more can expire while reserved" 0 "SELECT rb_grant_expire('$u6')"
 rb_sql "SELECT rb_lease_return('L6')" >/dev/null
-eq "after the return the rest expires" 1000000 "SELECT rb_grant_expire()"
+eq "after the return the rest expires" 1500000 "SELECT rb_grant_expire()"
 eq "the promo grant is gone, paid intact" "5000000|5000000|2000000|1500000" \
     "SELECT credits_posted - debits_posted - debits_pending, (SELECT remaining_micro FROM credit_grants WHERE grant_id = 'g-6paid'), credits_posted - 5000000, (SELECT sum(amount_micro) FROM credit_transfers WHERE kind = 'expire' AND user_id = '$u6')
        FROM credit_accounts WHERE user_id = '$u6'"
 eq "expiring again is a no-op" 0 "SELECT rb_grant_expire()"
 check_identity "after expiry"
+# The review's case: promo 100 (past due) and paid 100, a lease of 10 used in full. Only 90 of
+# the promo expires, and the usage burns the 10 kept, so the paid grant stays whole (0002: all 100
+# of the promo expired and the paid grant paid the 10).
+u9=u-user0009
+rb_sql "INSERT INTO users (id, email) VALUES ('$u9', 'u9@example.com')" >/dev/null
+rb_sql "SELECT count(*) FROM rb_grant('g-9promo', '$u9', 100, 'promo', now() + interval '1 second', NULL)" >/dev/null
+rb_sql "SELECT count(*) FROM rb_grant('g-9paid', '$u9', 100, 'paid', NULL, NULL)" >/dev/null
+eq "a lease of 10 on promo 100 + paid 100" 10 "SELECT rb_lease_take('L9', 'gw-a', '$u9', 10, 60)"
+sleep 1.2
+eq "the promo expires but for the 10 the lease burns from it" 90 "SELECT rb_grant_expire('$u9')"
+rb_sql "SELECT count(*) FROM rb_usage_post('[$(ev e9 "$u9" 10 '"L9"')]')" >/dev/null
+eq "the lease's usage burned the promo, the paid grant is whole" "g-9paid|100
+g-9promo|0" "SELECT grant_id, remaining_micro FROM credit_grants WHERE user_id = '$u9' ORDER BY 1"
+check_identity "after expiry with a lease open"
 
 # ---- parallel batches over shared accounts: no deadlock, no double billing ----
 for u in $u1 $u2 $u3 $u5 $u6; do

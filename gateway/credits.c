@@ -28,6 +28,8 @@ struct st_gw_credits_lease_t {
     uint64_t last_seq;    /* ledger position of its last settled cost */
     uint64_t last_use_ms;
     uint64_t renewed_ms; /* taken or last renewed (or a failed renewal, to retry soon) */
+    uint64_t valid_ms;   /* open in PostgreSQL until about then: the last take or renewal that
+                          * succeeded, plus ttl_s (carve stops GW_CREDITS_VALID_MARGIN_MS early) */
     int lost;            /* PostgreSQL closed it (swept): nothing more is carved from it */
 };
 
@@ -131,15 +133,18 @@ static gw_credits_lease_t *carve(gw_credits_t *c, credits_user_t *u, int64_t amo
 {
     gw_credits_lease_t *l;
 
+    uint64_t now = mono_ms();
+
     RB_ASSERT(amount > 0);
     for (l = u->leases; l != NULL; l = l->next)
-        if (!l->lost && l->amount - l->used >= amount)
+        if (!l->lost && l->amount - l->used >= amount &&
+            now + GW_CREDITS_VALID_MARGIN_MS < l->valid_ms)
             break;
     if (l == NULL)
         return NULL;
     l->used += amount;
     l->holds++;
-    l->last_use_ms = mono_ms();
+    l->last_use_ms = now;
     RB_ASSERT(l->used <= l->amount);
     /* refill ahead of need: below a quarter chunk of reserve, take the next chunk now */
     if (!u->taking && user_reserve(u) < c->conf.chunk_micro / 4) {
@@ -348,6 +353,7 @@ static void take_done(gw_credits_t *c, credits_user_t *u, const char *id, int64_
         l->user = u;
         l->amount = got;
         l->last_use_ms = l->renewed_ms = mono_ms();
+        l->valid_ms = l->renewed_ms + (uint64_t)c->conf.ttl_s * 1000;
         l->next = u->leases;
         u->leases = l;
     }
@@ -526,6 +532,8 @@ static void renew_and_beat(gw_credits_t *c)
         } else if (dead[i]) {
             ls[i]->lost = 1;
             rb_log_warn("lease_lost", "lease=%s (swept: its reserve is gone)", ls[i]->id);
+        } else { /* PostgreSQL's expiry moved from a moment after now */
+            ls[i]->valid_ms = now + (uint64_t)c->conf.ttl_s * 1000;
         }
     }
 }

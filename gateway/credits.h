@@ -58,6 +58,10 @@
 #define GW_CREDITS_TICK_MS 50
 /* Node heartbeat interval (ms); the node row lives 3 beats. */
 #define GW_CREDITS_BEAT_MS 5000
+/* A lease is carved from only until this long before PostgreSQL may sweep it (ttl_s after it was
+ * taken or last renewed): cut off from PostgreSQL, the gateway stops spending a reserve that
+ * another node may already have been given (ms). */
+#define GW_CREDITS_VALID_MARGIN_MS 2000
 
 typedef struct st_gw_credits_t gw_credits_t;
 typedef struct st_gw_credits_port_t gw_credits_port_t;

@@ -365,6 +365,35 @@ check "stop: granted - posted - pending = remaining (u1)" test "$(rb_sql "SELECT
 check "stop: ledger identity (u1)" cg_identity_ok u-cguser01
 check "stop: ledger identity (u2)" cg_identity_ok u-cguser02
 check "stop: the spools are fully committed" bash -c "for d in '$RB_TMP'/spool-gw-*; do test \$(( \$(stat -c %s \$d/usage.spool) )) = \$(( 10#0\$(head -c 20 \$d/checkpoint) )) || exit 1; done"
+# ---- (j) cut off from PostgreSQL: nothing spent past the lease's ttl ---------------------------
+# Gateway j can no longer reach PostgreSQL (its sessions cut, new ones refused), so it can neither
+# renew its lease nor take another. Past ttl_s (10 s here) PostgreSQL may sweep that lease and give
+# its reserve to another node; a call served from it then spends credit twice. Such calls are now
+# refused (503) from GW_CREDITS_VALID_MARGIN_MS before the ttl on; before, they were served.
+PJ=$(rb_free_port)
+cg_gateway gw-j "$PJ"
+PID_J=$CG_PID
+TOK9=$(cg_user 9)
+cg_grant u-cguser09 100000000 g-j-9
+st=$(post $PJ /v1/chat/completions $TOK9 "$CHAT")
+check "j: served from its lease" test "$st" = 200
+pgadm() { psql -h "$RB_TEST_PGHOST" -U postgres -d postgres -qAt -c "$1" >/dev/null; }
+pgadm "ALTER DATABASE \"$RB_DB\" WITH ALLOW_CONNECTIONS false"
+pgadm "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '$RB_DB'"
+st1=$(post $PJ /v1/chat/completions $TOK9 "$CHAT")
+sleep 10
+st2=$(post $PJ /v1/chat/completions $TOK9 "$CHAT")
+code2=$(jq -r .error.code "$RB_TMP/out")
+pgadm "ALTER DATABASE \"$RB_DB\" WITH ALLOW_CONNECTIONS true"
+check "j: cut off, within the lease's ttl: served ($st1)" test "$st1" = 200
+check "j: cut off past the lease's ttl: refused ($st2 $code2)" test "$st2 $code2" = "503 credits_unavailable"
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser09' AND billed" 2
+check "j: the two calls served are billed once PostgreSQL is back" \
+    test "$(rb_sql "SELECT count(*) FROM credit_transfers WHERE user_id = 'u-cguser09' AND kind = 'usage'")" = 2
+kill -TERM "$PID_J"
+wait "$PID_J" 2>/dev/null
+check "j: its lease is closed at stop" test "$(rb_sql "SELECT count(*) FROM credit_leases WHERE user_id = 'u-cguser09' AND closed_at IS NULL")" = 0
+check "j: ledger identity (u9)" cg_identity_ok u-cguser09
 if grep -q 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log; then
     fail "no sanitizer report"
     grep -B2 -A14 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log | head -60

@@ -374,16 +374,29 @@ static void wait_for_stop(rb_server_t *s, const sigset_t *set)
     }
 }
 
+static void stop_signals(sigset_t *set)
+{
+    sigemptyset(set);
+    sigaddset(set, SIGTERM);
+    sigaddset(set, SIGINT);
+}
+
+void rb_server_block_signals(void)
+{
+    sigset_t set;
+
+    signal(SIGPIPE, SIG_IGN);
+    stop_signals(&set);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
 rb_err_t rb_server_run(rb_server_t *s)
 {
-    sigset_t set, old;
+    sigset_t set;
 
     RB_ASSERT(s->nlisteners > 0 && s->workers == NULL);
-    signal(SIGPIPE, SIG_IGN);
-    sigemptyset(&set);
-    sigaddset(&set, SIGTERM);
-    sigaddset(&set, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &set, &old); /* workers inherit the mask */
+    rb_server_block_signals(); /* again, if main did not: workers inherit the mask */
+    stop_signals(&set);
     s->workers = rb_calloc(s->conf.workers, sizeof(*s->workers));
     for (unsigned i = 0; i < s->nlisteners; i++) {
         char ip[INET_ADDRSTRLEN];
@@ -405,7 +418,8 @@ rb_err_t rb_server_run(rb_server_t *s)
     }
     for (unsigned w = 0; w < s->conf.workers; w++)
         pthread_join(s->workers[w].thread, NULL);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    /* the mask stays: a second signal must not end the process while its caller still closes
+     * leases and flushes the ledger */
     rb_log_info("stopped", "server=%s", s->conf.name);
     return RB_OK;
 }

@@ -87,8 +87,13 @@ void rb_server_error_body(h2o_hostconf_t *hc, rb_server_error_body_fn fn);
 void rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *prefix);
 /** The server's metrics registry (owned by the server). */
 rb_metrics_t *rb_server_metrics(rb_server_t *s);
+/** Blocks SIGTERM and SIGINT in the calling thread and every thread it creates afterwards, and
+ *  ignores SIGPIPE. Call it first in main, before any thread starts: a thread that does not block
+ *  them would take a signal's default action (the end of the process) in the middle of a
+ *  graceful shutdown. rb_server_run waits for them (sigtimedwait). */
+void rb_server_block_signals(void);
 /** Runs the workers; blocks until SIGTERM/SIGINT (or rb_server_stop) and the graceful shutdown end.
- */
+ *  A signal during the shutdown stays pending: the shutdown runs to its end either way. */
 rb_err_t rb_server_run(rb_server_t *s);
 /** Asks a running server to shut down, as SIGTERM would. Any thread. */
 void rb_server_stop(rb_server_t *s);

@@ -130,16 +130,19 @@ Exit:
 }
 
 /* Loads the master key from RIGBOX_MASTER_KEY or the key file; without one, BYOK writes are
- * refused. */
-static void load_master_key(const cfg_t *cfg, ctl_app_t *app)
+ * refused. A key that is malformed or unreadable stops the start (-1), as in the gateway. */
+static int load_master_key(const cfg_t *cfg, ctl_app_t *app)
 {
     int rc = rb_master_key_load(cfg->secrets.master_key, cfg->secrets.master_key_file,
                                 app->master_key, app->master_key_id, sizeof(app->master_key_id));
     if (rc == 0)
         rb_log_warn("master_key_missing", "file=%s byok=disabled", cfg->secrets.master_key_file);
     else if (rc < 0)
-        rb_log_error("master_key_invalid", "expected=\"64 hex characters\" byok=disabled");
+        rb_log_error("master_key_invalid", "expected=\"64 hex characters\" (%s)",
+                     cfg->secrets.master_key != NULL ? "RIGBOX_MASTER_KEY"
+                                                     : cfg->secrets.master_key_file);
     app->has_master_key = rc == 1;
+    return rc < 0 ? -1 : 0;
 }
 
 static int serve(cfg_t *cfg)
@@ -157,15 +160,17 @@ static int serve(cfg_t *cfg)
     char err[ERRBUF_LEN];
     int rc = 1;
 
+    rb_server_block_signals(); /* before the supervisor's threads start */
     if (rb_server_listen(server, cfg->control.listen, &hc, err, sizeof(err)) != RB_OK) {
         rb_log_error("listen_failed", "error=\"%s\"", err);
         goto Exit;
     }
+    if (load_master_key(cfg, &app) != 0)
+        goto Exit;
     if (ctl_supervisor_create(cfg, &app.sup, err, sizeof(err)) != RB_OK) {
         rb_log_error("supervisor_failed", "error=\"%s\"", err);
         goto Exit;
     }
-    load_master_key(cfg, &app);
     ctl_api_register(server, hc, &app);
     rb_server_add_builtins(server, hc, "");
     rc = rb_server_run(server) == RB_OK ? 0 : 1;

@@ -5,9 +5,9 @@
  * lands), each with /healthz and /metrics on the AI listener.
  *
  * Master key for BYOK keys: RIGBOX_MASTER_KEY (secrets.master_key) or the file
- * secrets.master_key_file, holding 64 hex digits (whitespace around them ignored) or exactly 32 raw
- * bytes. Without one, stored BYOK keys cannot be used (calls answer 400 byok_key_missing) and the
- * gateway says so at start.
+ * secrets.master_key_file, holding 64 hex digits (whitespace around them ignored). Without one
+ * (no value, no such file), stored BYOK keys cannot be used (calls answer 400 byok_key_missing)
+ * and the gateway says so at start; a key that is malformed or unreadable stops the start.
  *
  * Credits (DESIGN.md §3): managed calls are admitted against per-user credit leases (gw_credits)
  * and settled through the spooled ledger writer (gw_recorder). Environment:
@@ -236,10 +236,12 @@ static int start_services(const cfg_t *cfg, const node_conf_t *n, rb_metrics_t *
     }
     if (gw_recorder_start(&rc, rec, err, sizeof(err)) != RB_OK) {
         rb_log_error("recorder_start_failed", "error=\"%s\"", err);
+        explicit_bzero(master, sizeof(master));
         return -1;
     }
     if (gw_identity_start(&ic, idy, err, sizeof(err)) != RB_OK) {
         rb_log_error("identity_start_failed", "error=\"%s\"", err);
+        explicit_bzero(master, sizeof(master));
         return -1;
     }
     explicit_bzero(master, sizeof(master));
@@ -302,6 +304,7 @@ int main(int argc, char **argv)
     node_conf_t node;
     int rc = 1;
 
+    rb_server_block_signals(); /* before any thread starts */
     if (parse_args(argc, argv, &o) != 0)
         return 2;
     if (cfg_load(o.config_path != NULL ? o.config_path : cfg_default_path(), &cfg, err,

@@ -38,6 +38,7 @@ rb_spawn mock "$build/tools/mock-provider/mock-provider" --listen "127.0.0.1:$mo
 rb_wait_http "http://127.0.0.1:$mock_port/mock/healthz"
 RIGBOX_SPOOL_DIR=$RB_TMP/spool RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_MOCKOAI_API_KEY=sk-oai \
     RIGBOX_MOCKANT_API_KEY=sk-ant rb_spawn gateway "$build/gateway/rigbox-gateway" --config "$RB_TMP/rigbox.yaml"
+gw_pid=$RB_LAST_PID
 rb_wait_http "$GW/healthz" || { cat "$RB_TMP/gateway.log"; exit 1; }
 
 tok=rbw_streamtest0000000000000000000000000000000
@@ -163,6 +164,7 @@ sed -e "s|ai_listen: 127.0.0.1:$ai_port|ai_listen: 127.0.0.1:$ai2|" -e "s|apps_l
 RIGBOX_SPOOL_DIR=$RB_TMP/spool-host RIGBOX_MOCKOAI_API_KEY=sk-oai RIGBOX_MOCKANT_API_KEY=sk-ant RIGBOX_MOCKHOST_API_KEY=sk-host \
     rb_spawn gateway-host unshare -m sh -c 'mount --bind "$0" /etc/hosts && exec "$@"' "$RB_TMP/hosts" \
     "$build/gateway/rigbox-gateway" --config "$RB_TMP/rigbox-host.yaml"
+host_pid=$RB_LAST_PID
 rb_wait_http "http://127.0.0.1:$ai2/healthz" || cat "$RB_TMP/gateway-host.log"
 HOSTCHAT='{"model":"t-host","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
 hc=""
@@ -174,5 +176,23 @@ curl -sS -N -o "$RB_TMP/host-stream" --max-time 8 "http://127.0.0.1:$ai2/v1/chat
     -H 'content-type: application/json' -d '{"model":"t-host","stream":true,"messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
 check "a provider by host name answers without waiting for a curl timer ($hc)" test "$hc" = "200 200 200 "
 check "and streams to the end" grep -q '\[DONE\]' "$RB_TMP/host-stream"
+
+# A second SIGTERM during the graceful shutdown (a call still waits for its provider) must not end
+# the process before the shutdown ran: the lease thread and the recorder did not block the signal,
+# so it took its default action there (exit by signal, leases left open).
+kill -TERM "$host_pid"
+wait "$host_pid" 2>/dev/null
+curl -s -o /dev/null --max-time 10 "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \
+    -H 'content-type: application/json' -H 'X-Mock-Behavior: ttfb=2000' -d "$NOSTREAM" &
+slow=$!
+sleep 0.5
+kill -TERM "$gw_pid"
+sleep 0.3
+kill -TERM "$gw_pid"
+wait "$gw_pid" 2>/dev/null
+gw_rc=$?
+wait "$slow" 2>/dev/null
+check "two SIGTERMs: the gateway ends its shutdown (exit $gw_rc) and returns its leases" \
+    bash -c "[ $gw_rc = 0 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c 'SELECT count(*) FROM credit_leases WHERE closed_at IS NULL')\" = 0 ]"
 
 rb_finish

@@ -244,8 +244,10 @@ int rb_master_key_load(const char *value, const char *path, uint8_t key[RB_AES_K
         len = strlen(value);
         return rb_master_key_parse(value, len, key, key_id, cap) == RB_OK ? 1 : -1;
     }
-    if (path == NULL || (f = fopen(path, "r")) == NULL)
+    if (path == NULL)
         return 0;
+    if ((f = fopen(path, "r")) == NULL)
+        return errno == ENOENT ? 0 : -1; /* configured but unreadable: not "none" */
     len = fread(text, 1, sizeof(text), f);
     fclose(f);
     rc = len > 0 && len < sizeof(text) && rb_master_key_parse(text, len, key, key_id, cap) == RB_OK

@@ -60,7 +60,8 @@ rb_err_t rb_master_key_parse(const char *text, size_t len, uint8_t key[RB_AES_KE
 
 /** Loads the master key from value (RIGBOX_MASTER_KEY's text) if not NULL, else from the file at
  *  path (may be NULL). Returns 1 when loaded (key and key_id set), 0 when none is configured or the
- *  file does not exist, -1 when it is malformed. The text is wiped from memory after parsing. */
+ *  file does not exist, -1 when it is malformed or cannot be read (a directory, no permission).
+ *  The text is wiped from memory after parsing. */
 int rb_master_key_load(const char *value, const char *path, uint8_t key[RB_AES_KEY_LEN],
                        char *key_id, size_t cap);
 

@@ -31,6 +31,21 @@ rc=$?
 check "control: a failed migration exits 1 ($rc), logged" \
     bash -c "[ $rc -eq 1 ] && grep -q 'event=migration_failed' '$RB_TMP/ctl-bad.log'"
 
+# A master key that is malformed, or a key file that is there but cannot be read (here: a symlink
+# loop), stops both daemons; before, an unreadable file read as "no key" (BYOK off), and control
+# ran on with a malformed key.
+ln -sf key-loop "$RB_TMP/key-loop"
+sed -e "s|master_key_file: .*|master_key_file: $RB_TMP/key-loop|" -e "s|^models: .*|models: $src/config/models.yaml|" \
+    -e "s|^templates: .*|templates: $src/config/templates|" "$src/config/rigbox.yaml" >"$RB_TMP/key.yaml"
+timeout 10 "$gateway" --config "$RB_TMP/key.yaml" >"$RB_TMP/gw-key.log" 2>&1
+rc=$?
+check "gateway: an unreadable master key file exits 1 ($rc), logged" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'event=master_key_invalid' '$RB_TMP/gw-key.log'"
+RIGBOX_MASTER_KEY=not-hex timeout 10 "$control" --config "$src/config/rigbox.yaml" >"$RB_TMP/ctl-key.log" 2>&1
+rc=$?
+check "control: a malformed master key exits 1 ($rc), logged" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'event=master_key_invalid' '$RB_TMP/ctl-key.log'"
+
 rb_spawn control "$control" --config "$src/config/rigbox.yaml"
 ctl_pid=$RB_LAST_PID
 check "control answers /api/v1/healthz" rb_wait_http "$api/healthz"

@@ -50,7 +50,7 @@ struct st_ctl_supervisor_t {
     char node[72];
     char state_dir[CTL_SUP_DIR_MAX];
     char image_dir[CTL_SUP_DIR_MAX];
-    char gateway_url[VMM_VM_GATEWAY_URL_MAX];
+    uint16_t gateway_port; /* of gateway.ai_listen: the guest's URL is derived from it (vm.c) */
     int accel_resolved;
     vmm_accel_t accel;
     pthread_mutex_t lock;
@@ -355,12 +355,13 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
                            .base_image = b.base,
                            .base_format = "raw",
                            .egress_none = b.tmpl->egress == CFG_EGRESS_NONE,
+                           .gateway_port = s->gateway_port,
                            .fwds = b.fwds,
                            .nfwds = b.napps,
                            .console_log_max = s->cfg->vmm.console_log_max_bytes,
                            .guest = {.workspace_id = e->ws_id,
                                      .token = b.token,
-                                     .gateway_url = s->gateway_url,
+                                     .gateway_url = NULL, /* 10.0.2.2, or the relay */
                                      .env = b.env,
                                      .nenv = b.nenv,
                                      .apps = b.apps,
@@ -780,8 +781,9 @@ rb_err_t ctl_supervisor_create(const cfg_t *cfg, ctl_supervisor_t **out, char *e
     s->cfg = cfg;
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
-    snprintf(s->gateway_url, sizeof(s->gateway_url), "http://10.0.2.2:%s",
-             port != NULL ? port + 1 : "9090");
+    /* the guest reaches the AI listener at 10.0.2.2:port, or through the guestfwd relay at
+     * 10.0.2.100:port when its template has no egress (config checked the port) */
+    s->gateway_port = port != NULL ? (uint16_t)strtoul(port + 1, NULL, 10) : VMM_VM_GATEWAY_PORT;
     if (mkdir_p(cfg->vmm.state_dir) != 0) {
         snprintf(errbuf, cap, "cannot create vmm.state_dir %s: %s", cfg->vmm.state_dir,
                  strerror(errno));

@@ -54,6 +54,7 @@ static const char *const adapter_unique_keys[] = {
     "prompt",
     "n",
     "best_of",
+    "background",
 };
 #define ADAPTER_KEYS (sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]))
 
@@ -230,6 +231,26 @@ static rb_err_t adapter_choices(const adapter_root_t *root, gw_request_info_t *i
     return RB_OK;
 }
 
+/* A Responses call with "background": true answers at once without usage, and its result is
+ * fetched later on a route the gateway does not serve: it could not be metered, so it is refused.
+ */
+static rb_err_t adapter_background(const adapter_root_t *root, gw_request_info_t *info,
+                                   char *errmsg, size_t errcap)
+{
+    int v = adapter_root_value(root, "background"), on = 0;
+    rb_json_type_t t = rb_json_type(root->doc, v);
+
+    if (info->route != GW_ROUTE_RESPONSES || t == RB_JSON_ABSENT || t == RB_JSON_NULL)
+        return RB_OK;
+    if (rb_json_bool(root->doc, v, &on) != 0)
+        return adapter_fail(info, errmsg, errcap, "background", "'background' must be a boolean");
+    if (on)
+        return adapter_fail(info, errmsg, errcap, "background",
+                            "background responses are not supported through this gateway (their "
+                            "usage could not be metered)");
+    return RB_OK;
+}
+
 static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t *r,
                                gw_request_info_t *info, char *errmsg, size_t errcap)
 {
@@ -322,6 +343,7 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
         (err = adapter_stream(&root, r, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_cap(&root, r, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_choices(&root, info, errmsg, errcap)) != RB_OK ||
+        (err = adapter_background(&root, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_content(&root, r, info, errmsg, errcap)) != RB_OK)
         goto Exit;
     RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');

@@ -316,6 +316,12 @@ void gw_credits_port_destroy(gw_credits_port_t *port)
                 }
             }
     pthread_mutex_unlock(&c->mu);
+    /* answers delivered but never run (the worker's loop has stopped) go as cancelled ones do:
+     * h2o asserts the receiver is empty, and no thread sends to this port any more */
+    for (h2o_linklist_t *l = port->recv._messages.next; l != &port->recv._messages; l = l->next)
+        ((gw_credits_job_t *)H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, l))
+            ->cancelled = 1;
+    on_port_messages(&port->recv, &port->recv._messages);
     h2o_multithread_unregister_receiver(port->queue, &port->recv);
     free(port);
 }

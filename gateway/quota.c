@@ -625,6 +625,12 @@ void gw_quota_port_destroy(gw_quota_port_t *port)
     if (q->running != NULL && q->running->port == port)
         q->running->detached = 1;
     pthread_mutex_unlock(&q->mu);
+    /* answers delivered but never run (the worker's loop has stopped) go as cancelled ones do:
+     * h2o asserts the receiver is empty, and no thread sends to this port any more */
+    for (h2o_linklist_t *l = port->recv._messages.next; l != &port->recv._messages; l = l->next)
+        ((gw_quota_job_t *)H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, l))->cancelled =
+            1;
+    on_port_messages(&port->recv, &port->recv._messages);
     h2o_multithread_unregister_receiver(port->queue, &port->recv);
     free(port);
 }

@@ -99,23 +99,32 @@ static rb_err_t mkdir_p(const char *dir, mode_t mode)
     return RB_OK;
 }
 
-/* Reads up to cap-1 bytes of path into buf (NUL-terminated); returns the length or -1. */
-static ssize_t read_small(const char *path, char *buf, size_t cap)
+/* Reads up to n bytes of fd from where it stands (fewer at its end); returns how many. */
+static size_t read_full(int fd, char *buf, size_t n)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
     size_t len = 0;
 
-    RB_ASSERT(cap > 0);
-    if (fd == -1)
-        return -1;
-    while (len + 1 < cap) {
-        ssize_t r = read(fd, buf + len, cap - 1 - len);
+    while (len < n) {
+        ssize_t r = read(fd, buf + len, n - len);
         if (r < 0 && errno == EINTR)
             continue;
         if (r <= 0)
             break;
         len += (size_t)r;
     }
+    return len;
+}
+
+/* Reads up to cap-1 bytes of path into buf (NUL-terminated); returns the length or -1. */
+static ssize_t read_small(const char *path, char *buf, size_t cap)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    size_t len;
+
+    RB_ASSERT(cap > 0);
+    if (fd == -1)
+        return -1;
+    len = read_full(fd, buf, cap - 1);
     close(fd);
     buf[len] = '\0';
     return (ssize_t)len;
@@ -126,26 +135,15 @@ static ssize_t read_tail(const char *path, char *buf, size_t n)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
-    size_t len = 0;
-    off_t from;
+    ssize_t len = -1;
 
     if (fd == -1)
         return -1;
-    if (fstat(fd, &st) != 0) {
-        close(fd);
-        return -1;
-    }
-    from = st.st_size > (off_t)n ? st.st_size - (off_t)n : 0;
-    while (len < n) {
-        ssize_t r = pread(fd, buf + len, n - len, from + (off_t)len);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        len += (size_t)r;
-    }
+    if (fstat(fd, &st) == 0 &&
+        lseek(fd, st.st_size > (off_t)n ? st.st_size - (off_t)n : 0, SEEK_SET) != (off_t)-1)
+        len = (ssize_t)read_full(fd, buf, n);
     close(fd);
-    return (ssize_t)len;
+    return len;
 }
 
 /* Writes data to path via path.tmp and rename, so readers never see half a file. */

@@ -151,13 +151,14 @@ static void cs_drop(gw_upstream_t *u, curl_sock_t *cs, int close_fd)
 {
     u->socks[cs->fd] = NULL;
     if (cs->sock != NULL) {
-        cs->sock->_cb.write =
-            NULL; /* a pending one-shot notify_write must not fire on a freed cs */
+        /* a pending one-shot notify_write must not fire on a freed cs */
+        cs->sock->_cb.write = NULL;
         if (close_fd) {
             h2o_socket_close(cs->sock);
-        } else {
+        } else { /* out of epoll, the descriptor left open */
             h2o_socket_export_t info;
-            RB_ASSERT(h2o_socket_export(cs->sock, &info) == 0); /* out of epoll, fd left open */
+            int exported = h2o_socket_export(cs->sock, &info);
+            RB_ASSERT(exported == 0);
             h2o_buffer_dispose(&info.input);
         }
         cs->sock = NULL;

@@ -186,13 +186,14 @@ int ctl_workspaces_env_check(ctl_req_t *r, int env, int nulls)
              !(name[0] >= '0' && name[0] <= '9');
         free(value);
     }
-    if (!ok)
-        ctl_error(r, 400, "invalid_request",
-                  nulls ? "env_vars must be an object of at most 128 variables named like MY_VAR, "
-                          "each a string of at most 16384 bytes (null removes it)"
-                        : "env_vars must be an object of at most 128 variables named like MY_VAR, "
-                          "each a string of at most 16384 bytes",
-                  NULL);
+    if (!ok) {
+        char msg[192];
+        snprintf(msg, sizeof(msg),
+                 "env_vars must be an object of at most %d variables named like MY_VAR, each a "
+                 "string of at most %d bytes%s",
+                 CTL_ENV_VARS_MAX, VMM_GUESTCFG_VALUE_MAX, nulls ? " (null removes it)" : "");
+        ctl_error(r, 400, "invalid_request", msg, NULL);
+    }
     return ok ? 0 : -1;
 }
 

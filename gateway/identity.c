@@ -31,7 +31,8 @@ struct st_gw_identity_t {
     pthread_t thread;
     pthread_mutex_t mu; /* guards everything below */
     cache_entry_t *buckets[GW_IDENTITY_BUCKETS];
-    size_t cache_count;
+    size_t cache_count, negative_count; /* entries, and those of unknown secrets */
+    size_t cache_max, negative_max;
     uint64_t epoch;   /* bumped at every invalidation */
     uint64_t session; /* gw_db_session of the LISTEN (identity thread only) */
     gw_identity_job_t *qhead, *qtail;
@@ -91,6 +92,7 @@ static void cache_clear(gw_identity_t *idy)
         }
     }
     idy->cache_count = 0;
+    idy->negative_count = 0;
     idy->epoch++;
 }
 
@@ -103,9 +105,10 @@ static cache_entry_t *cache_find(gw_identity_t *idy, const uint8_t hash[RB_SHA25
         cache_entry_t *e = *pp;
         if (e->expires_ms <= now) {
             *pp = e->next;
+            idy->cache_count--;
+            idy->negative_count -= !e->found;
             explicit_bzero(e, sizeof(*e));
             free(e);
-            idy->cache_count--;
             continue;
         }
         if (rb_ct_equal(e->hash, hash, RB_SHA256_LEN))
@@ -122,7 +125,9 @@ static void cache_put(gw_identity_t *idy, const gw_identity_job_t *job, uint64_t
 
     if (cache_find(idy, job->hash, now) != NULL)
         return;
-    if (idy->cache_count >= GW_IDENTITY_CACHE_MAX)
+    if (job->err != RB_OK && idy->negative_count >= idy->negative_max)
+        return; /* unknown secrets cannot push the known ones out */
+    if (idy->cache_count >= idy->cache_max)
         cache_clear(idy);
     e = rb_calloc(1, sizeof(*e));
     memcpy(e->hash, job->hash, RB_SHA256_LEN);
@@ -134,6 +139,7 @@ static void cache_put(gw_identity_t *idy, const gw_identity_job_t *job, uint64_t
     e->next = idy->buckets[bucket_of(job->hash)];
     idy->buckets[bucket_of(job->hash)] = e;
     idy->cache_count++;
+    idy->negative_count += !e->found;
 }
 
 /* Fills job->id from a stored row, decrypting the BYOK key. */
@@ -289,6 +295,9 @@ rb_err_t gw_identity_start(const gw_identity_conf_t *conf, gw_identity_t **out, 
     RB_ASSERT(conf->ttl_ms > 0);
     idy->conf = *conf;
     idy->conf.master_key = NULL;
+    idy->cache_max = conf->cache_max > 0 ? conf->cache_max : GW_IDENTITY_CACHE_MAX;
+    idy->negative_max = idy->cache_max / 2 < GW_IDENTITY_NEGATIVE_MAX ? idy->cache_max / 2
+                                                                      : GW_IDENTITY_NEGATIVE_MAX;
     if (conf->master_key != NULL) {
         memcpy(idy->master_key, conf->master_key, RB_AES_KEY_LEN);
         idy->has_master = 1;

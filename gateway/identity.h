@@ -38,6 +38,9 @@
 #define GW_IDENTITY_KEY_MAX 1024
 /* Cached identities (past it the cache is emptied and refilled). */
 #define GW_IDENTITY_CACHE_MAX 65536
+/* Unknown secrets remembered, at most (and at most half the cache): past it they are not cached,
+ * so a flood of made-up tokens cannot empty the cache of the known ones. */
+#define GW_IDENTITY_NEGATIVE_MAX 4096
 /* Queued lookups (past it a request is answered with RB_ERR_LIMIT, i.e. 503). */
 #define GW_IDENTITY_QUEUE_MAX 4096
 /* How often the identity thread reads notifications while idle (ms). */
@@ -76,6 +79,7 @@ typedef struct st_gw_identity_conf_t {
     int connect_timeout_s;
     int ttl_ms;
     const uint8_t *master_key; /* RB_AES_KEY_LEN bytes, copied */
+    size_t cache_max;          /* 0 = GW_IDENTITY_CACHE_MAX (smaller for tests only) */
 } gw_identity_conf_t;
 
 /** Connects, LISTENs and starts the identity thread; returns owned in *out. */

@@ -29,6 +29,7 @@
 #include <fcntl.h>
 #include <getopt.h>
 #include <limits.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #ifdef RB_MIMALLOC
@@ -216,11 +217,16 @@ static int start_services(const cfg_t *cfg, const node_conf_t *n, rb_metrics_t *
     gw_identity_conf_t ic = {.db_url = cfg->database.url,
                              .connect_timeout_s = cfg->database.connect_timeout_s,
                              .ttl_ms = lim->identity_cache_ttl_ms};
+    const char *cmax = getenv("RIGBOX_GATEWAY_IDENTITY_CACHE_MAX"); /* tests only */
     uint8_t master[RB_AES_KEY_LEN];
     char err[ERRBUF_LEN], key_id[24];
     int mk = rb_master_key_load(cfg->secrets.master_key, cfg->secrets.master_key_file, master,
                                 key_id, sizeof(key_id));
 
+    if (cmax != NULL && strtol(cmax, NULL, 10) > 1) {
+        ic.cache_max = (size_t)strtol(cmax, NULL, 10);
+        rb_log_warn("test_mode", "identity cache of %zu entries (tests only)", ic.cache_max);
+    }
     if (mk < 0) {
         rb_log_error("master_key_invalid", "expected 64 hex digits (file=%s)",
                      cfg->secrets.master_key != NULL ? "RIGBOX_MASTER_KEY"

@@ -36,7 +36,7 @@ templates: templates
 YAML
 rb_spawn mock "$build/tools/mock-provider/mock-provider" --listen "127.0.0.1:$mock_port"
 rb_wait_http "http://127.0.0.1:$mock_port/mock/healthz"
-RIGBOX_SPOOL_DIR=$RB_TMP/spool RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_MOCKOAI_API_KEY=sk-oai \
+RIGBOX_SPOOL_DIR=$RB_TMP/spool RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_GATEWAY_IDENTITY_CACHE_MAX=8 RIGBOX_MOCKOAI_API_KEY=sk-oai \
     RIGBOX_MOCKANT_API_KEY=sk-ant rb_spawn gateway "$build/gateway/rigbox-gateway" --config "$RB_TMP/rigbox.yaml"
 gw_pid=$RB_LAST_PID
 rb_wait_http "$GW/healthz" || { cat "$RB_TMP/gateway.log"; exit 1; }
@@ -124,6 +124,21 @@ code=$(curl -s -o "$RB_TMP/400.json" -w '%{http_code}' "$GW/v1/chat/completions"
     -H "X-Rigbox-Provider-Key: sk-$longkey" -H 'content-type: application/json' -d "$NOSTREAM")
 check "a per-call key past its bound is 400 invalid_request (was 413 request_too_large)" \
     bash -c "[ $code = 400 ] && jq -e '.error.code == \"invalid_request\"' $RB_TMP/400.json >/dev/null"
+# The identity cache (8 entries here) holds at most half its size of unknown secrets: 12 made-up
+# tokens used to fill it, and emptying a full cache dropped the known token too. With
+# workspace_tokens locked, the known token is still answered from the cache.
+for i in $(seq 10 21); do
+    curl -s -o /dev/null "$GW/v1/chat/completions" -H "Authorization: Bearer rbw_madeup0000000000000000000000000000000000$i" -d "$NOSTREAM"
+done
+{ echo "BEGIN; LOCK TABLE workspace_tokens IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(4); COMMIT;"; } |
+    psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt >/dev/null 2>&1 &
+locker=$!
+sleep 0.5
+code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 3 "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \
+    -H 'content-type: application/json' -d "$NOSTREAM")
+wait "$locker"
+check "made-up tokens do not push a known one out of the identity cache ($code)" test "$code" = 200
+
 # Paths that are no route: a longer path under a route's prefix was h2o's plain-text 404.
 for p in /v1/chat/completions/extra /v1/nope /v1/messages/x; do
     code=$(curl -s -o "$RB_TMP/404.json" -D "$RB_TMP/404.hdr" -w '%{http_code}' "$GW$p" -H "Authorization: Bearer $tok" -d '{}')

@@ -619,12 +619,22 @@ typedef struct st_log_stream_t {
     rb_buf_t out;  /* the SSE being sent: owned by h2o until proceed */
 } log_stream_t;
 
+/* One event per log line. An SSE line also ends at \r, so each piece of a line the guest broke
+ * with \r (a progress bar) is a data line of the same event (the client joins them with \n). */
 static void add_event(void *ctx, const char *line, size_t len)
 {
     rb_buf_t *out = ctx;
-    rb_buf_puts(out, "data: ");
-    rb_buf_append(out, line, len);
-    rb_buf_puts(out, "\n\n");
+    const char *end = line + len;
+
+    do {
+        const char *cr = memchr(line, '\r', (size_t)(end - line));
+        const char *stop = cr != NULL ? cr : end;
+        rb_buf_puts(out, "data: ");
+        rb_buf_append(out, line, (size_t)(stop - line));
+        rb_buf_puts(out, "\n");
+        line = cr != NULL ? cr + 1 : end;
+    } while (line < end);
+    rb_buf_puts(out, "\n");
 }
 
 /* Sends whatever is new (or a keep-alive comment now and then); then waits for proceed. */

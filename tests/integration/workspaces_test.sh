@@ -174,6 +174,12 @@ check "and the cursor ends at the file's end" test "$cursor" = "$(stat -c %s "$R
 printf 'l1\nl2\nl3\nl4\nl5\n' >"$RB_TMP/vms/$ws/console.log"
 req GET "/workspaces/$ws/logs?lines=3"
 check "lines=3 gives the newest three, oldest first" test "$(jq -r '.lines | join(",")' <<<"$body")" = "l3,l4,l5"
+# A \r inside a line (a progress bar) ends an SSE line too: it is sent as another data line of the
+# same event, never as the start of a bare line the client would read as a field.
+printf 'step 10%%\rstep 50%%\rdone\nnext\n' >"$RB_TMP/vms/$ws/console.log"
+timeout 2 curl -sN "${U[@]}" "$api/workspaces/$ws/logs/stream" >"$RB_TMP/stream.txt" 2>/dev/null
+check "logs stream: a line broken by \\r comes as data lines of one event" \
+    bash -c "tr '\r' '\n' <'$RB_TMP/stream.txt' | grep -v '^\$' | grep -v '^:' | grep -vq '^data: ' && exit 1; grep -c '^data: ' '$RB_TMP/stream.txt' | grep -qx 4"
 
 # Starting without images fails the boot, with a retryable failure naming the fix.
 req POST "/workspaces/$ws/start"

@@ -297,6 +297,28 @@ static rb_err_t check_spec(const vmm_vm_spec_t *s)
 
 /* Creates disk.qcow2 over the base (resolved, so a later image rebuild never changes the file
  * under an existing overlay) unless it already exists. */
+static uint64_t qcow2_size(const char *path);
+
+/* A kept overlay smaller than disk_mb (the workspace was resized while stopped) grows to it;
+ * it never shrinks (the API refuses a smaller disk). The guest's filesystem is its own affair. */
+static rb_err_t grow_overlay(const vmm_vm_spec_t *s, const char *disk)
+{
+    char errp[PATH_BUF], size[32];
+    char *argv[6];
+
+    if (s->disk_mb == 0 || qcow2_size(disk) >= (uint64_t)s->disk_mb << 20)
+        return RB_OK;
+    join(errp, s->dir, "qemu.err");
+    snprintf(size, sizeof(size), "%uM", s->disk_mb);
+    argv[0] = (char *)(s->qemu_img != NULL ? s->qemu_img : "qemu-img");
+    argv[1] = "resize";
+    argv[2] = "-q";
+    argv[3] = (char *)disk;
+    argv[4] = size;
+    argv[5] = NULL;
+    return run_wait(argv, errp, VMM_VM_QEMU_IMG_TIMEOUT_MS);
+}
+
 static rb_err_t ensure_overlay(const vmm_vm_spec_t *s)
 {
     char disk[PATH_BUF], tmp[PATH_BUF], errp[PATH_BUF], size[32], *base = NULL;
@@ -306,7 +328,7 @@ static rb_err_t ensure_overlay(const vmm_vm_spec_t *s)
 
     join(disk, s->dir, "disk.qcow2");
     if (access(disk, F_OK) == 0)
-        return RB_OK;
+        return grow_overlay(s, disk);
     join(tmp, s->dir, "disk.qcow2.tmp");
     join(errp, s->dir, "qemu.err");
     if ((base = realpath(s->base_image, NULL)) == NULL)

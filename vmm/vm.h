@@ -50,7 +50,7 @@ typedef struct st_vmm_vm_spec_t {
     vmm_accel_t accel;       /* KVM or TCG (resolve AUTO with vmm_host_accel_resolve) */
     unsigned vcpus;
     unsigned ram_mb;
-    unsigned disk_mb;          /* overlay virtual size when created; 0 = the base's size */
+    unsigned disk_mb;          /* overlay virtual size (a kept smaller one grows); 0 = the base's */
     const char *kernel;        /* absolute: PVH vmlinux (tools/mkimage) */
     const char *initrd;        /* absolute: stage-1 initrd; NULL = none */
     const char *base_image;    /* template base image; NULL = no disk (canary boots) */

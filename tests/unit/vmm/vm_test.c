@@ -102,6 +102,46 @@ static void test_overlay_fails(void)
     CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
 }
 
+/* The virtual size in a qcow2 header (big-endian at 24), 0 when not one. */
+static unsigned long long qcow2_virtual(const char *path)
+{
+    unsigned char h[32];
+    unsigned long long v = 0;
+    FILE *f = fopen(path, "rb");
+    if (f != NULL && fread(h, 1, sizeof(h), f) == sizeof(h) && memcmp(h, "QFI\xfb", 4) == 0)
+        for (int i = 24; i < 32; i++)
+            v = (v << 8) | h[i];
+    if (f != NULL)
+        fclose(f);
+    return v;
+}
+
+/* A workspace resized while stopped: its kept overlay grows to the new disk_mb at the next start
+ * (it kept its first size before), and never shrinks. Real qemu-img; QEMU itself is "false". */
+static void test_overlay_grows(void)
+{
+    vmm_vm_spec_t s = spec();
+    vmm_vm_t *vm = NULL;
+    FILE *f = fopen("/tmp/rb-vm-test-base.raw", "w");
+
+    CHECK(f != NULL && ftruncate(fileno(f), 1 << 20) == 0);
+    if (f != NULL)
+        fclose(f);
+    s.base_image = "/tmp/rb-vm-test-base.raw";
+    s.qemu_binary = "false";
+    s.disk_mb = 2;
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS); /* the overlay is made, then QEMU fails */
+    CHECK_INT_EQ(qcow2_virtual(DIR_A "/disk.qcow2"), 2ull << 20);
+    s.disk_mb = 5;
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS);
+    CHECK_INT_EQ(qcow2_virtual(DIR_A "/disk.qcow2"), 5ull << 20);
+    s.disk_mb = 3;
+    CHECK_INT_EQ(vmm_vm_start(&s, &vm), RB_ERR_SYS);
+    CHECK_INT_EQ(qcow2_virtual(DIR_A "/disk.qcow2"), 5ull << 20);
+    unlink("/tmp/rb-vm-test-base.raw");
+    CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
+}
+
 static void test_adopt(void)
 {
     vmm_vm_t *vm = NULL;
@@ -134,4 +174,5 @@ static void test_delete(void)
     CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
 }
 
-TEST_MAIN(test_bad_spec, test_qemu_fails, test_overlay_fails, test_adopt, test_delete)
+TEST_MAIN(test_bad_spec, test_qemu_fails, test_overlay_fails, test_overlay_grows, test_adopt,
+          test_delete)

@@ -9,8 +9,8 @@ static const char *const state_names[CTL_WS__STATES] = {"provisioned", "provisio
                                                         "failed",      "deleting"};
 
 static const char *const event_names[CTL_EV__EVENTS] = {
-    "start",  "stop",  "restart",     "cancel", "retry",
-    "delete", "ready", "boot_failed", "halted", "crashed"};
+    "start", "stop",        "restart", "cancel",  "retry",   "delete",
+    "ready", "boot_failed", "halted",  "crashed", "rebooted"};
 
 #define S(x) (1u << CTL_WS_##x)
 
@@ -25,18 +25,20 @@ static const unsigned allowed_from[CTL_EV__EVENTS] = {
         S(PROVISIONED) | S(STOPPED) | S(FAILED) | S(RUNNING) | S(STARTING) | S(STOPPING),
     [CTL_EV_READY] = S(STARTING),
     [CTL_EV_BOOT_FAILED] = S(PROVISIONING) | S(STARTING),
-    [CTL_EV_HALTED] = S(STOPPING),
+    [CTL_EV_HALTED] = S(RUNNING) | S(STOPPING),
     [CTL_EV_CRASHED] = S(STARTING) | S(RUNNING) | S(STOPPING),
+    [CTL_EV_REBOOTED] = S(RUNNING),
 };
 
 int ctl_state_next(ctl_ws_state_t from, ctl_ws_event_t ev, int retryable, ctl_ws_state_t *to)
 {
     static const ctl_ws_state_t target[CTL_EV__EVENTS] = {
-        [CTL_EV_START] = CTL_WS_STARTING,   [CTL_EV_STOP] = CTL_WS_STOPPING,
-        [CTL_EV_RESTART] = CTL_WS_STOPPING, [CTL_EV_CANCEL] = CTL_WS_STOPPED,
-        [CTL_EV_RETRY] = CTL_WS_STARTING,   [CTL_EV_DELETE] = CTL_WS_DELETING,
-        [CTL_EV_READY] = CTL_WS_RUNNING,    [CTL_EV_BOOT_FAILED] = CTL_WS_FAILED,
-        [CTL_EV_HALTED] = CTL_WS_STOPPED,   [CTL_EV_CRASHED] = CTL_WS_FAILED,
+        [CTL_EV_START] = CTL_WS_STARTING,    [CTL_EV_STOP] = CTL_WS_STOPPING,
+        [CTL_EV_RESTART] = CTL_WS_STOPPING,  [CTL_EV_CANCEL] = CTL_WS_STOPPED,
+        [CTL_EV_RETRY] = CTL_WS_STARTING,    [CTL_EV_DELETE] = CTL_WS_DELETING,
+        [CTL_EV_READY] = CTL_WS_RUNNING,     [CTL_EV_BOOT_FAILED] = CTL_WS_FAILED,
+        [CTL_EV_HALTED] = CTL_WS_STOPPED,    [CTL_EV_CRASHED] = CTL_WS_FAILED,
+        [CTL_EV_REBOOTED] = CTL_WS_STARTING,
     };
 
     RB_ASSERT((unsigned)from < CTL_WS__STATES && (unsigned)ev < CTL_EV__EVENTS);

@@ -3,6 +3,7 @@
  *
  *   provisioned ─start→ starting ─ready→ running ─stop→ stopping ─halted→ stopped ─start→ starting
  *   starting|running|stopping ─crashed→ failed ─retry (retryable)→ starting
+ *   running ─halted→ stopped (the guest powered off);  running ─rebooted→ starting (boots again)
  *   starting|provisioning ─cancel→ stopped;  running ─restart→ stopping (then starting again)
  *   provisioned|stopped|failed|running|starting|stopping ─delete→ deleting (the row goes when done)
  *
@@ -36,8 +37,9 @@ typedef enum {
     /* supervisor events */
     CTL_EV_READY,       /* the guest printed its ready marker */
     CTL_EV_BOOT_FAILED, /* QEMU failed to start or the guest never got ready */
-    CTL_EV_HALTED,      /* the VM stopped after a stop request */
+    CTL_EV_HALTED,      /* the VM stopped after a stop request, or the guest powered off */
     CTL_EV_CRASHED,     /* the QEMU process went away unasked */
+    CTL_EV_REBOOTED,    /* the guest rebooted (QEMU runs with -no-reboot: it is booted again) */
     CTL_EV__EVENTS
 } ctl_ws_event_t;
 

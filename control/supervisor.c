@@ -298,8 +298,8 @@ static int boot_prepare(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, bo
     ctl_supervisor_vm_dir(s, ws_id, b->dir, sizeof(b->dir));
     boot_env(b);
     if (boot_apps(db, ws_id, user_id, b) != RB_OK ||
-        ctl_workspaces_rotate_token(db, ws_id, b->token, sizeof(b->token), b->prefix,
-                                    sizeof(b->prefix)) != RB_OK) {
+        ctl_workspaces_rotate_token(db, ws_id, CTL_TOKEN_BOOT, b->token, sizeof(b->token),
+                                    b->prefix, sizeof(b->prefix)) != RB_OK) {
         snprintf(msg, cap, "prepare_failed:could not record the workspace's apps or token");
         return -1;
     }
@@ -394,6 +394,14 @@ Exit:
     boot_free(&b);
 }
 
+/* A VM that is gone needs no token: the next boot mints one. */
+static void revoke_boot_token(ctl_db_t *db, const char *ws_id)
+{
+    int n;
+    if (ctl_workspaces_revoke_tokens(db, ws_id, CTL_TOKEN_BOOT, &n) != RB_OK)
+        rb_log_error("token_revoke_failed", "workspace=%s kind=boot", ws_id);
+}
+
 /* Powers the VM down (graceful first). Returns how it ended. */
 static vmm_stop_how_t stop_vm(ctl_supervisor_t *s, vm_entry_t *e)
 {
@@ -456,6 +464,7 @@ static void run_job(ctl_supervisor_t *s, ctl_db_t *db, const job_t *j, vm_entry_
     case CTL_EV_STOP:
         stop_vm(s, e);
         set_status(db, e->ws_id, "stopping", "stopped");
+        revoke_boot_token(db, e->ws_id);
         break;
     case CTL_EV_RESTART:
         stop_vm(s, e);
@@ -589,10 +598,32 @@ static void heartbeat(ctl_supervisor_t *s, ctl_db_t *db)
                  1, params, NULL);
 }
 
+/* A VM found gone (states.c): stopped when it died while being stopped or its guest powered off,
+ * booted again when the guest rebooted, else failed. */
+static void vm_ended(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, vmm_guest_end_t end)
+{
+    if (set_status(db, ws_id, "stopping", "stopped"))
+        return;
+    if (end == VMM_END_POWEROFF && set_status(db, ws_id, "running", "stopped")) {
+        rb_log_info("workspace_stopped", "workspace=%s how=guest_poweroff", ws_id);
+        return;
+    }
+    if (end == VMM_END_REBOOT && set_status(db, ws_id, "running", "starting")) {
+        rb_log_info("workspace_rebooting", "workspace=%s", ws_id);
+        if (ctl_supervisor_submit(s, ws_id, CTL_EV_START) == RB_OK)
+            return;
+        record_failure(db, ws_id, "vm_reboot_failed",
+                       "the guest rebooted and no start could be queued", 1);
+        return;
+    }
+    record_failure(db, ws_id, "vm_crashed", "the VM's QEMU process exited unexpectedly", 1);
+}
+
 static void *monitor_main(void *arg)
 {
     ctl_supervisor_t *s = arg;
     char dead[CTL_SUP_VMS_MAX][CTL_SUP_ID_MAX];
+    vmm_guest_end_t ends[CTL_SUP_VMS_MAX];
     ctl_db_t db;
 
     ctl_db_init(&db, s->cfg->database.url, s->cfg->database.connect_timeout_s);
@@ -609,15 +640,16 @@ static void *monitor_main(void *arg)
             vm_entry_t *e = s->vms[i];
             if (e == NULL || e->busy || e->vm == NULL || sample_vm(s, e) == 0)
                 continue;
+            ends[ndead] = vmm_vm_guest_end(e->vm);
             snprintf(dead[ndead++], CTL_SUP_ID_MAX, "%s", e->ws_id);
             vmm_vm_free(e->vm);
             e->vm = NULL;
         }
         pthread_mutex_unlock(&s->lock);
-        for (size_t i = 0; i < ndead; i++) /* dead while being stopped: stopped (states.c) */
-            if (!set_status(&db, dead[i], "stopping", "stopped"))
-                record_failure(&db, dead[i], "vm_crashed",
-                               "the VM's QEMU process exited unexpectedly", 1);
+        for (size_t i = 0; i < ndead; i++) {
+            revoke_boot_token(&db, dead[i]);
+            vm_ended(s, &db, dead[i], ends[i]);
+        }
         heartbeat(s, &db);
         pthread_mutex_lock(&s->lock);
     }

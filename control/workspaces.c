@@ -396,12 +396,12 @@ static void reply_message(ctl_req_t *r, int status, const char *message)
     rb_buf_free(&b);
 }
 
-rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, char *secret, size_t cap,
-                                     char *prefix, size_t prefix_cap)
+rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, const char *kind,
+                                     char *secret, size_t cap, char *prefix, size_t prefix_cap)
 {
     char hex[2 * RB_SHA256_LEN + 1];
     uint8_t digest[RB_SHA256_LEN];
-    const char *params[3] = {ws_id, hex, prefix};
+    const char *params[4] = {ws_id, hex, prefix, kind};
     rb_err_t err;
 
     RB_ASSERT(cap >= 64 && prefix_cap >= 16);
@@ -409,13 +409,14 @@ rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, char *secr
     rb_sha256(secret, strlen(secret), digest);
     rb_hex(digest, sizeof(digest), hex, sizeof(hex));
     snprintf(prefix, prefix_cap, "%.12s", secret);
-    /* One statement: the old token is revoked and the new one inserted atomically. */
+    /* One statement: the old token of this kind is revoked and the new one inserted atomically
+     * (schema/0009: the other kind's token stays live). */
     err = ctl_db_query(db,
                        "WITH old AS (UPDATE workspace_tokens SET revoked_at = now() WHERE "
-                       "workspace_id = $1 AND revoked_at IS NULL RETURNING 1) "
-                       "INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) SELECT $1, "
-                       "decode($2, 'hex'), $3 FROM (SELECT count(*) FROM old) AS o",
-                       3, params, NULL);
+                       "workspace_id = $1 AND kind = $4 AND revoked_at IS NULL RETURNING 1) "
+                       "INSERT INTO workspace_tokens (workspace_id, token_hash, prefix, kind) "
+                       "SELECT $1, decode($2, 'hex'), $3, $4 FROM (SELECT count(*) FROM old) AS o",
+                       4, params, NULL);
     if (err == RB_OK)
         ctl_db_exec(db, "NOTIFY rigbox_identity, 'workspace_token'");
     return err;
@@ -432,8 +433,8 @@ void ctl_workspaces_token_mint(ctl_req_t *r)
     if (res == NULL)
         return;
     PQclear(res);
-    if ((err = ctl_workspaces_rotate_token(r->db, r->params[0], secret, sizeof(secret), prefix,
-                                           sizeof(prefix))) != RB_OK) {
+    if ((err = ctl_workspaces_rotate_token(r->db, r->params[0], CTL_TOKEN_API, secret,
+                                           sizeof(secret), prefix, sizeof(prefix))) != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
@@ -451,28 +452,42 @@ void ctl_workspaces_token_mint(ctl_req_t *r)
 void ctl_workspaces_token_revoke(ctl_req_t *r)
 {
     PGresult *res = ctl_workspaces_load(r);
-    const char *params[1] = {r->params[0]};
     rb_err_t err;
+    int n;
 
     if (res == NULL)
         return;
     PQclear(res);
-    err = ctl_db_query(r->db,
-                       "UPDATE workspace_tokens SET revoked_at = now() WHERE workspace_id = $1 AND "
-                       "revoked_at IS NULL RETURNING id",
-                       1, params, &res);
-    if (err != RB_OK) {
+    /* every kind: revoking cuts the running VM off too, until its next boot */
+    if ((err = ctl_workspaces_revoke_tokens(r->db, r->params[0], NULL, &n)) != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
-    if (PQntuples(res) == 0) {
-        PQclear(res);
+    if (n == 0) {
         ctl_error(r, 404, "token_not_found", "the workspace has no live token", NULL);
         return;
     }
-    PQclear(res);
-    ctl_db_exec(r->db, "NOTIFY rigbox_identity, 'workspace_token'");
     reply_message(r, 200, "token revoked");
+}
+
+rb_err_t ctl_workspaces_revoke_tokens(ctl_db_t *db, const char *ws_id, const char *kind, int *n)
+{
+    const char *params[2] = {ws_id, kind};
+    PGresult *res = NULL;
+    rb_err_t err;
+
+    *n = 0;
+    err = ctl_db_query(db,
+                       "UPDATE workspace_tokens SET revoked_at = now() WHERE workspace_id = $1 AND "
+                       "($2::text IS NULL OR kind = $2) AND revoked_at IS NULL RETURNING id",
+                       2, params, &res);
+    if (err != RB_OK)
+        return err;
+    *n = PQntuples(res);
+    PQclear(res);
+    if (*n > 0)
+        ctl_db_exec(db, "NOTIFY rigbox_identity, 'workspace_token'");
+    return RB_OK;
 }
 
 static void reply_ai_config(ctl_req_t *r, const char *mode, const char *provider, const char *model,

@@ -21,19 +21,29 @@ void ctl_workspaces_create(ctl_req_t *r);
 void ctl_workspaces_list(ctl_req_t *r);
 /** GET /workspaces/{id} → {vm, failure?}. */
 void ctl_workspaces_get(ctl_req_t *r);
-/** POST /workspaces/{id}/token → {token, prefix} (shown once; the previous token stops working). */
+/** POST /workspaces/{id}/token → {token, prefix} (shown once; the previously minted token stops
+ *  working, the one a running VM booted with does not). */
 void ctl_workspaces_token_mint(ctl_req_t *r);
-/** DELETE /workspaces/{id}/token → revokes the live token. */
+/** DELETE /workspaces/{id}/token → revokes its live tokens, the running VM's included. */
 void ctl_workspaces_token_revoke(ctl_req_t *r);
 /** GET /workspaces/{id}/ai-config. */
 void ctl_workspaces_ai_get(ctl_req_t *r);
 /** PUT /workspaces/{id}/ai-config {mode, provider?, model?, api_key?}. */
 void ctl_workspaces_ai_put(ctl_req_t *r);
 
-/** Mints a new rbw_ token for ws_id and revokes the previous one in one statement; writes the
- *  secret (cap >= 64) and its display prefix (cap >= 16). Announces it with NOTIFY. */
-rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, char *secret, size_t cap,
-                                     char *prefix, size_t prefix_cap);
+/* Kinds of workspace token (schema/0009): each kind has at most one live token. */
+#define CTL_TOKEN_API  "api"  /* minted by POST /workspaces/{id}/token, shown once */
+#define CTL_TOKEN_BOOT "boot" /* given to the guest at each boot */
+
+/** Mints a new rbw_ token of kind for ws_id and revokes the previous one of that kind in one
+ *  statement; writes the secret (cap >= 64) and its display prefix (cap >= 16). Announces it with
+ *  NOTIFY. */
+rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, const char *kind,
+                                     char *secret, size_t cap, char *prefix, size_t prefix_cap);
+
+/** Revokes the live tokens of ws_id of kind (NULL: every kind); *n says how many. Announces it with
+ *  NOTIFY when there were any. */
+rb_err_t ctl_workspaces_revoke_tokens(ctl_db_t *db, const char *ws_id, const char *kind, int *n);
 
 /** Columns of ctl_workspaces_load's result. */
 enum {

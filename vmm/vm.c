@@ -652,6 +652,39 @@ rb_err_t vmm_vm_console_rotate(vmm_vm_t *vm)
 
 /* ---- stop, liveness ---- */
 
+vmm_guest_end_t vmm_console_guest_end(const char *tail, size_t n)
+{
+    static const struct {
+        const char *marker;
+        vmm_guest_end_t end;
+    } kinds[] = {{VMM_VM_READY_MARKER, VMM_END_UNKNOWN},
+                 {VMM_VM_POWEROFF_MARKER, VMM_END_POWEROFF},
+                 {VMM_VM_REBOOT_MARKER, VMM_END_REBOOT}};
+
+    /* the last line that starts with a marker decides */
+    for (size_t i = n; i-- > 0;) {
+        if (i > 0 && tail[i - 1] != '\n')
+            continue;
+        for (size_t k = 0; k < sizeof(kinds) / sizeof(kinds[0]); k++) {
+            size_t m = strlen(kinds[k].marker);
+            if (n - i >= m && memcmp(tail + i, kinds[k].marker, m) == 0)
+                return kinds[k].end;
+        }
+    }
+    return VMM_END_UNKNOWN;
+}
+
+vmm_guest_end_t vmm_vm_guest_end(const vmm_vm_t *vm)
+{
+    char path[PATH_BUF], tail[VMM_VM_END_TAIL];
+    ssize_t n;
+
+    RB_ASSERT(vm != NULL);
+    join(path, vm->dir, "console.log");
+    n = read_tail(path, tail, sizeof(tail));
+    return n > 0 ? vmm_console_guest_end(tail, (size_t)n) : VMM_END_UNKNOWN;
+}
+
 int vmm_vm_alive(const vmm_vm_t *vm)
 {
     RB_ASSERT(vm != NULL);

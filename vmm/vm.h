@@ -39,8 +39,11 @@
 #define VMM_VM_CONSOLE_LOG_MAX     (4 * 1024 * 1024) /* default console.log cap */
 #define VMM_VM_POLL_MS             50                /* liveness / log polling interval */
 #define VMM_VM_READY_MARKER        "RIGBOX-READY"
-#define VMM_VM_GATEWAY_PORT        9090 /* rigbox-gateway's default AI proxy port */
-#define VMM_VM_GATEWAY_URL_MAX     64   /* bytes in the derived gateway URL */
+#define VMM_VM_POWEROFF_MARKER     "RIGBOX-POWEROFF" /* the guest's last line before it powers off */
+#define VMM_VM_REBOOT_MARKER       "RIGBOX-REBOOT"   /* ... before it reboots (QEMU then exits) */
+#define VMM_VM_END_TAIL            4096              /* console bytes read for those markers */
+#define VMM_VM_GATEWAY_PORT        9090              /* rigbox-gateway's default AI proxy port */
+#define VMM_VM_GATEWAY_URL_MAX     64                /* bytes in the derived gateway URL */
 
 /** What to boot; pointers borrowed for the duration of vmm_vm_start. */
 typedef struct st_vmm_vm_spec_t {
@@ -110,6 +113,20 @@ rb_err_t vmm_vm_stop(vmm_vm_t *vm, unsigned timeout_ms, vmm_stop_how_t *how);
 
 /** SIGKILL now and wait for the process to go (up to VMM_VM_KILL_WAIT_MS). */
 rb_err_t vmm_vm_kill(vmm_vm_t *vm);
+
+/** How a guest ended, from the last marker on its console (tools/mkimage prints them). */
+typedef enum {
+    VMM_END_UNKNOWN = 0, /* no poweroff or reboot marker after the last ready marker: a crash */
+    VMM_END_POWEROFF,    /* the guest shut down (poweroff, halt, the power button) */
+    VMM_END_REBOOT,      /* the guest rebooted */
+} vmm_guest_end_t;
+
+/** Pure: the end that the console output tail[0..n) shows. Markers count only at a line start. */
+vmm_guest_end_t vmm_console_guest_end(const char *tail, size_t n);
+
+/** vmm_console_guest_end over the last VMM_VM_END_TAIL bytes of the VM's console.log; call it once
+ *  QEMU is gone. */
+vmm_guest_end_t vmm_vm_guest_end(const vmm_vm_t *vm);
 
 /** 1 while the QEMU process of this VM runs. */
 int vmm_vm_alive(const vmm_vm_t *vm);

@@ -72,8 +72,11 @@ req POST "/workspaces/$ws/token"
 tok=$(jq -r .token <<<"$body")
 check "a token is minted once (rbw_…)" bash -c "[ $code = 201 ] && [[ '$tok' =~ ^rbw_[0-9A-Za-z]{40}$ ]]"
 check "only its hash is stored" test "$(rb_sql "SELECT count(*) FROM workspace_tokens WHERE encode(token_hash,'hex') = encode(sha256('$tok'::bytea),'hex') AND revoked_at IS NULL")" = 1
+# the token a boot gives the guest (schema/0009): minting through the API must not revoke it
+rb_sql "INSERT INTO workspace_tokens (workspace_id, token_hash, prefix, kind) VALUES ('$ws', sha256('rbw_bootbootboot'::bytea), 'rbw_bootboot', 'boot')" >/dev/null
 req POST "/workspaces/$ws/token"
 check "rotation revokes the previous token" test "$(rb_sql "SELECT count(*) FROM workspace_tokens WHERE token_hash = sha256('$tok'::bytea) AND revoked_at IS NOT NULL")" = 1
+check "minting leaves the running VM's token live" test "$(rb_sql "SELECT count(*) FROM workspace_tokens WHERE token_hash = sha256('rbw_bootbootboot'::bytea) AND revoked_at IS NULL")" = 1
 req DELETE "/workspaces/$ws/token"
 check "revoke leaves no live token" bash -c "[ $code = 200 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT count(*) FROM workspace_tokens WHERE workspace_id='$ws' AND revoked_at IS NULL\")\" = 0 ]"
 

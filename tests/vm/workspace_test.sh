@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # vm: a `base` workspace through the control API on a real QEMU (TCG here; KVM where it works):
 # running, the app's forwarded port answers, a file written in the guest survives stop/start, metrics
-# and logs (and the SSE stream) show the app, stop is a graceful powerdown, a killed QEMU makes the
+# and logs (and the SSE stream) show the app, stop is a graceful powerdown, a guest reboot boots it
+# again and a guest poweroff stops it, a killed QEMU makes the
 # workspace `failed` and retry brings it back, restarting control keeps the VM running, delete removes
 # every file. usage: workspace_test.sh BUILD_DIR SOURCE_DIR
 set -uo pipefail
@@ -77,9 +78,13 @@ app_answers() {
 
 code=$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" -X POST "$api/workspaces/$ws/stop")
 check "stopping a provisioned workspace is 409" test "$code" = 409
+api_tok=$(curl -fsS "${H[@]}" -X POST "$api/workspaces/$ws/token" | jq -r .token)
+live() { rb_sql "SELECT count(*) FROM workspace_tokens WHERE workspace_id = '$ws' AND revoked_at IS NULL AND $1"; }
 check "start answers at once with starting" \
     test "$(curl -fsS "${H[@]}" -X POST "$api/workspaces/$ws/start" | jq -r .vm.status)" = starting
 check "the workspace reaches running" wait_status running
+check "the boot gave the guest a token of its own and left the minted one live" \
+    test "$(live "kind = 'boot'")/$(live "token_hash = sha256('$api_tok'::bytea)")" = 1/1
 check "the forwarded app port answers" app_answers
 check "a file written in the guest" grep -q "^persisted-$ws" <(console "echo persisted-$ws > /root/marker; sync; cat /root/marker")
 sleep 2.5
@@ -97,9 +102,33 @@ curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/stop"
 check "the workspace stops" wait_status stopped 60
 check "stop was a graceful powerdown" grep -q "event=workspace_stopped workspace=$ws how=powerdown" "$RB_TMP/control.log"
 check "no QEMU left after stop" no_qemu
+check "a stopped VM's token is revoked, the minted one is not" \
+    test "$(live "kind = 'boot'")/$(live "token_hash = sha256('$api_tok'::bytea)")" = 0/1
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/start"
 check "it starts again" wait_status running
 check "the file survived stop and start" grep -q "^persisted-$ws" <(console "cat /root/marker")
+
+# The guest ends itself: a reboot boots the workspace again, a poweroff leaves it stopped (both used
+# to make it failed/vm_crashed, since QEMU runs with -no-reboot and exits either way).
+old_pid=$(cat "$dir/qemu.pid")
+rebooted() {
+    for ((i = 0; i < 120; i++)); do
+        [[ $(cat "$dir/qemu.pid" 2>/dev/null) != "$old_pid" && $(status) == running ]] && return 0
+        sleep 0.5
+    done
+    return 1
+}
+console "reboot" >/dev/null
+check "a guest reboot boots the workspace again" rebooted
+check "the reboot was seen as one" grep -q "event=workspace_rebooting workspace=$ws" "$RB_TMP/control.log"
+check "the app answers after the reboot" app_answers
+console "poweroff" >/dev/null
+check "a guest poweroff leaves the workspace stopped" wait_status stopped 60
+check "the poweroff was seen as one" \
+    grep -q "event=workspace_stopped workspace=$ws how=guest_poweroff" "$RB_TMP/control.log"
+check "no QEMU left after the guest's poweroff" no_qemu
+curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/start"
+check "it starts after its own poweroff" wait_status running
 
 qemu_pid=$(cat "$dir/qemu.pid")
 kill -TERM "$ctl_pid"

@@ -4,16 +4,17 @@
 /* The whole transition table, written out independently of the implementation. "-" = illegal. */
 static const char *const expected[CTL_WS__STATES][CTL_EV__EVENTS] = {
     /*                start       stop        restart     cancel     retry       delete      ready
-       boot_failed halted     crashed */
-    [CTL_WS_PROVISIONED] = {"starting", "-", "-", "-", "-", "deleting", "-", "-", "-", "-"},
-    [CTL_WS_PROVISIONING] = {"-", "-", "-", "stopped", "-", "-", "-", "failed", "-", "-"},
+       boot_failed halted     crashed    rebooted */
+    [CTL_WS_PROVISIONED] = {"starting", "-", "-", "-", "-", "deleting", "-", "-", "-", "-", "-"},
+    [CTL_WS_PROVISIONING] = {"-", "-", "-", "stopped", "-", "-", "-", "failed", "-", "-", "-"},
     [CTL_WS_STARTING] = {"-", "stopping", "-", "stopped", "-", "deleting", "running", "failed", "-",
-                         "failed"},
-    [CTL_WS_RUNNING] = {"-", "stopping", "stopping", "-", "-", "deleting", "-", "-", "-", "failed"},
-    [CTL_WS_STOPPING] = {"-", "-", "-", "-", "-", "deleting", "-", "-", "stopped", "stopped"},
-    [CTL_WS_STOPPED] = {"starting", "-", "-", "-", "-", "deleting", "-", "-", "-", "-"},
-    [CTL_WS_FAILED] = {"-", "-", "-", "-", "starting", "deleting", "-", "-", "-", "-"},
-    [CTL_WS_DELETING] = {"-", "-", "-", "-", "-", "-", "-", "-", "-", "-"},
+                         "failed", "-"},
+    [CTL_WS_RUNNING] = {"-", "stopping", "stopping", "-", "-", "deleting", "-", "-", "stopped",
+                        "failed", "starting"},
+    [CTL_WS_STOPPING] = {"-", "-", "-", "-", "-", "deleting", "-", "-", "stopped", "stopped", "-"},
+    [CTL_WS_STOPPED] = {"starting", "-", "-", "-", "-", "deleting", "-", "-", "-", "-", "-"},
+    [CTL_WS_FAILED] = {"-", "-", "-", "-", "starting", "deleting", "-", "-", "-", "-", "-"},
+    [CTL_WS_DELETING] = {"-", "-", "-", "-", "-", "-", "-", "-", "-", "-", "-"},
 };
 
 static void test_every_transition(void)

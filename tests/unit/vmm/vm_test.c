@@ -174,5 +174,29 @@ static void test_delete(void)
     CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
 }
 
+static vmm_guest_end_t end_of(const char *console)
+{
+    return vmm_console_guest_end(console, strlen(console));
+}
+
+static void test_guest_end(void)
+{
+    CHECK_INT_EQ(end_of(""), VMM_END_UNKNOWN);
+    CHECK_INT_EQ(end_of("RIGBOX-READY uptime=2.5\n[app:www] serving\n"), VMM_END_UNKNOWN);
+    CHECK_INT_EQ(end_of("RIGBOX-READY uptime=2.5\nrigbox: shutting down\nRIGBOX-POWEROFF\n"
+                        "[   9.1] reboot: Power down\n"),
+                 VMM_END_POWEROFF);
+    CHECK_INT_EQ(end_of("RIGBOX-READY\nRIGBOX-REBOOT\n[   9.1] reboot: Restarting system\n"),
+                 VMM_END_REBOOT);
+    CHECK_INT_EQ(end_of("RIGBOX-POWEROFF"), VMM_END_POWEROFF); /* no newline after it */
+    /* the last marker decides: a poweroff of an earlier boot is followed by this boot's ready */
+    CHECK_INT_EQ(end_of("RIGBOX-POWEROFF\nRIGBOX-READY uptime=2.4\n"), VMM_END_UNKNOWN);
+    CHECK_INT_EQ(end_of("RIGBOX-REBOOT\nRIGBOX-READY\nRIGBOX-POWEROFF\n"), VMM_END_POWEROFF);
+    /* only at a line start: an app's mirrored line or an echoed command does not count */
+    CHECK_INT_EQ(end_of("RIGBOX-READY\n[app:x] RIGBOX-POWEROFF\n~ # echo RIGBOX-REBOOT\n"),
+                 VMM_END_UNKNOWN);
+    CHECK_INT_EQ(end_of("RIGBOX-READY\nRIGBOX-POWER\n"), VMM_END_UNKNOWN); /* cut short */
+}
+
 TEST_MAIN(test_bad_spec, test_qemu_fails, test_overlay_fails, test_overlay_grows, test_adopt,
-          test_delete)
+          test_delete, test_guest_end)

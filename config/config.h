@@ -123,8 +123,9 @@ typedef struct st_cfg_control_t {
 
 /** database: PostgreSQL. */
 typedef struct st_cfg_database_t {
-    const char *url; /* libpq conninfo or URI; default "host=var/pg user=postgres dbname=rigbox" */
-    int pool_size;   /* connections per daemon; default 4 */
+    /* libpq conninfo or URI; default "host=/var/run/postgresql user=postgres dbname=rigbox" */
+    const char *url;
+    int pool_size;         /* connections per daemon; default 4 */
     int connect_timeout_s; /* default 5 */
 } cfg_database_t;
 

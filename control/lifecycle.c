@@ -166,7 +166,7 @@ void ctl_lifecycle_delete(ctl_req_t *r)
 
 void ctl_lifecycle_quick_deploy(ctl_req_t *r)
 {
-    PGresult *created = ctl_workspaces_insert(r), *started = NULL;
+    PGresult *created = ctl_workspaces_insert(r, 1), *started = NULL;
     const cfg_template_t *t;
     rb_buf_t b;
     rb_jw_t w;

@@ -219,14 +219,15 @@ static int parse_env(ctl_req_t *r, char *out, size_t cap)
     return 0;
 }
 
-static int parse_spec(ctl_req_t *r, ws_spec_t *s)
+/* quick (POST /quick-deploy, DESIGN §4): template_id is required and the name optional (the
+ * template's id); POST /workspaces: the name is required and the template is base by default */
+static int parse_spec(ctl_req_t *r, ws_spec_t *s, int quick)
 {
     char tid[CFG_NAME_LEN_MAX] = "base";
+    int name = rb_json_member(r->body, 0, "name");
 
-    if (rb_json_get_str(r->body, 0, "name", s->name, sizeof(s->name)) != RB_OK ||
-        s->name[0] == '\0' || !ctl_text_valid(s->name)) {
-        ctl_error(r, 400, "invalid_request",
-                  "name must be a string of 1 to 64 bytes without control characters", NULL);
+    if (quick && rb_json_find(r->body, 0, "template_id") < 0) {
+        ctl_error(r, 400, "invalid_request", "template_id is required", NULL);
         return -1;
     }
     /* "image" is the deprecated alias of template_id; a failed read empties the buffer */
@@ -237,6 +238,14 @@ static int parse_spec(ctl_req_t *r, ws_spec_t *s)
     }
     if ((s->tmpl = cfg_template_find(r->app->cfg, tid)) == NULL) {
         ctl_error(r, 400, "template_not_found", "no such template", NULL);
+        return -1;
+    }
+    if (quick && (name < 0 || rb_json_type(r->body, name) == RB_JSON_NULL)) {
+        snprintf(s->name, sizeof(s->name), "%s", s->tmpl->id);
+    } else if (rb_json_get_str(r->body, 0, "name", s->name, sizeof(s->name)) != RB_OK ||
+               s->name[0] == '\0' || !ctl_text_valid(s->name)) {
+        ctl_error(r, 400, "invalid_request",
+                  "name must be a string of 1 to 64 bytes without control characters", NULL);
         return -1;
     }
     s->ram_mb = s->tmpl->floor_ram_mb;
@@ -299,7 +308,7 @@ static int check_plan(ctl_req_t *r, const ws_spec_t *s)
     return 0;
 }
 
-PGresult *ctl_workspaces_insert(ctl_req_t *r)
+PGresult *ctl_workspaces_insert(ctl_req_t *r, int quick)
 {
     ws_spec_t s = {0};
     char id[16], ram[24], vcpu[24], disk[24];
@@ -308,7 +317,7 @@ PGresult *ctl_workspaces_insert(ctl_req_t *r)
     PGresult *res = NULL;
     rb_err_t err;
 
-    if (parse_spec(r, &s) != 0)
+    if (parse_spec(r, &s, quick) != 0)
         return NULL;
     if ((err = ctl_limits_lock(r->db, s.user_id)) != RB_OK) {
         ctl_error_db(r, err);
@@ -347,7 +356,7 @@ PGresult *ctl_workspaces_insert(ctl_req_t *r)
 
 void ctl_workspaces_create(ctl_req_t *r)
 {
-    PGresult *res = ctl_workspaces_insert(r);
+    PGresult *res = ctl_workspaces_insert(r, 0);
     if (res != NULL)
         ctl_workspaces_reply(r, 201, res);
     PQclear(res);

@@ -75,9 +75,10 @@ void ctl_workspaces_reply(ctl_req_t *r, int status, PGresult *res);
  * the guest accepts (like MY_VAR) and whose values are strings a VM can boot with; null values too
  * when nulls (a merge: null removes). Sends 400 and returns -1 otherwise. */
 int ctl_workspaces_env_check(ctl_req_t *r, int env, int nulls);
-/** Validates the POST /workspaces body and inserts the row (status provisioned); the new row,
- * owned, or NULL after sending the error. */
-PGresult *ctl_workspaces_insert(ctl_req_t *r);
+/** Validates the POST /workspaces body (quick: POST /quick-deploy's, where template_id is required
+ *  and name optional) and inserts the row (status provisioned); the new row, owned, or NULL after
+ *  sending the error. */
+PGresult *ctl_workspaces_insert(ctl_req_t *r, int quick);
 /** Writes one workspace object (with its failure and apps) from row `row` of such a result. */
 void ctl_workspaces_write(rb_jw_t *w, ctl_req_t *r, PGresult *res, int row);
 /** The SELECT list matching the columns above. */

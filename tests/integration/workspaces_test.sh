@@ -47,7 +47,7 @@ req POST /workspaces '{"template_id":"base"}'
 check "a missing name is 400" test "$code" = 400
 req POST /workspaces '{"name":"big","template_id":"base","ram_mb":8192}'
 check "RAM over the plan is 402 plan_limit" bash -c "[ $code = 402 ] && jq -e '.error.code == \"plan_limit\" and (.error.message | test(\"MB of RAM per workspace\"))' <<<'$body'"
-req POST /workspaces '{"name":"second","template_id":"base"}'
+req POST /workspaces '{"name":"second","template_id":"base","disk_size_mb":6000}'
 check "disk over the plan's total is 402 plan_limit" bash -c "[ $code = 402 ] && jq -e '.error.code == \"plan_limit\" and (.error.message | test(\"MB of disk in all\"))' <<<'$body'"
 req GET /users/me
 curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/users/$(jq -r .user.id <<<"$body")/limits" \
@@ -150,6 +150,8 @@ check "a resize past max_disk_total_mb is 402 (was 200)" \
     bash -c "[ $code = 402 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT disk_size_mb FROM workspaces WHERE id = '$cws'\")\" = 3072 ]"
 curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/users/$carol_id/limits" -d '{"max_vms":5}'
 creq POST /quick-deploy '{"name":"qd"}'
+check "quick-deploy needs a template_id" bash -c "[ $code = 400 ] && jq -e '.error.message | test(\"template_id\")' <<<'$body' >/dev/null"
+creq POST /quick-deploy '{"template_id":"base"}'
 check "quick-deploy refused at start is 402 and leaves no workspace" \
     bash -c "[ $code = 402 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT count(*) FROM workspaces WHERE user_id = '$carol_id'\")\" = 1 ]"
 creq POST "/workspaces/$cws/env" '{"env_vars":{"my-var":"x"}}'

@@ -39,10 +39,12 @@ H=(-H "Authorization: Bearer $key")
 user=$(curl -fsS "${H[@]}" -X POST "$api/users" -d '{"email":"agent@example.com","plan":"pro"}' | jq -r .user.id)
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/users/$user/credits/grants" \
     -d '{"amount_credits":100,"idempotency_key":"agent-test","category":"paid"}'
-qd=$(curl -fsS "${H[@]}" -X POST "$api/quick-deploy" -d "{\"template_id\":\"ai-agent-starter\",\"name\":\"agent\",\"user_id\":\"$user\"}")
+qd=$(curl -fsS "${H[@]}" -X POST "$api/quick-deploy" -d "{\"template_id\":\"ai-agent-starter\",\"user_id\":\"$user\"}")
 ws=$(jq -r .workspace.id <<<"$qd")
 check "quick-deploy returns the workspace and its expected apps" \
     jq -e '.workspace.status == "starting" and ([.expected_apps[].name] == ["agent"])' <<<"$qd"
+check "a quick-deploy without a name is named after its template" \
+    jq -e '.workspace.name == "ai-agent-starter"' <<<"$qd"
 for ((i = 0; i < 120; i++)); do
     st=$(curl -fsS "${H[@]}" "$api/workspaces/$ws" | jq -r .vm.status)
     [[ $st == running || $st == failed ]] && break

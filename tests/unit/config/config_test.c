@@ -167,7 +167,7 @@ static void test_shipped_providers_plans(void)
     CHECK_INT_EQ(cfg_plan_find(c, "free")->max_vms, 2);
     CHECK_INT_EQ(cfg_plan_find(c, "free")->max_ram_per_vm_mb, 1024);
     CHECK_INT_EQ(cfg_plan_find(c, "free")->max_vcpu_per_vm, 1);
-    CHECK_INT_EQ(cfg_plan_find(c, "free")->max_disk_total_mb, 4096);
+    CHECK_INT_EQ(cfg_plan_find(c, "free")->max_disk_total_mb, 8192);
     CHECK_INT_EQ(cfg_plan_find(c, "free")->credits_per_month, 250);
     CHECK_INT_EQ(cfg_plan_find(c, "free")->allowed_models_len, 0);
     CHECK_INT_EQ(cfg_plan_find(c, "pro")->max_vms, 10);
@@ -175,6 +175,23 @@ static void test_shipped_providers_plans(void)
     CHECK_INT_EQ(cfg_plan_find(c, "pro")->max_vcpu_per_vm, 4);
     CHECK_INT_EQ(cfg_plan_find(c, "pro")->credits_per_month, 2000);
     CHECK(cfg_plan_find(c, "enterprise") == NULL);
+    /* Every shipped plan admits max_vms workspaces of every shipped template at its floors (free
+     * used to cap the disk at 4096 MB in all: one workspace, for a plan of two). */
+    for (size_t p = 0; p < c->plans_len; p++) {
+        const cfg_plan_t *pl = &c->plans[p];
+        for (size_t t = 0; t < c->templates_len; t++) {
+            const cfg_template_t *tp = &c->templates[t];
+            if (tp->floor_disk_mb * pl->max_vms > pl->max_disk_total_mb ||
+                tp->floor_ram_mb * pl->max_vms > pl->max_ram_total_mb ||
+                tp->floor_vcpu * pl->max_vms > pl->max_running_vcpus)
+                fprintf(stderr, "  plan %s cannot hold %d x template %s\n", pl->name,
+                        (int)pl->max_vms, tp->id);
+            CHECK(tp->floor_disk_mb * pl->max_vms <= pl->max_disk_total_mb);
+            CHECK(tp->floor_ram_mb * pl->max_vms <= pl->max_ram_total_mb);
+            CHECK(tp->floor_vcpu * pl->max_vms <= pl->max_running_vcpus);
+        }
+    }
+    CHECK(c->templates_len == 5);
     /* The shipped rigbox.yaml spells out the defaults. */
     CHECK_INT_EQ(c->server.workers, 2);
     CHECK_STR_EQ(c->gateway.ai_listen, "127.0.0.1:9090");
@@ -221,7 +238,7 @@ static void test_defaults(void)
     CHECK_INT_EQ(c->control.page_size_default, 50);
     CHECK_INT_EQ(c->control.page_size_max, 200);
     CHECK_INT_EQ(c->control.logs_lines_max, 10000);
-    CHECK_STR_EQ(c->database.url, "host=var/pg user=postgres dbname=rigbox");
+    CHECK_STR_EQ(c->database.url, "host=/var/run/postgresql user=postgres dbname=rigbox");
     CHECK_INT_EQ(c->database.pool_size, 4);
     CHECK_INT_EQ(c->database.connect_timeout_s, 5);
     CHECK_STR_EQ(c->credits.usd_per_credit, "0.01");

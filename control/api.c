@@ -103,6 +103,62 @@ void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor
     rb_buf_free(b);
 }
 
+int ctl_page_parse(ctl_req_t *r, ctl_page_t *p)
+{
+    char l[24], c[CTL_CURSOR_MAX + 1];
+    int got = rb_http_query(r->req, "limit", l, sizeof(l));
+    const char *dot;
+
+    *p = (ctl_page_t){.n = CTL_PAGE_DEFAULT};
+    if (got != 0) {
+        if (got < 0 || l[0] == '\0' || strspn(l, "0123456789") != strlen(l) || strlen(l) > 7 ||
+            (p->n = strtoll(l, NULL, 10)) < 1 || p->n > CTL_PAGE_MAX) {
+            ctl_error(r, 400, "invalid_request", "limit must be an integer from 1 to 1000", NULL);
+            return -1;
+        }
+    }
+    snprintf(p->limit, sizeof(p->limit), "%lld", (long long)p->n + 1);
+    got = rb_http_query(r->req, "cursor", c, sizeof(c));
+    if (got == 0 || (got == 1 && c[0] == '\0'))
+        return 0;
+    /* k1<hex µs>.<id> */
+    if (got < 0 || strncmp(c, "k1", 2) != 0 || (dot = strchr(c + 2, '.')) == NULL ||
+        dot - (c + 2) < 1 || dot - (c + 2) > 15 ||
+        strspn(c + 2, "0123456789abcdef") != (size_t)(dot - (c + 2)) || dot[1] == '\0' ||
+        strlen(dot + 1) >= sizeof(p->after_id) || !ctl_text_valid(dot + 1)) {
+        ctl_error(r, 400, "invalid_cursor", "cursor must be a next_cursor from this API", NULL);
+        return -1;
+    }
+    snprintf(p->after_us, sizeof(p->after_us), "%lld", (long long)strtoll(c + 2, NULL, 16));
+    snprintf(p->after_id, sizeof(p->after_id), "%s", dot + 1);
+    return 0;
+}
+
+const char *ctl_page_next(const ctl_page_t *p, PGresult *res, int id_col, char *cur)
+{
+    int last = (int)p->n - 1;
+    if (PQntuples(res) <= p->n)
+        return NULL;
+    snprintf(cur, CTL_CURSOR_MAX + 1, "k1%llx.%s",
+             (unsigned long long)strtoll(PQgetvalue(res, last, PQnfields(res) - 1), NULL, 10),
+             PQgetvalue(res, last, id_col));
+    return cur;
+}
+
+int ctl_query_user_id(ctl_req_t *r, char *user_id, size_t cap)
+{
+    char id[CTL_PARAM_LEN_MAX] = "me";
+    int got = rb_http_query(r->req, "user_id", id, sizeof(id));
+
+    if (got == 0)
+        snprintf(id, sizeof(id), "me");
+    else if (got < 0 || id[0] == '\0') {
+        ctl_error(r, 400, "invalid_request", "user_id must be a user id", NULL);
+        return -1;
+    }
+    return ctl_resolve_user(r, id, user_id, cap);
+}
+
 int ctl_text_valid(const char *s)
 {
     for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)

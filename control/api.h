@@ -63,6 +63,33 @@ void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json);
  * and frees b. */
 void ctl_list_begin(rb_jw_t *w, rb_buf_t *b);
 void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor);
+#define CTL_PAGE_DEFAULT 100  /* list items per page without ?limit= (workspaces, api-keys) */
+#define CTL_PAGE_MAX     1000 /* largest ?limit= */
+#define CTL_CURSOR_MAX   160  /* bytes of a ?cursor= (k1<hex µs>.<id>) */
+
+/** A keyset page over rows ordered by (created_at, id), from ?limit= and ?cursor=. */
+typedef struct st_ctl_page_t {
+    char after_us[24];                /* created_at (µs since the epoch) of the row before; "" */
+    char after_id[CTL_PARAM_LEN_MAX]; /* ... and its id: the first page when both are "" */
+    char limit[24];                   /* the limit plus one, as text: one more tells whether a page
+                                         follows */
+    int64_t n;                        /* the limit */
+} ctl_page_t;
+
+/** Reads ?limit= and ?cursor= into p; sends 400 (invalid_request, invalid_cursor) and returns -1
+ *  when malformed. The query then takes after_us, after_id (NULL when "") and limit, and selects
+ *  ctl_page_sql's key as its last column: (created_at, id) > (after) ORDER BY created_at, id. */
+int ctl_page_parse(ctl_req_t *r, ctl_page_t *p);
+/** The next_cursor after row (NULL when res holds no more than the page), from the row's id
+ *  (column id_col) and key (the last column); cur holds CTL_CURSOR_MAX + 1 bytes. */
+const char *ctl_page_next(const ctl_page_t *p, PGresult *res, int id_col, char *cur);
+/* SQL: the key of a row in µs, and the condition of a page given its parameters $a (after_us)
+ * and $b (after_id) */
+#define CTL_PAGE_KEY_SQL "(extract(epoch FROM created_at) * 1000000)::bigint"
+#define CTL_PAGE_AFTER_SQL(a, b)                                                                   \
+    "(" a "::bigint IS NULL OR (" CTL_PAGE_KEY_SQL ", id) > (" a "::bigint, " b "::text))"
+/** ?user_id= of a list (absent: the caller), resolved as ctl_resolve_user does; -1 when sent. */
+int ctl_query_user_id(ctl_req_t *r, char *user_id, size_t cap);
 /** The body's optional "user_id" (absent or null: the caller), resolved as ctl_resolve_user does
  * into user_id; sends 400 when it is not a string, 403 when not allowed, and returns -1. */
 int ctl_opt_user_id(ctl_req_t *r, char *user_id, size_t cap);

@@ -211,23 +211,32 @@ void ctl_keys_create(ctl_req_t *r)
 
 void ctl_keys_list(ctl_req_t *r)
 {
-    const char *params[1] = {r->auth.user_id};
+    char uid[CTL_PARAM_LEN_MAX], cur[CTL_CURSOR_MAX + 1];
+    ctl_page_t page;
+    const char *params[4] = {uid, NULL, NULL, page.limit};
     PGresult *res = NULL;
     rb_buf_t b;
     rb_jw_t w;
     rb_err_t err;
 
-    err = ctl_db_query(r->db,
-                       "SELECT id, role, name, prefix, to_char(created_at AT TIME ZONE 'UTC', "
-                       "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') FROM api_keys WHERE user_id = $1 AND "
-                       "revoked_at IS NULL ORDER BY created_at, id",
-                       1, params, &res);
+    if (ctl_query_user_id(r, uid, sizeof(uid)) != 0 || ctl_page_parse(r, &page) != 0)
+        return;
+    params[1] = page.after_us[0] != '\0' ? page.after_us : NULL;
+    params[2] = page.after_us[0] != '\0' ? page.after_id : NULL;
+    err =
+        ctl_db_query(r->db,
+                     "SELECT id, role, name, prefix, to_char(created_at AT TIME ZONE 'UTC', "
+                     "'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), " CTL_PAGE_KEY_SQL " FROM api_keys WHERE "
+                     "user_id = $1 AND revoked_at IS NULL AND " CTL_PAGE_AFTER_SQL(
+                         "$2", "$3") " "
+                                     "ORDER BY created_at, id LIMIT $4::int",
+                     4, params, &res);
     if (err != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
     ctl_list_begin(&w, &b);
-    for (int i = 0; i < PQntuples(res); i++) {
+    for (int i = 0; i < PQntuples(res) && i < page.n; i++) {
         static const char *const keys[] = {"id", "role", "name", "prefix", "created_at"};
         rb_jw_obj_begin(&w);
         for (int c = 0; c < 5; c++) {
@@ -236,7 +245,7 @@ void ctl_keys_list(ctl_req_t *r)
         }
         rb_jw_obj_end(&w);
     }
-    ctl_list_end(r, &w, &b, NULL);
+    ctl_list_end(r, &w, &b, ctl_page_next(&page, res, 0, cur));
     PQclear(res);
 }
 

@@ -364,22 +364,31 @@ void ctl_workspaces_create(ctl_req_t *r)
 
 void ctl_workspaces_list(ctl_req_t *r)
 {
-    const char *params[1] = {r->auth.user_id};
+    char uid[CTL_PARAM_LEN_MAX], cur[CTL_CURSOR_MAX + 1];
+    ctl_page_t page;
+    const char *params[4] = {uid, NULL, NULL, page.limit};
     PGresult *res = NULL;
     rb_buf_t b;
     rb_jw_t w;
-    rb_err_t err = ctl_db_query(r->db,
-                                "SELECT " WS_COLS " FROM workspaces WHERE user_id = $1 ORDER BY "
-                                "created_at, id LIMIT 1000",
-                                1, params, &res);
+    rb_err_t err;
+
+    if (ctl_query_user_id(r, uid, sizeof(uid)) != 0 || ctl_page_parse(r, &page) != 0)
+        return;
+    params[1] = page.after_us[0] != '\0' ? page.after_us : NULL;
+    params[2] = page.after_us[0] != '\0' ? page.after_id : NULL;
+    err =
+        ctl_db_query(r->db,
+                     "SELECT " WS_COLS ", " CTL_PAGE_KEY_SQL " FROM workspaces WHERE user_id = $1 "
+                     "AND " CTL_PAGE_AFTER_SQL("$2", "$3") " ORDER BY created_at, id LIMIT $4::int",
+                     4, params, &res);
     if (err != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
     ctl_list_begin(&w, &b);
-    for (int i = 0; i < PQntuples(res); i++)
+    for (int i = 0; i < PQntuples(res) && i < page.n; i++)
         ctl_workspaces_write(&w, r, res, i);
-    ctl_list_end(r, &w, &b, NULL);
+    ctl_list_end(r, &w, &b, ctl_page_next(&page, res, CTL_WS_COL_ID, cur));
     PQclear(res);
 }
 

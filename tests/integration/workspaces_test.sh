@@ -99,6 +99,26 @@ code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $other" 
 check "another user's workspace is 404" test "$code" = 404
 code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces/$ws")
 check "an admin sees it" test "$code" = 200
+
+# Lists: an admin lists any user's (?user_id=; it used to get its own), in pages that follow
+pager=$(curl -fsS "${A[@]}" -X POST "$api/users" -d '{"email":"pager@example.com","plan":"pro"}' | jq -r .user.id)
+for n in p1 p2 p3; do
+    curl -fsS -o /dev/null "${A[@]}" -X POST "$api/workspaces" -d "{\"name\":\"$n\",\"user_id\":\"$pager\"}"
+done
+p1=$(curl -fsS "${A[@]}" "$api/workspaces?user_id=$pager&limit=2")
+p2=$(curl -fsS "${A[@]}" "$api/workspaces?user_id=$pager&limit=2&cursor=$(jq -r .next_cursor <<<"$p1")")
+check "an admin pages through another user's workspaces" \
+    jq -en --argjson a "$p1" --argjson b "$p2" '[$a.items[].name] == ["p1","p2"] and ($a.next_cursor | type) == "string"
+        and [$b.items[].name] == ["p3"] and $b.next_cursor == null'
+check "a whole page ends the list" jq -e '(.items | length) == 3 and .next_cursor == null' \
+    <(curl -fsS "${A[@]}" "$api/workspaces?user_id=$pager&limit=3")
+check "keys list by user too" jq -e '.items == [] and .next_cursor == null' \
+    <(curl -fsS "${A[@]}" "$api/api-keys?user_id=$pager")
+codes="$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?cursor=garbage")"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?limit=0")"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/workspaces?user_id=$pager")"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/api-keys?user_id=$pager")"
+check "a bad cursor or limit is 400; a user key may not list another user's ($codes)" test "$codes" = "400 400 403 403"
 check "capacity is public" jq -e '.total > 0 and .available == true' <(curl -fsS "$api/capacity")
 
 # ---- input the API refuses, and plan caps under concurrency -------------------------------------

@@ -103,6 +103,27 @@ void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor
     rb_buf_free(b);
 }
 
+int ctl_reject_unknown(ctl_req_t *r, const char *const *allowed, size_t n)
+{
+    int k = -1, v = -1;
+    char name[64], msg[128];
+
+    while (rb_json_next(r->body, 0, &k, &v)) {
+        size_t i = n;
+        if (rb_json_str(r->body, k, name, sizeof(name), NULL) == RB_OK)
+            for (i = 0; i < n && strcmp(name, allowed[i]) != 0; i++)
+                ;
+        else
+            name[0] = '\0'; /* longer than any field */
+        if (i == n) {
+            snprintf(msg, sizeof(msg), "unknown field \"%s\"", name);
+            ctl_error(r, 400, "invalid_request", msg, NULL);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int ctl_page_parse(ctl_req_t *r, ctl_page_t *p)
 {
     char l[24], c[CTL_CURSOR_MAX + 1];

@@ -88,6 +88,11 @@ const char *ctl_page_next(const ctl_page_t *p, PGresult *res, int id_col, char *
 #define CTL_PAGE_KEY_SQL "(extract(epoch FROM created_at) * 1000000)::bigint"
 #define CTL_PAGE_AFTER_SQL(a, b)                                                                   \
     "(" a "::bigint IS NULL OR (" CTL_PAGE_KEY_SQL ", id) > (" a "::bigint, " b "::text))"
+/** Sends 400 "unknown field" and returns -1 when the body has a member not in allowed[n]: a typo
+ *  must not be silently ignored (DESIGN §4). */
+int ctl_reject_unknown(ctl_req_t *r, const char *const *allowed, size_t n);
+#define CTL_REJECT_UNKNOWN(r, allowed)                                                             \
+    ctl_reject_unknown(r, allowed, sizeof(allowed) / sizeof(allowed[0]))
 /** ?user_id= of a list (absent: the caller), resolved as ctl_resolve_user does; -1 when sent. */
 int ctl_query_user_id(ctl_req_t *r, char *user_id, size_t cap);
 /** The body's optional "user_id" (absent or null: the caller), resolved as ctl_resolve_user does

@@ -189,25 +189,6 @@ static int bad_request(ctl_req_t *r, const char *message)
     return -1;
 }
 
-/* Refuses members not in allowed[] (a typo must not be silently ignored). */
-static int reject_unknown(ctl_req_t *r, const char *const *allowed, size_t n)
-{
-    int k = -1, v = -1;
-    char name[64], msg[128];
-
-    while (rb_json_next(r->body, 0, &k, &v)) {
-        size_t i = 0;
-        if (rb_json_str(r->body, k, name, sizeof(name), NULL) == RB_OK)
-            for (i = 0; i < n && strcmp(name, allowed[i]) != 0; i++)
-                ;
-        if (i == n || name[0] == '\0') {
-            snprintf(msg, sizeof(msg), "unknown field \"%s\"", name);
-            return bad_request(r, msg);
-        }
-    }
-    return 0;
-}
-
 /* amount_credits (number or decimal string) or amount_micro (integer), exactly one, > 0. */
 static int parse_amount(ctl_req_t *r, grant_in_t *g)
 {
@@ -261,8 +242,7 @@ static int parse_grant(ctl_req_t *r, grant_in_t *g)
                                           "category",       "expires_at",   "note"};
     char key[CTL_IDEMPOTENCY_KEY_MAX + 2];
 
-    if (reject_unknown(r, allowed, sizeof(allowed) / sizeof(allowed[0])) != 0 ||
-        parse_amount(r, g) != 0)
+    if (CTL_REJECT_UNKNOWN(r, allowed) != 0 || parse_amount(r, g) != 0)
         return -1;
     if (rb_json_get_str(r->body, 0, "idempotency_key", key, sizeof(key)) != RB_OK ||
         key[0] == '\0' || strlen(key) > CTL_IDEMPOTENCY_KEY_MAX ||

@@ -215,6 +215,9 @@ static int opt_range(ctl_req_t *r, const char *key, int64_t min, int64_t max, in
     return 0;
 }
 
+static const char *const resources_fields[] = {"ram_mb", "vcpu_count", "disk_size_mb"};
+static const char *const env_fields[] = {"env_vars"};
+
 void ctl_lifecycle_resources(ctl_req_t *r)
 {
     PGresult *ws = ctl_workspaces_load(r), *res = NULL;
@@ -224,8 +227,8 @@ void ctl_lifecycle_resources(ctl_req_t *r)
     const char *params[4] = {r->params[0], sram, svcpu, sdisk};
     int locked = 0; /* in the owner's plan lock (ctl_limits_lock) */
 
-    if (ws == NULL)
-        return;
+    if (ws == NULL || CTL_REJECT_UNKNOWN(r, resources_fields) != 0)
+        goto Exit;
     if (strcmp(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), "stopped") != 0 &&
         strcmp(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), "provisioned") != 0) {
         ctl_error(r, 409, "invalid_state", "stop the workspace before resizing it", NULL);
@@ -298,8 +301,8 @@ void ctl_lifecycle_env(ctl_req_t *r)
     size_t len;
     char *json = NULL, max[16];
 
-    if (ws == NULL)
-        return;
+    if (ws == NULL || CTL_REJECT_UNKNOWN(r, env_fields) != 0)
+        goto Exit;
     if (env < 0) {
         ctl_error(r, 400, "invalid_request", "env_vars must be an object", NULL);
         goto Exit;

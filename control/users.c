@@ -70,6 +70,7 @@ rb_err_t ctl_users_ensure(ctl_db_t *db, const char *email, const char *plan, con
 
 void ctl_users_create(ctl_req_t *r)
 {
+    static const char *const allowed[] = {"email", "plan"};
     char email[CTL_EMAIL_LEN_MAX + 2], plan[64] = "", id[16];
     const char *params[3] = {id, email, plan};
     PGresult *res = NULL;
@@ -79,6 +80,8 @@ void ctl_users_create(ctl_req_t *r)
         ctl_error(r, 403, "forbidden", "creating users needs an admin key", NULL);
         return;
     }
+    if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
+        return;
     if (rb_json_get_str(r->body, 0, "email", email, sizeof(email)) != RB_OK ||
         !ctl_email_valid(email)) {
         ctl_error(r, 400, "invalid_request", "email must be a valid address", NULL);
@@ -159,12 +162,15 @@ rb_err_t ctl_keys_mint(ctl_db_t *db, const char *user_id, const char *role, cons
 
 void ctl_keys_create(ctl_req_t *r)
 {
+    static const char *const allowed[] = {"name", "role", "user_id"};
     char name[CTL_KEY_NAME_MAX + 1] = "", role[16] = "user", uid[CTL_PARAM_LEN_MAX] = "";
     char secret[64], key_id[48];
     rb_buf_t b;
     rb_jw_t w;
     rb_err_t err;
 
+    if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
+        return;
     if (rb_json_find(r->body, 0, "name") >= 0 &&
         (rb_json_get_str(r->body, 0, "name", name, sizeof(name)) != RB_OK ||
          !ctl_text_valid(name))) {

@@ -223,9 +223,13 @@ static int parse_env(ctl_req_t *r, char *out, size_t cap)
  * template's id); POST /workspaces: the name is required and the template is base by default */
 static int parse_spec(ctl_req_t *r, ws_spec_t *s, int quick)
 {
+    static const char *const allowed[] = {"name",       "template_id",  "image",    "ram_mb",
+                                          "vcpu_count", "disk_size_mb", "env_vars", "user_id"};
     char tid[CFG_NAME_LEN_MAX] = "base";
     int name = rb_json_member(r->body, 0, "name");
 
+    if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
+        return -1;
     if (quick && rb_json_find(r->body, 0, "template_id") < 0) {
         ctl_error(r, 400, "invalid_request", "template_id is required", NULL);
         return -1;
@@ -566,6 +570,10 @@ typedef struct st_ai_put_t {
 
 static int parse_ai_put(ctl_req_t *r, ai_put_t *p)
 {
+    static const char *const allowed[] = {"mode", "provider", "model", "api_key"};
+
+    if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
+        return -1;
     if (rb_json_get_str(r->body, 0, "mode", p->mode, sizeof(p->mode)) != RB_OK ||
         (strcmp(p->mode, "managed") != 0 && strcmp(p->mode, "byok") != 0)) {
         ctl_error(r, 400, "invalid_request", "mode must be \"managed\" or \"byok\"", NULL);

@@ -139,6 +139,19 @@ done
 codes+="$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X POST "$api/users")"
 check "requests without a body are 400, the server lives ($codes)" \
     bash -c "[ '$codes' = '400 400 400 400 400' ] && curl -fsS -o /dev/null $api/healthz"
+# A field the endpoint does not know is 400, not silently ignored (a typo like "ram" for "ram_mb")
+codes=""
+for rb in "POST /workspaces {\"name\":\"t\",\"ram\":4096}" "POST /quick-deploy {\"template_id\":\"base\",\"bogus\":1}" \
+    "PUT /workspaces/$ws/resources {\"ram\":4096}" "POST /workspaces/$ws/env {\"env_vars\":{},\"env\":{}}" \
+    "PUT /workspaces/$ws/ai-config {\"mode\":\"managed\",\"modle\":\"x\"}" "POST /api-keys {\"nmae\":\"x\"}"; do
+    set -- $rb
+    code=$(curl -s -o "$RB_TMP/resp.json" -w '%{http_code}' "${U[@]}" -X "$1" "$api$2" -d "$3")
+    jq -e '.error.message | startswith("unknown field")' "$RB_TMP/resp.json" >/dev/null || code="$code?"
+    codes+="$code "
+done
+code=$(curl -s -o "$RB_TMP/resp.json" -w '%{http_code}' "${A[@]}" -X POST "$api/users" -d '{"email":"typo@example.com","plna":"pro"}')
+codes+="$code"
+check "unknown fields are 400 on every body ($codes)" test "$codes" = "400 400 400 400 400 400 400"
 creq POST /api-keys
 check "POST /api-keys without a body mints a key for the caller" jq -e '.key | startswith("rb_")' <<<"$body"
 creq POST /api-keys '{"name":"a\nb"}'

@@ -152,6 +152,8 @@ int ctl_page_parse(ctl_req_t *r, ctl_page_t *p)
     }
     snprintf(p->after_us, sizeof(p->after_us), "%lld", (long long)strtoll(c + 2, NULL, 16));
     snprintf(p->after_id, sizeof(p->after_id), "%s", dot + 1);
+    p->after[0] = p->after_us;
+    p->after[1] = p->after_id;
     return 0;
 }
 

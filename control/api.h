@@ -74,6 +74,8 @@ typedef struct st_ctl_page_t {
     char limit[24];                   /* the limit plus one, as text: one more tells whether a page
                                          follows */
     int64_t n;                        /* the limit */
+    const char *after[2];             /* after_us and after_id as query parameters: NULL, NULL on
+                                         the first page */
 } ctl_page_t;
 
 /** Reads ?limit= and ?cursor= into p; sends 400 (invalid_request, invalid_cursor) and returns -1

@@ -219,7 +219,6 @@ void ctl_keys_list(ctl_req_t *r)
 {
     char uid[CTL_PARAM_LEN_MAX], cur[CTL_CURSOR_MAX + 1];
     ctl_page_t page;
-    const char *params[4] = {uid, NULL, NULL, page.limit};
     PGresult *res = NULL;
     rb_buf_t b;
     rb_jw_t w;
@@ -227,8 +226,7 @@ void ctl_keys_list(ctl_req_t *r)
 
     if (ctl_query_user_id(r, uid, sizeof(uid)) != 0 || ctl_page_parse(r, &page) != 0)
         return;
-    params[1] = page.after_us[0] != '\0' ? page.after_us : NULL;
-    params[2] = page.after_us[0] != '\0' ? page.after_id : NULL;
+    const char *params[4] = {uid, page.after[0], page.after[1], page.limit};
     err =
         ctl_db_query(r->db,
                      "SELECT id, role, name, prefix, to_char(created_at AT TIME ZONE 'UTC', "

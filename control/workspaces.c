@@ -370,7 +370,6 @@ void ctl_workspaces_list(ctl_req_t *r)
 {
     char uid[CTL_PARAM_LEN_MAX], cur[CTL_CURSOR_MAX + 1];
     ctl_page_t page;
-    const char *params[4] = {uid, NULL, NULL, page.limit};
     PGresult *res = NULL;
     rb_buf_t b;
     rb_jw_t w;
@@ -378,8 +377,7 @@ void ctl_workspaces_list(ctl_req_t *r)
 
     if (ctl_query_user_id(r, uid, sizeof(uid)) != 0 || ctl_page_parse(r, &page) != 0)
         return;
-    params[1] = page.after_us[0] != '\0' ? page.after_us : NULL;
-    params[2] = page.after_us[0] != '\0' ? page.after_id : NULL;
+    const char *params[4] = {uid, page.after[0], page.after[1], page.limit};
     err =
         ctl_db_query(r->db,
                      "SELECT " WS_COLS ", " CTL_PAGE_KEY_SQL " FROM workspaces WHERE user_id = $1 "

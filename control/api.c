@@ -1,6 +1,7 @@
 #include "control/api.h"
 
 #include <string.h>
+#include <time.h>
 
 #include "common/crypto.h"
 #include "common/http.h"
@@ -368,27 +369,58 @@ static int parse_body(ctl_req_t *r)
     return 0;
 }
 
-static void dispatch(ctl_req_t *r, const char *path, size_t len)
+/* Handles the request; returns the route pattern it matched (for metrics), or NULL. */
+static const char *dispatch(ctl_req_t *r, const char *path, size_t len)
 {
-    int path_known = 0;
+    const char *known = NULL;
 
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++) {
         if (!match(routes[i].pattern, path, len, r))
             continue;
-        path_known = 1;
+        known = routes[i].pattern;
         if (!rb_http_method_is(r->req, routes[i].method))
             continue;
-        if (!routes[i].public && authenticate(r) != 0)
-            return;
-        if (parse_body(r) != 0)
-            return;
-        routes[i].fn(r);
-        return;
+        if ((routes[i].public || authenticate(r) == 0) && parse_body(r) == 0)
+            routes[i].fn(r);
+        return known;
     }
-    if (path_known)
+    if (known != NULL)
         ctl_error(r, 405, "method_not_allowed", "method not allowed on this path", NULL);
     else
         ctl_error(r, 404, "not_found", "no such endpoint", NULL);
+    return known;
+}
+
+/* rigbox_control_requests_total{method,route,status} and
+ * rigbox_control_request_duration_seconds{route}: route is the pattern matched
+ * ("/workspaces/{}/start") or "unmatched", method one of the five the API uses or "other", so no
+ * label value comes from the client. */
+static void request_metrics(ctl_req_t *r, const char *route, int64_t us)
+{
+    static const char *const methods[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+    const char *method = "other";
+    char labels[192];
+
+    if (r->app->metrics == NULL)
+        return;
+    for (size_t i = 0; i < sizeof(methods) / sizeof(methods[0]); i++)
+        if (rb_http_method_is(r->req, methods[i]))
+            method = methods[i];
+    if (route == NULL)
+        route = "unmatched";
+    snprintf(labels, sizeof(labels), "method=\"%s\",route=\"%s\",status=\"%d\"", method, route,
+             r->req->res.status);
+    rb_metric_add(rb_metrics_get(r->app->metrics, RB_METRIC_COUNTER,
+                                 "rigbox_control_requests_total",
+                                 "API requests by method, route and HTTP status", labels),
+                  1);
+    snprintf(labels, sizeof(labels), "route=\"%s\"", route);
+    rb_metric_observe_us(rb_metrics_get(r->app->metrics, RB_METRIC_HISTOGRAM,
+                                        "rigbox_control_request_duration_seconds",
+                                        "API request handling time (a stream: until "
+                                        "its first bytes)",
+                                        labels),
+                         us);
 }
 
 static int on_api(h2o_handler_t *self, h2o_req_t *req)
@@ -399,9 +431,15 @@ static int on_api(h2o_handler_t *self, h2o_req_t *req)
     size_t prefix = req->pathconf->path.len;
     ctl_worker_t *cw = w->data;
     ctl_req_t r = {.req = req, .app = h->app, .db = &cw->db, .worker = cw};
+    struct timespec t0, t1;
+    const char *route;
 
     RB_ASSERT(path.len >= prefix);
-    dispatch(&r, path.base + prefix, path.len - prefix);
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    route = dispatch(&r, path.base + prefix, path.len - prefix);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    request_metrics(&r, route,
+                    (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000 + (t1.tv_nsec - t0.tv_nsec) / 1000);
     rb_json_free(r.body);
     return 0;
 }
@@ -411,6 +449,7 @@ void ctl_api_register(rb_server_t *server, h2o_hostconf_t *hc, ctl_app_t *app)
     /* /api/v1 first: h2o picks the first registered prefix that matches. */
     api_handler_t *h = (api_handler_t *)rb_server_route(hc, "/api/v1", on_api, sizeof(*h));
 
+    app->metrics = rb_server_metrics(server);
     h->app = app;
     h = (api_handler_t *)rb_server_route(hc, "/api", on_api, sizeof(*h));
     h->app = app;

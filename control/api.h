@@ -37,6 +37,7 @@ typedef struct st_ctl_app_t {
     int has_master_key;
     uint8_t master_key[32]; /* encrypts BYOK keys (common/crypto.h rb_master_key_parse) */
     char master_key_id[17];
+    rb_metrics_t *metrics; /* the server's (set by ctl_api_register): rigbox_control_requests */
 } ctl_app_t;
 
 typedef struct st_ctl_req_t {

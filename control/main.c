@@ -167,7 +167,8 @@ static int serve(cfg_t *cfg)
     }
     if (load_master_key(cfg, &app) != 0)
         goto Exit;
-    if (ctl_supervisor_create(cfg, &app.sup, err, sizeof(err)) != RB_OK) {
+    if (ctl_supervisor_create(cfg, rb_server_metrics(server), &app.sup, err, sizeof(err)) !=
+        RB_OK) {
         rb_log_error("supervisor_failed", "error=\"%s\"", err);
         goto Exit;
     }

@@ -60,11 +60,42 @@ struct st_ctl_supervisor_t {
     vm_entry_t *vms[CTL_SUP_VMS_MAX];
     int stopping;
     pthread_t jobs[CTL_SUP_JOB_THREADS], monitor;
+    rb_metrics_t *metrics;                       /* NULL: none kept */
+    rb_metric_t *m_boot_time, *m_vms, *m_queued; /* the fixed series of it */
 };
+
+/* Adds 1 to the counter name{labels} (rigbox_control_*) when metrics are kept. */
+static void count(ctl_supervisor_t *s, const char *name, const char *help, const char *labels)
+{
+    if (s->metrics != NULL)
+        rb_metric_add(rb_metrics_get(s->metrics, RB_METRIC_COUNTER, name, help, labels), 1);
+}
+
+static void count_end(ctl_supervisor_t *s, const char *how)
+{
+    char labels[48];
+    snprintf(labels, sizeof(labels), "how=\"%s\"", how);
+    count(s, "rigbox_control_vm_ends_total",
+          "VMs that ended, by how: stop (asked), guest_poweroff, guest_reboot, crash", labels);
+}
+
+static void count_boot(ctl_supervisor_t *s, const char *result)
+{
+    char labels[48];
+    snprintf(labels, sizeof(labels), "result=\"%s\"", result);
+    count(s, "rigbox_control_vm_boots_total", "Boots by result: running or failed", labels);
+}
 
 static int64_t now_s(void)
 {
     return (int64_t)time(NULL);
+}
+
+static int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
 /* ---- entries (callers hold s->lock) ---- */
@@ -133,11 +164,16 @@ static void ring_push(ring_t *r, const ctl_vm_sample_t *v)
 
 /* ---- database outcomes ---- */
 
-static void record_failure(ctl_db_t *db, const char *ws_id, const char *code, const char *message,
-                           int retryable)
+static void record_failure(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, const char *code,
+                           const char *message, int retryable)
 {
     const char *params[4] = {ws_id, code, message, retryable ? "t" : "f"};
+    char labels[96];
+
     rb_log_warn("workspace_failed", "workspace=%s code=%s message=\"%s\"", ws_id, code, message);
+    snprintf(labels, sizeof(labels), "code=\"%.64s\"", code); /* codes are fixed strings */
+    count(s, "rigbox_control_workspace_failures_total", "Workspaces that became failed, by code",
+          labels);
     ctl_db_query(
         db,
         "UPDATE workspaces SET status = 'failed', failure_code = $2, failure_message = $3, "
@@ -334,13 +370,15 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
     char msg[ERR_LEN], code[64];
     vmm_vm_t *vm = NULL;
     vmm_vm_spec_t spec;
+    int64_t t0 = mono_us();
     int rc = boot_prepare(s, db, e->ws_id, &b, msg, sizeof(msg));
     rb_err_t err;
 
     if (rc != 0) {
         if (rc < 0) {
+            count_boot(s, "failed");
             snprintf(code, sizeof(code), "%.*s", (int)strcspn(msg, ":"), msg);
-            record_failure(db, e->ws_id, code, strchr(msg, ':') + 1, 1);
+            record_failure(s, db, e->ws_id, code, strchr(msg, ':') + 1, 1);
         }
         goto Exit;
     }
@@ -369,7 +407,8 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
     if ((err = vmm_vm_start(&spec, &vm)) != RB_OK) {
         snprintf(msg, sizeof(msg), "QEMU did not start (%s); see %.300s/qemu.err", rb_err_str(err),
                  b.dir);
-        record_failure(db, e->ws_id, "boot_failed", msg, 1);
+        count_boot(s, "failed");
+        record_failure(s, db, e->ws_id, "boot_failed", msg, 1);
         goto Exit;
     }
     pthread_mutex_lock(&s->lock);
@@ -378,9 +417,10 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
     err = vmm_vm_wait_console(vm, VMM_VM_READY_MARKER, (unsigned)s->cfg->vmm.boot_timeout_ms);
     if (err != RB_OK) {
         vmm_vm_kill(vm);
+        count_boot(s, "failed");
         snprintf(msg, sizeof(msg), "the guest did not get ready within %d ms (%s)",
                  s->cfg->vmm.boot_timeout_ms, rb_err_str(err));
-        record_failure(db, e->ws_id, err == RB_ERR_TIMEOUT ? "boot_timeout" : "boot_failed", msg,
+        record_failure(s, db, e->ws_id, err == RB_ERR_TIMEOUT ? "boot_timeout" : "boot_failed", msg,
                        1);
         goto Exit;
     }
@@ -388,8 +428,12 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
         /* Cancelled or deleted while booting: this VM must not outlive the request. */
         vmm_vm_kill(vm);
         rb_log_info("boot_superseded", "workspace=%s", e->ws_id);
-    } else
+    } else {
         rb_log_info("workspace_running", "workspace=%s pid=%d", e->ws_id, (int)vmm_vm_pid(vm));
+        count_boot(s, "running");
+        if (s->m_boot_time != NULL)
+            rb_metric_observe_us(s->m_boot_time, mono_us() - t0);
+    }
 Exit:
     boot_free(&b);
 }
@@ -414,6 +458,8 @@ static vmm_stop_how_t stop_vm(ctl_supervisor_t *s, vm_entry_t *e)
             return VMM_STOP_ALREADY;
     }
     vmm_vm_stop(e->vm, (unsigned)s->cfg->vmm.stop_timeout_ms, &how);
+    if (how != VMM_STOP_ALREADY)
+        count_end(s, "stop");
     rb_log_info("workspace_stopped", "workspace=%s how=%s", e->ws_id,
                 how == VMM_STOP_POWERDOWN ? "powerdown"
                 : how == VMM_STOP_QUIT    ? "quit"
@@ -497,6 +543,8 @@ static int take_job(ctl_supervisor_t *s, job_t *out)
             s->queue[(s->qhead + m) % CTL_SUP_QUEUE_MAX] =
                 s->queue[(s->qhead + m + 1) % CTL_SUP_QUEUE_MAX];
         s->qlen--;
+        if (s->m_queued != NULL)
+            rb_metric_set(s->m_queued, (int64_t)s->qlen);
         return 1;
     }
     return 0;
@@ -552,6 +600,8 @@ rb_err_t ctl_supervisor_submit(ctl_supervisor_t *s, const char *ws_id, ctl_ws_ev
         snprintf(j->ws_id, sizeof(j->ws_id), "%s", ws_id);
         j->action = action;
         s->qlen++;
+        if (s->m_queued != NULL)
+            rb_metric_set(s->m_queued, (int64_t)s->qlen);
         pthread_cond_broadcast(&s->cond);
     }
     pthread_mutex_unlock(&s->lock);
@@ -602,21 +652,26 @@ static void heartbeat(ctl_supervisor_t *s, ctl_db_t *db)
  * booted again when the guest rebooted, else failed. */
 static void vm_ended(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, vmm_guest_end_t end)
 {
-    if (set_status(db, ws_id, "stopping", "stopped"))
+    if (set_status(db, ws_id, "stopping", "stopped")) {
+        count_end(s, "stop");
         return;
+    }
     if (end == VMM_END_POWEROFF && set_status(db, ws_id, "running", "stopped")) {
         rb_log_info("workspace_stopped", "workspace=%s how=guest_poweroff", ws_id);
+        count_end(s, "guest_poweroff");
         return;
     }
     if (end == VMM_END_REBOOT && set_status(db, ws_id, "running", "starting")) {
         rb_log_info("workspace_rebooting", "workspace=%s", ws_id);
+        count_end(s, "guest_reboot");
         if (ctl_supervisor_submit(s, ws_id, CTL_EV_START) == RB_OK)
             return;
-        record_failure(db, ws_id, "vm_reboot_failed",
+        record_failure(s, db, ws_id, "vm_reboot_failed",
                        "the guest rebooted and no start could be queued", 1);
         return;
     }
-    record_failure(db, ws_id, "vm_crashed", "the VM's QEMU process exited unexpectedly", 1);
+    count_end(s, "crash");
+    record_failure(s, db, ws_id, "vm_crashed", "the VM's QEMU process exited unexpectedly", 1);
 }
 
 static void *monitor_main(void *arg)
@@ -636,15 +691,20 @@ static void *monitor_main(void *arg)
         pthread_cond_timedwait(&s->cond, &s->lock, &until);
         if (s->stopping)
             break;
+        int64_t nvms = 0;
         for (size_t i = 0; i < CTL_SUP_VMS_MAX; i++) {
             vm_entry_t *e = s->vms[i];
+            nvms += e != NULL && e->vm != NULL;
             if (e == NULL || e->busy || e->vm == NULL || sample_vm(s, e) == 0)
                 continue;
+            nvms--;
             ends[ndead] = vmm_vm_guest_end(e->vm);
             snprintf(dead[ndead++], CTL_SUP_ID_MAX, "%s", e->ws_id);
             vmm_vm_free(e->vm);
             e->vm = NULL;
         }
+        if (s->m_vms != NULL)
+            rb_metric_set(s->m_vms, nvms);
         pthread_mutex_unlock(&s->lock);
         for (size_t i = 0; i < ndead; i++) {
             revoke_boot_token(&db, dead[i]);
@@ -767,7 +827,7 @@ static void adopt_all(ctl_supervisor_t *s, ctl_db_t *db)
             if (strcmp(status, "stopping") == 0)
                 set_status(db, id, "stopping", "stopped");
             else
-                record_failure(db, id, "vm_lost",
+                record_failure(s, db, id, "vm_lost",
                                "the VM was not running when rigbox-control restarted", 1);
             continue;
         }
@@ -803,7 +863,8 @@ static void adopt_all(ctl_supervisor_t *s, ctl_db_t *db)
     PQclear(res);
 }
 
-rb_err_t ctl_supervisor_create(const cfg_t *cfg, ctl_supervisor_t **out, char *errbuf, size_t cap)
+rb_err_t ctl_supervisor_create(const cfg_t *cfg, rb_metrics_t *metrics, ctl_supervisor_t **out,
+                               char *errbuf, size_t cap)
 {
     ctl_supervisor_t *s = rb_calloc(1, sizeof(*s));
     const char *port = strrchr(cfg->gateway.ai_listen, ':');
@@ -811,6 +872,15 @@ rb_err_t ctl_supervisor_create(const cfg_t *cfg, ctl_supervisor_t **out, char *e
     rb_err_t err = RB_OK;
 
     s->cfg = cfg;
+    if ((s->metrics = metrics) != NULL) {
+        s->m_boot_time =
+            rb_metrics_get(metrics, RB_METRIC_HISTOGRAM, "rigbox_control_vm_boot_duration_seconds",
+                           "Start job to guest ready", "");
+        s->m_vms = rb_metrics_get(metrics, RB_METRIC_GAUGE, "rigbox_control_vms",
+                                  "VMs running under this supervisor", "");
+        s->m_queued = rb_metrics_get(metrics, RB_METRIC_GAUGE, "rigbox_control_jobs_queued",
+                                     "Workspace jobs waiting for a supervisor thread", "");
+    }
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->cond, NULL);
     /* the guest reaches the AI listener at 10.0.2.2:port, or through the guestfwd relay at

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/metrics.h"
 #include "config/config.h"
 #include "control/states.h"
 
@@ -48,8 +49,11 @@ typedef struct st_ctl_vm_sample_t {
 } ctl_vm_sample_t;
 
 /** Starts the supervisor: node registration, adoption, job and monitor threads. Returns owned
- *  (free with ctl_supervisor_destroy); errbuf says why on failure. */
-rb_err_t ctl_supervisor_create(const cfg_t *cfg, ctl_supervisor_t **out, char *errbuf, size_t cap);
+ *  (free with ctl_supervisor_destroy); errbuf says why on failure. metrics (may be NULL; borrowed
+ *  for its life) gets the rigbox_control_vm_* series: boots, boot time, ends, failures, VMs
+ *  running, jobs queued. */
+rb_err_t ctl_supervisor_create(const cfg_t *cfg, rb_metrics_t *metrics, ctl_supervisor_t **out,
+                               char *errbuf, size_t cap);
 /** Stops the threads after their current job; running VMs keep running. */
 void ctl_supervisor_destroy(ctl_supervisor_t *s);
 /** This node's id (as stored in nodes and workspaces.node_id). */

@@ -342,12 +342,12 @@ static void upstream_metrics(gw_call_t *c, rb_metric_t **duration, rb_metric_t *
     RB_ASSERT(c->route >= 0 && c->route < GW_ROUTE__COUNT);
     if (pw->m_up_duration[c->route] == NULL) {
         snprintf(labels, sizeof(labels), "route=\"%s\"", gw_route_name((gw_route_t)c->route));
-        pw->m_up_duration[c->route] = rb_metrics_get(
-            pw->proxy->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_duration",
-            "Upstream call duration (microseconds)", labels);
+        pw->m_up_duration[c->route] = rb_metrics_get(pw->proxy->metrics, RB_METRIC_HISTOGRAM,
+                                                     "rigbox_gateway_upstream_duration",
+                                                     "Upstream call duration (seconds)", labels);
         pw->m_up_ttfb[c->route] =
             rb_metrics_get(pw->proxy->metrics, RB_METRIC_HISTOGRAM, "rigbox_gateway_upstream_ttfb",
-                           "Time to the provider's response headers (microseconds)", labels);
+                           "Time to the provider's response headers (seconds)", labels);
     }
     *duration = pw->m_up_duration[c->route];
     *ttfb = pw->m_up_ttfb[c->route];

@@ -129,6 +129,13 @@ check "the poweroff was seen as one" \
 check "no QEMU left after the guest's poweroff" no_qemu
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/start"
 check "it starts after its own poweroff" wait_status running
+metric() { # metric 'name{labels}': its value on control's /metrics (0 when absent)
+    curl -fsS "http://127.0.0.1:$ctl_port/metrics" | awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }'
+}
+check "control's metrics count the boots and how the VMs ended" test \
+    "$(metric 'rigbox_control_vm_boots_total{result="running"}') $(metric 'rigbox_control_vm_ends_total{how="stop"}') $(metric 'rigbox_control_vm_ends_total{how="guest_reboot"}') $(metric 'rigbox_control_vm_ends_total{how="guest_poweroff"}')" = "4 1 1 1"
+check "control's metrics count the API's requests" test \
+    "$(metric 'rigbox_control_requests_total{method="POST",route="/workspaces/{}/start",status="200"}')" = 3
 
 qemu_pid=$(cat "$dir/qemu.pid")
 kill -TERM "$ctl_pid"
@@ -146,6 +153,8 @@ check "the failure says it crashed and may be retried" \
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/retry"
 check "retry brings it back" wait_status running
 check "the app answers after retry" app_answers
+check "control's metrics count the crash" test \
+    "$(metric 'rigbox_control_vm_ends_total{how="crash"}') $(metric 'rigbox_control_workspace_failures_total{code="vm_crashed"}')" = "1 1"
 
 # A VM that dies while control is down: control finds it gone at start.
 kill -TERM "$ctl_pid"

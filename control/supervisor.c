@@ -649,8 +649,9 @@ static void heartbeat(ctl_supervisor_t *s, ctl_db_t *db)
 }
 
 /* A VM found gone (states.c): stopped when it died while being stopped or its guest powered off,
- * booted again when the guest rebooted, else failed. */
-static void vm_ended(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, vmm_guest_end_t end)
+ * booted again when the guest rebooted, else failed with code and message. */
+static void vm_ended(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, vmm_guest_end_t end,
+                     const char *code, const char *message)
 {
     if (set_status(db, ws_id, "stopping", "stopped")) {
         count_end(s, "stop");
@@ -671,7 +672,7 @@ static void vm_ended(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, vmm_g
         return;
     }
     count_end(s, "crash");
-    record_failure(s, db, ws_id, "vm_crashed", "the VM's QEMU process exited unexpectedly", 1);
+    record_failure(s, db, ws_id, code, message, 1);
 }
 
 static void *monitor_main(void *arg)
@@ -698,7 +699,7 @@ static void *monitor_main(void *arg)
             if (e == NULL || e->busy || e->vm == NULL || sample_vm(s, e) == 0)
                 continue;
             nvms--;
-            ends[ndead] = vmm_vm_guest_end(e->vm);
+            ends[ndead] = vmm_dir_guest_end(vmm_vm_dir(e->vm));
             snprintf(dead[ndead++], CTL_SUP_ID_MAX, "%s", e->ws_id);
             vmm_vm_free(e->vm);
             e->vm = NULL;
@@ -708,7 +709,8 @@ static void *monitor_main(void *arg)
         pthread_mutex_unlock(&s->lock);
         for (size_t i = 0; i < ndead; i++) {
             revoke_boot_token(&db, dead[i]);
-            vm_ended(s, &db, dead[i], ends[i]);
+            vm_ended(s, &db, dead[i], ends[i], "vm_crashed",
+                     "the VM's QEMU process exited unexpectedly");
         }
         heartbeat(s, &db);
         pthread_mutex_lock(&s->lock);
@@ -823,12 +825,10 @@ static void adopt_all(ctl_supervisor_t *s, ctl_db_t *db)
         vm_entry_t *e;
 
         ctl_supervisor_vm_dir(s, id, dir, sizeof(dir));
-        if (vmm_vm_adopt(dir, &vm) != RB_OK) {
-            if (strcmp(status, "stopping") == 0)
-                set_status(db, id, "stopping", "stopped");
-            else
-                record_failure(s, db, id, "vm_lost",
-                               "the VM was not running when rigbox-control restarted", 1);
+        if (vmm_vm_adopt(dir, &vm) != RB_OK) { /* its console may say the guest ended itself */
+            revoke_boot_token(db, id);
+            vm_ended(s, db, id, vmm_dir_guest_end(dir), "vm_lost",
+                     "the VM was not running when rigbox-control restarted");
             continue;
         }
         rb_log_info("vm_adopted", "workspace=%s status=%s pid=%d", id, status, (int)vmm_vm_pid(vm));

@@ -674,13 +674,13 @@ vmm_guest_end_t vmm_console_guest_end(const char *tail, size_t n)
     return VMM_END_UNKNOWN;
 }
 
-vmm_guest_end_t vmm_vm_guest_end(const vmm_vm_t *vm)
+vmm_guest_end_t vmm_dir_guest_end(const char *dir)
 {
     char path[PATH_BUF], tail[VMM_VM_END_TAIL];
     ssize_t n;
 
-    RB_ASSERT(vm != NULL);
-    join(path, vm->dir, "console.log");
+    RB_ASSERT(dir != NULL && strlen(dir) < VMM_VM_DIR_MAX);
+    join(path, dir, "console.log");
     n = read_tail(path, tail, sizeof(tail));
     return n > 0 ? vmm_console_guest_end(tail, (size_t)n) : VMM_END_UNKNOWN;
 }

@@ -124,9 +124,9 @@ typedef enum {
 /** Pure: the end that the console output tail[0..n) shows. Markers count only at a line start. */
 vmm_guest_end_t vmm_console_guest_end(const char *tail, size_t n);
 
-/** vmm_console_guest_end over the last VMM_VM_END_TAIL bytes of the VM's console.log; call it once
- *  QEMU is gone. */
-vmm_guest_end_t vmm_vm_guest_end(const vmm_vm_t *vm);
+/** vmm_console_guest_end over the last VMM_VM_END_TAIL bytes of dir/console.log (the VM
+ *  directory); call it once QEMU is gone. */
+vmm_guest_end_t vmm_dir_guest_end(const char *dir);
 
 /** 1 while the QEMU process of this VM runs. */
 int vmm_vm_alive(const vmm_vm_t *vm);

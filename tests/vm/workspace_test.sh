@@ -165,6 +165,16 @@ check "a VM lost while control was down makes the workspace failed" wait_status 
 check "the failure is vm_lost and retryable" \
     jq -e '.failure.code == "vm_lost" and .failure.retryable == true' <(curl -fsS "${H[@]}" "$api/workspaces/$ws")
 
+# A guest that powers off while control is down: control finds its VM gone and reads why.
+curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/retry"
+check "retry after a lost VM brings it back" wait_status running
+kill -TERM "$ctl_pid"
+wait "$ctl_pid"
+console "poweroff" >/dev/null
+for ((i = 0; i < 60; i++)); do no_qemu && break; sleep 0.5; done
+check "control starts after the guest's poweroff" start_control
+check "a guest poweroff while control was down leaves the workspace stopped" wait_status stopped 10
+
 code=$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" -X DELETE "$api/workspaces/$ws")
 check "delete is accepted (202)" test "$code" = 202
 for ((i = 0; i < 60; i++)); do

@@ -110,12 +110,12 @@ int ctl_reject_unknown(ctl_req_t *r, const char *const *allowed, size_t n)
     char name[64], msg[128];
 
     while (rb_json_next(r->body, 0, &k, &v)) {
-        size_t i = n;
-        if (rb_json_str(r->body, k, name, sizeof(name), NULL) == RB_OK)
+        size_t i = n, len = 0;
+        if (rb_json_str(r->body, k, name, sizeof(name), &len) == RB_OK && strlen(name) == len)
             for (i = 0; i < n && strcmp(name, allowed[i]) != 0; i++)
                 ;
         else
-            name[0] = '\0'; /* longer than any field */
+            name[0] = '\0'; /* longer than any field, or holding \u0000 */
         if (i == n) {
             snprintf(msg, sizeof(msg), "unknown field \"%s\"", name);
             ctl_error(r, 400, "invalid_request", msg, NULL);
@@ -127,15 +127,17 @@ int ctl_reject_unknown(ctl_req_t *r, const char *const *allowed, size_t n)
 
 int ctl_page_parse(ctl_req_t *r, ctl_page_t *p)
 {
-    char l[24], c[CTL_CURSOR_MAX + 1];
+    char l[24], c[CTL_CURSOR_MAX + 1], msg[64];
     int got = rb_http_query(r->req, "limit", l, sizeof(l));
     const char *dot;
+    int max = r->app->cfg->control.page_size_max;
 
-    *p = (ctl_page_t){.n = CTL_PAGE_DEFAULT};
+    *p = (ctl_page_t){.n = r->app->cfg->control.page_size_default};
     if (got != 0) {
         if (got < 0 || l[0] == '\0' || strspn(l, "0123456789") != strlen(l) || strlen(l) > 7 ||
-            (p->n = strtoll(l, NULL, 10)) < 1 || p->n > CTL_PAGE_MAX) {
-            ctl_error(r, 400, "invalid_request", "limit must be an integer from 1 to 1000", NULL);
+            (p->n = strtoll(l, NULL, 10)) < 1 || p->n > max) {
+            snprintf(msg, sizeof(msg), "limit must be an integer from 1 to %d", max);
+            ctl_error(r, 400, "invalid_request", msg, NULL);
             return -1;
         }
     }
@@ -180,7 +182,10 @@ int ctl_query_user_id(ctl_req_t *r, char *user_id, size_t cap)
         ctl_error(r, 400, "invalid_request", "user_id must be a user id", NULL);
         return -1;
     }
-    return ctl_resolve_user(r, id, user_id, cap);
+    if (ctl_resolve_user(r, id, user_id, cap) != 0)
+        return -1;
+    /* another user (an admin's list): 404 when there is none, as the ledger answers */
+    return strcmp(user_id, r->auth.user_id) == 0 ? 0 : ctl_user_require(r, user_id);
 }
 
 int ctl_text_valid(const char *s)

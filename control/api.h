@@ -64,9 +64,7 @@ void ctl_reply(ctl_req_t *r, int status, const rb_buf_t *json);
  * and frees b. */
 void ctl_list_begin(rb_jw_t *w, rb_buf_t *b);
 void ctl_list_end(ctl_req_t *r, rb_jw_t *w, rb_buf_t *b, const char *next_cursor);
-#define CTL_PAGE_DEFAULT 100  /* list items per page without ?limit= (workspaces, api-keys) */
-#define CTL_PAGE_MAX     1000 /* largest ?limit= */
-#define CTL_CURSOR_MAX   160  /* bytes of a ?cursor= (k1<hex µs>.<id>) */
+#define CTL_CURSOR_MAX 160 /* bytes of a ?cursor= (k1<hex µs>.<id>) */
 
 /** A keyset page over rows ordered by (created_at, id), from ?limit= and ?cursor=. */
 typedef struct st_ctl_page_t {
@@ -79,9 +77,10 @@ typedef struct st_ctl_page_t {
                                          the first page */
 } ctl_page_t;
 
-/** Reads ?limit= and ?cursor= into p; sends 400 (invalid_request, invalid_cursor) and returns -1
- *  when malformed. The query then takes after_us, after_id (NULL when "") and limit, and selects
- *  ctl_page_sql's key as its last column: (created_at, id) > (after) ORDER BY created_at, id. */
+/** Reads ?limit= (1..control.page_size_max, default control.page_size_default) and ?cursor= into p;
+ * sends 400 (invalid_request, invalid_cursor) and returns -1 when malformed. The query then takes
+ * after_us, after_id (NULL when "") and limit, and selects ctl_page_sql's key as its last column:
+ * (created_at, id) > (after) ORDER BY created_at, id. */
 int ctl_page_parse(ctl_req_t *r, ctl_page_t *p);
 /** The next_cursor after row (NULL when res holds no more than the page), from the row's id
  *  (column id_col) and key (the last column); cur holds CTL_CURSOR_MAX + 1 bytes. */
@@ -96,7 +95,8 @@ const char *ctl_page_next(const ctl_page_t *p, PGresult *res, int id_col, char *
 int ctl_reject_unknown(ctl_req_t *r, const char *const *allowed, size_t n);
 #define CTL_REJECT_UNKNOWN(r, allowed)                                                             \
     ctl_reject_unknown(r, allowed, sizeof(allowed) / sizeof(allowed[0]))
-/** ?user_id= of a list (absent: the caller), resolved as ctl_resolve_user does; -1 when sent. */
+/** ?user_id= of a list (absent: the caller), resolved as ctl_resolve_user does (and 404 for a user
+ *  that does not exist); -1 when sent. */
 int ctl_query_user_id(ctl_req_t *r, char *user_id, size_t cap);
 /** The body's optional "user_id" (absent or null: the caller), resolved as ctl_resolve_user does
  * into user_id; sends 400 when it is not a string, 403 when not allowed, and returns -1. */

@@ -128,7 +128,11 @@ Exit:
 
 static void act(ctl_req_t *r, ctl_ws_event_t ev)
 {
-    PGresult *res = transition(r, ev);
+    PGresult *res;
+
+    if (ctl_reject_unknown(r, NULL, 0) != 0) /* the actions take no fields */
+        return;
+    res = transition(r, ev);
     if (res != NULL)
         ctl_workspaces_reply(r, ev == CTL_EV_DELETE ? 202 : 200, res);
     PQclear(res);

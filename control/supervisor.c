@@ -83,7 +83,8 @@ static void count_boot(ctl_supervisor_t *s, const char *result)
 {
     char labels[48];
     snprintf(labels, sizeof(labels), "result=\"%s\"", result);
-    count(s, "rigbox_control_vm_boots_total", "Boots by result: running or failed", labels);
+    count(s, "rigbox_control_vm_boots_total",
+          "Boots by result: running, or failed (not a boot cancelled or superseded)", labels);
 }
 
 static int64_t now_s(void)
@@ -164,23 +165,32 @@ static void ring_push(ring_t *r, const ctl_vm_sample_t *v)
 
 /* ---- database outcomes ---- */
 
-static void record_failure(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, const char *code,
-                           const char *message, int retryable)
+/* Marks ws_id failed unless it already left the states a VM may fail in (a cancel, say); returns 1
+ * when it did. */
+static int record_failure(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, const char *code,
+                          const char *message, int retryable)
 {
     const char *params[4] = {ws_id, code, message, retryable ? "t" : "f"};
     char labels[96];
+    PGresult *res = NULL;
+    int failed = 0;
 
+    if (ctl_db_query(
+            db,
+            "UPDATE workspaces SET status = 'failed', failure_code = $2, failure_message = "
+            "$3, failure_retryable = $4::boolean, failure_at = now(), failure_attempts = "
+            "failure_attempts + 1 WHERE id = $1 AND status IN ('starting', 'running', "
+            "'stopping', 'provisioning') RETURNING id",
+            4, params, &res) == RB_OK)
+        failed = PQntuples(res) == 1;
+    PQclear(res);
+    if (!failed)
+        return 0;
     rb_log_warn("workspace_failed", "workspace=%s code=%s message=\"%s\"", ws_id, code, message);
     snprintf(labels, sizeof(labels), "code=\"%.64s\"", code); /* codes are fixed strings */
     count(s, "rigbox_control_workspace_failures_total", "Workspaces that became failed, by code",
           labels);
-    ctl_db_query(
-        db,
-        "UPDATE workspaces SET status = 'failed', failure_code = $2, failure_message = $3, "
-        "failure_retryable = $4::boolean, failure_at = now(), failure_attempts = "
-        "failure_attempts + 1 WHERE id = $1 AND status IN ('starting', 'running', "
-        "'stopping', 'provisioning')",
-        4, params, NULL);
+    return 1;
 }
 
 /* Moves ws_id from `from` to `to`; returns 1 when the row was in `from`. */
@@ -364,6 +374,14 @@ static vmm_accel_t resolve_accel(ctl_supervisor_t *s, const boot_t *b)
     return s->accel;
 }
 
+/* A VM that is gone needs no token: the next boot mints one. */
+static void revoke_boot_token(ctl_db_t *db, const char *ws_id)
+{
+    int n;
+    if (ctl_workspaces_revoke_tokens(db, ws_id, CTL_TOKEN_BOOT, &n) != RB_OK)
+        rb_log_error("token_revoke_failed", "workspace=%s kind=boot", ws_id);
+}
+
 static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
 {
     boot_t b = {0};
@@ -371,14 +389,14 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
     vmm_vm_t *vm = NULL;
     vmm_vm_spec_t spec;
     int64_t t0 = mono_us();
-    int rc = boot_prepare(s, db, e->ws_id, &b, msg, sizeof(msg));
+    int rc = boot_prepare(s, db, e->ws_id, &b, msg, sizeof(msg)), running = 0;
     rb_err_t err;
 
     if (rc != 0) {
         if (rc < 0) {
-            count_boot(s, "failed");
             snprintf(code, sizeof(code), "%.*s", (int)strcspn(msg, ":"), msg);
-            record_failure(s, db, e->ws_id, code, strchr(msg, ':') + 1, 1);
+            if (record_failure(s, db, e->ws_id, code, strchr(msg, ':') + 1, 1))
+                count_boot(s, "failed");
         }
         goto Exit;
     }
@@ -407,8 +425,8 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
     if ((err = vmm_vm_start(&spec, &vm)) != RB_OK) {
         snprintf(msg, sizeof(msg), "QEMU did not start (%s); see %.300s/qemu.err", rb_err_str(err),
                  b.dir);
-        count_boot(s, "failed");
-        record_failure(s, db, e->ws_id, "boot_failed", msg, 1);
+        if (record_failure(s, db, e->ws_id, "boot_failed", msg, 1))
+            count_boot(s, "failed");
         goto Exit;
     }
     pthread_mutex_lock(&s->lock);
@@ -417,11 +435,11 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
     err = vmm_vm_wait_console(vm, VMM_VM_READY_MARKER, (unsigned)s->cfg->vmm.boot_timeout_ms);
     if (err != RB_OK) {
         vmm_vm_kill(vm);
-        count_boot(s, "failed");
         snprintf(msg, sizeof(msg), "the guest did not get ready within %d ms (%s)",
                  s->cfg->vmm.boot_timeout_ms, rb_err_str(err));
-        record_failure(s, db, e->ws_id, err == RB_ERR_TIMEOUT ? "boot_timeout" : "boot_failed", msg,
-                       1);
+        if (record_failure(s, db, e->ws_id, err == RB_ERR_TIMEOUT ? "boot_timeout" : "boot_failed",
+                           msg, 1))
+            count_boot(s, "failed"); /* not when a cancel killed it */
         goto Exit;
     }
     if (!set_status(db, e->ws_id, "starting", "running")) {
@@ -433,17 +451,19 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
         count_boot(s, "running");
         if (s->m_boot_time != NULL)
             rb_metric_observe_us(s->m_boot_time, mono_us() - t0);
+        running = 1;
     }
 Exit:
+    if (vm != NULL &&
+        !running) { /* killed here: the monitor must not find it and call it a crash */
+        pthread_mutex_lock(&s->lock);
+        e->vm = NULL;
+        pthread_mutex_unlock(&s->lock);
+        vmm_vm_free(vm);
+    }
+    if (rc == 0 && !running) /* the token minted for a guest that is not running */
+        revoke_boot_token(db, e->ws_id);
     boot_free(&b);
-}
-
-/* A VM that is gone needs no token: the next boot mints one. */
-static void revoke_boot_token(ctl_db_t *db, const char *ws_id)
-{
-    int n;
-    if (ctl_workspaces_revoke_tokens(db, ws_id, CTL_TOKEN_BOOT, &n) != RB_OK)
-        rb_log_error("token_revoke_failed", "workspace=%s kind=boot", ws_id);
 }
 
 /* Powers the VM down (graceful first). Returns how it ended. */
@@ -671,8 +691,8 @@ static void vm_ended(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, vmm_g
                        "the guest rebooted and no start could be queued", 1);
         return;
     }
-    count_end(s, "crash");
-    record_failure(s, db, ws_id, code, message, 1);
+    if (record_failure(s, db, ws_id, code, message, 1))
+        count_end(s, "crash");
 }
 
 static void *monitor_main(void *arg)

@@ -230,7 +230,8 @@ static int parse_spec(ctl_req_t *r, ws_spec_t *s, int quick)
 
     if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
         return -1;
-    if (quick && rb_json_find(r->body, 0, "template_id") < 0) {
+    if (quick && rb_json_find(r->body, 0, "template_id") < 0 &&
+        rb_json_find(r->body, 0, "image") < 0) {
         ctl_error(r, 400, "invalid_request", "template_id is required", NULL);
         return -1;
     }

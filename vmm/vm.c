@@ -681,8 +681,14 @@ vmm_guest_end_t vmm_dir_guest_end(const char *dir)
 
     RB_ASSERT(dir != NULL && strlen(dir) < VMM_VM_DIR_MAX);
     join(path, dir, "console.log");
-    n = read_tail(path, tail, sizeof(tail));
-    return n > 0 ? vmm_console_guest_end(tail, (size_t)n) : VMM_END_UNKNOWN;
+    if ((n = read_tail(path, tail, sizeof(tail))) <= 0)
+        return VMM_END_UNKNOWN;
+    if ((size_t)n == sizeof(tail)) { /* a full window may start mid-line: from its first line on */
+        const char *nl = memchr(tail, '\n', (size_t)n);
+        size_t skip = nl != NULL ? (size_t)(nl - tail) + 1 : (size_t)n;
+        return vmm_console_guest_end(tail + skip, (size_t)n - skip);
+    }
+    return vmm_console_guest_end(tail, (size_t)n);
 }
 
 int vmm_vm_alive(const vmm_vm_t *vm)

@@ -118,7 +118,10 @@ codes="$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?curso
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?limit=0")"
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/workspaces?user_id=$pager")"
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/api-keys?user_id=$pager")"
-check "a bad cursor or limit is 400; a user key may not list another user's ($codes)" test "$codes" = "400 400 403 403"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?user_id=u-nobody00")"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?limit=201")"
+check "a bad cursor or limit is 400; a user key may not list another user's; no such user is 404 ($codes)" \
+    test "$codes" = "400 400 403 403 404 400"
 check "capacity is public" jq -e '.total > 0 and .available == true' <(curl -fsS "$api/capacity")
 
 # ---- input the API refuses, and plan caps under concurrency -------------------------------------
@@ -143,7 +146,8 @@ check "requests without a body are 400, the server lives ($codes)" \
 codes=""
 for rb in "POST /workspaces {\"name\":\"t\",\"ram\":4096}" "POST /quick-deploy {\"template_id\":\"base\",\"bogus\":1}" \
     "PUT /workspaces/$ws/resources {\"ram\":4096}" "POST /workspaces/$ws/env {\"env_vars\":{},\"env\":{}}" \
-    "PUT /workspaces/$ws/ai-config {\"mode\":\"managed\",\"modle\":\"x\"}" "POST /api-keys {\"nmae\":\"x\"}"; do
+    "PUT /workspaces/$ws/ai-config {\"mode\":\"managed\",\"modle\":\"x\"}" "POST /api-keys {\"nmae\":\"x\"}" \
+    "POST /workspaces/$ws/stop {\"force\":true}" "POST /workspaces {\"name\":\"t\",\"ram_mb\u0000x\":9}"; do
     set -- $rb
     code=$(curl -s -o "$RB_TMP/resp.json" -w '%{http_code}' "${U[@]}" -X "$1" "$api$2" -d "$3")
     jq -e '.error.message | startswith("unknown field")' "$RB_TMP/resp.json" >/dev/null || code="$code?"
@@ -151,7 +155,7 @@ for rb in "POST /workspaces {\"name\":\"t\",\"ram\":4096}" "POST /quick-deploy {
 done
 code=$(curl -s -o "$RB_TMP/resp.json" -w '%{http_code}' "${A[@]}" -X POST "$api/users" -d '{"email":"typo@example.com","plna":"pro"}')
 codes+="$code"
-check "unknown fields are 400 on every body ($codes)" test "$codes" = "400 400 400 400 400 400 400"
+check "unknown fields are 400 on every body ($codes)" test "$codes" = "400 400 400 400 400 400 400 400 400"
 creq POST /api-keys
 check "POST /api-keys without a body mints a key for the caller" jq -e '.key | startswith("rb_")' <<<"$body"
 creq POST /api-keys '{"name":"a\nb"}'
@@ -187,6 +191,8 @@ check "quick-deploy needs a template_id" bash -c "[ $code = 400 ] && jq -e '.err
 creq POST /quick-deploy '{"template_id":"base"}'
 check "quick-deploy refused at start is 402 and leaves no workspace" \
     bash -c "[ $code = 402 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT count(*) FROM workspaces WHERE user_id = '$carol_id'\")\" = 1 ]"
+creq POST /quick-deploy '{"image":"base"}'
+check "quick-deploy takes image, template_id's old alias (refused at start here: 402, not 400)" test "$code" = 402
 creq POST "/workspaces/$cws/env" '{"env_vars":{"my-var":"x"}}'
 check "env: a name the guest refuses is 400 (was 200, then every boot failed)" test "$code" = 400
 many=$(jq -nc '{env_vars: ([range(0; 100) | {key: "A\(.)", value: "x"}] | from_entries)}')

@@ -198,5 +198,27 @@ static void test_guest_end(void)
     CHECK_INT_EQ(end_of("RIGBOX-READY\nRIGBOX-POWER\n"), VMM_END_UNKNOWN); /* cut short */
 }
 
+/* The console tail read from a VM directory: a window that starts mid-line does not count its
+ * first, partial line (here an app's "[app:x] RIGBOX-REBOOT" cut to the marker). */
+static void test_dir_guest_end(void)
+{
+    char *text = malloc(2 * VMM_VM_END_TAIL);
+    size_t pre = strlen("RIGBOX-READY\n[app:x] "), n;
+
+    CHECK_INT_EQ(vmm_dir_guest_end("/tmp/rb-vm-test-none"), VMM_END_UNKNOWN);
+    mkdir(DIR_A, 0700);
+    snprintf(text, 2 * VMM_VM_END_TAIL, "RIGBOX-READY\n[app:x] RIGBOX-REBOOT\n");
+    n = strlen(text);
+    memset(text + n, 'y', pre + VMM_VM_END_TAIL - n - 1); /* the window starts at the marker */
+    text[pre + VMM_VM_END_TAIL - 1] = '\n';
+    text[pre + VMM_VM_END_TAIL] = '\0';
+    touch(DIR_A "/console.log", text);
+    CHECK_INT_EQ(vmm_dir_guest_end(DIR_A), VMM_END_UNKNOWN);
+    touch(DIR_A "/console.log", "RIGBOX-READY\nRIGBOX-POWEROFF\n");
+    CHECK_INT_EQ(vmm_dir_guest_end(DIR_A), VMM_END_POWEROFF);
+    CHECK_INT_EQ(vmm_vm_delete_files(DIR_A), RB_OK);
+    free(text);
+}
+
 TEST_MAIN(test_bad_spec, test_qemu_fails, test_overlay_fails, test_overlay_grows, test_adopt,
-          test_delete, test_guest_end)
+          test_delete, test_guest_end, test_dir_guest_end)

@@ -63,6 +63,8 @@ static const route_t routes[] = {
     {"DELETE", "/workspaces/{}/token", ctl_workspaces_token_revoke, 0},
     {"GET", "/workspaces/{}/ai-config", ctl_workspaces_ai_get, 0},
     {"PUT", "/workspaces/{}/ai-config", ctl_workspaces_ai_put, 0},
+    {"GET", "/users/{}/ai-defaults", ctl_workspaces_ai_defaults_get, 0},
+    {"PUT", "/users/{}/ai-defaults", ctl_workspaces_ai_defaults_put, 0},
     {"GET", "/users/{}/credits", ctl_credits_get, 0},
     {"POST", "/users/{}/credits/grants", ctl_credits_grant, 0},
     {"GET", "/users/{}/ledger", ctl_credits_ledger, 0},

@@ -4,6 +4,7 @@
 
 #include "common/crypto.h"
 #include "common/log.h"
+#include "control/credits.h"
 #include "control/limits.h"
 #include "control/templates.h"
 #include "vmm/guestcfg.h"
@@ -511,8 +512,9 @@ rb_err_t ctl_workspaces_revoke_tokens(ctl_db_t *db, const char *ws_id, const cha
     return RB_OK;
 }
 
+/* source: where the config comes from: "workspace", "user_default" or "default" (managed) */
 static void reply_ai_config(ctl_req_t *r, const char *mode, const char *provider, const char *model,
-                            int has_key)
+                            int has_key, const char *source)
 {
     rb_buf_t b;
     rb_jw_t w;
@@ -529,36 +531,64 @@ static void reply_ai_config(ctl_req_t *r, const char *mode, const char *provider
     model[0] != '\0' ? rb_jw_str(&w, model) : rb_jw_null(&w);
     rb_jw_kbool(&w, "has_api_key", has_key);
     rb_jw_kstr(&w, "status", status);
+    rb_jw_kstr(&w, "source", source);
     rb_jw_obj_end(&w);
     ctl_reply(r, 200, &b);
     rb_buf_free(&b);
 }
 
-void ctl_workspaces_ai_get(ctl_req_t *r)
+/* Replies the AI config in effect (the gateway's order, gateway/db.c): the workspace's row
+ * (ws_id; NULL for the user's default alone), else the user's default, else managed. */
+static void reply_effective(ctl_req_t *r, const char *ws_id, const char *user_id)
 {
-    PGresult *res = ctl_workspaces_load(r);
-    const char *params[1] = {r->params[0]};
-    rb_err_t err;
+    const char *params[2] = {ws_id, user_id};
+    PGresult *res = NULL;
+    rb_err_t err = ctl_db_query(
+        r->db,
+        "SELECT mode, coalesce(provider, ''), coalesce(model, ''), key_ciphertext IS NOT NULL, "
+        "scope FROM ai_configs WHERE (scope = 'workspace' AND workspace_id = $1) OR "
+        "(scope = 'user_default' AND user_id = $2) ORDER BY (scope = 'workspace') DESC LIMIT 1",
+        2, params, &res);
 
-    if (res == NULL)
-        return;
-    PQclear(res);
-    err =
-        ctl_db_query(r->db,
-                     "SELECT mode, coalesce(provider, ''), coalesce(model, ''), key_ciphertext IS "
-                     "NOT NULL FROM ai_configs WHERE workspace_id = $1",
-                     1, params, &res);
     if (err != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
     if (PQntuples(res) == 0)
-        reply_ai_config(r, "managed", "", "", 0);
+        reply_ai_config(r, "managed", "", "", 0, "default");
     else
         reply_ai_config(r, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                        PQgetvalue(res, 0, 3)[0] == 't');
+                        PQgetvalue(res, 0, 3)[0] == 't', PQgetvalue(res, 0, 4));
     PQclear(res);
 }
+
+void ctl_workspaces_ai_get(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+    char user_id[CTL_PARAM_LEN_MAX];
+
+    if (res == NULL)
+        return;
+    snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, CTL_WS_COL_USER));
+    PQclear(res);
+    reply_effective(r, r->params[0], user_id);
+}
+
+/* The upsert of an AI config row of scope (SQL literal) on its conflict target ($1 workspace or
+ * NULL, $2 user, $3 mode, $4 provider, $5 model, $6-$8 the sealed key in hex, $9 its key id) */
+#define AI_UPSERT(scope, target)                                                                   \
+    "INSERT INTO ai_configs AS a (workspace_id, user_id, scope, mode, provider, model, "           \
+    "key_ciphertext, key_nonce, key_tag, key_id) VALUES ($1, $2, " scope ", $3, $4, $5, "          \
+    "decode($6, 'hex'), decode($7, 'hex'), decode($8, 'hex'), $9) ON CONFLICT " target " DO "      \
+    "UPDATE SET mode = EXCLUDED.mode, provider = EXCLUDED.provider, model = EXCLUDED.model, "      \
+    "key_ciphertext = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                         \
+    "coalesce(EXCLUDED.key_ciphertext, a.key_ciphertext) END, "                                    \
+    "key_nonce = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                              \
+    "coalesce(EXCLUDED.key_nonce, a.key_nonce) END, "                                              \
+    "key_tag = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                                \
+    "coalesce(EXCLUDED.key_tag, a.key_tag) END, "                                                  \
+    "key_id = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                                 \
+    "coalesce(EXCLUDED.key_id, a.key_id) END"
 
 typedef struct st_ai_put_t {
     char mode[16], provider[CFG_NAME_LEN_MAX], model[201], key[CTL_PROVIDER_KEY_MAX + 1];
@@ -631,52 +661,67 @@ static int seal_key(ctl_req_t *r, ai_put_t *p)
     return 0;
 }
 
-void ctl_workspaces_ai_put(ctl_req_t *r)
+/* Stores the body as the AI config of ws_id (NULL: user_id's default), then replies the config in
+ * effect. A key given now replaces the stored one; no key keeps it (byok) or clears it (managed).
+ */
+static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
 {
-    PGresult *res = ctl_workspaces_load(r);
     ai_put_t p = {0};
-    char user_id[16];
     rb_err_t err;
 
-    if (res == NULL)
-        return;
-    snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, CTL_WS_COL_USER));
-    PQclear(res);
     if (parse_ai_put(r, &p) != 0 || (p.has_key && seal_key(r, &p) != 0))
         return;
-    {
-        /* A key given now replaces the stored one; no key keeps it (byok) or clears it (managed).
-         */
-        const char *params[9] = {r->params[0],
-                                 user_id,
-                                 p.mode,
-                                 p.provider[0] != '\0' ? p.provider : NULL,
-                                 p.model[0] != '\0' ? p.model : NULL,
-                                 p.has_key ? p.ct_hex : NULL,
-                                 p.has_key ? p.nonce_hex : NULL,
-                                 p.has_key ? p.tag_hex : NULL,
-                                 p.has_key ? r->app->master_key_id : NULL};
-        err = ctl_db_query(
-            r->db,
-            "INSERT INTO ai_configs AS a (workspace_id, user_id, scope, mode, provider, model, "
-            "key_ciphertext, key_nonce, key_tag, key_id) VALUES ($1, $2, 'workspace', $3, $4, $5, "
-            "decode($6, 'hex'), decode($7, 'hex'), decode($8, 'hex'), $9) "
-            "ON CONFLICT (workspace_id) DO UPDATE SET mode = EXCLUDED.mode, provider = "
-            "EXCLUDED.provider, model = EXCLUDED.model, "
-            "key_ciphertext = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
-            "coalesce(EXCLUDED.key_ciphertext, a.key_ciphertext) END, "
-            "key_nonce = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
-            "coalesce(EXCLUDED.key_nonce, a.key_nonce) END, "
-            "key_tag = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
-            "coalesce(EXCLUDED.key_tag, a.key_tag) END, "
-            "key_id = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "
-            "coalesce(EXCLUDED.key_id, a.key_id) END",
-            9, params, NULL);
-    }
+    const char *params[9] = {ws_id,
+                             user_id,
+                             p.mode,
+                             p.provider[0] != '\0' ? p.provider : NULL,
+                             p.model[0] != '\0' ? p.model : NULL,
+                             p.has_key ? p.ct_hex : NULL,
+                             p.has_key ? p.nonce_hex : NULL,
+                             p.has_key ? p.tag_hex : NULL,
+                             p.has_key ? r->app->master_key_id : NULL};
+    /* the conflict target is the workspace's row, or the user's one default row */
+    err = ctl_db_query(r->db,
+                       ws_id != NULL
+                           ? AI_UPSERT("'workspace'", "(workspace_id)")
+                           : AI_UPSERT("'user_default'", "(user_id) WHERE scope = 'user_default'"),
+                       9, params, NULL);
     if (err != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
     ctl_db_exec(r->db, "NOTIFY rigbox_identity, 'ai_config'");
-    ctl_workspaces_ai_get(r);
+    reply_effective(r, ws_id, user_id);
+}
+
+void ctl_workspaces_ai_put(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+    char user_id[CTL_PARAM_LEN_MAX];
+
+    if (res == NULL)
+        return;
+    snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, CTL_WS_COL_USER));
+    PQclear(res);
+    ai_put(r, r->params[0], user_id);
+}
+
+void ctl_workspaces_ai_defaults_get(ctl_req_t *r)
+{
+    char user_id[CTL_PARAM_LEN_MAX];
+
+    if (ctl_resolve_user(r, r->params[0], user_id, sizeof(user_id)) != 0 ||
+        ctl_user_require(r, user_id) != 0)
+        return;
+    reply_effective(r, NULL, user_id);
+}
+
+void ctl_workspaces_ai_defaults_put(ctl_req_t *r)
+{
+    char user_id[CTL_PARAM_LEN_MAX];
+
+    if (ctl_resolve_user(r, r->params[0], user_id, sizeof(user_id)) != 0 ||
+        ctl_user_require(r, user_id) != 0)
+        return;
+    ai_put(r, NULL, user_id);
 }

@@ -28,8 +28,15 @@ void ctl_workspaces_token_mint(ctl_req_t *r);
 void ctl_workspaces_token_revoke(ctl_req_t *r);
 /** GET /workspaces/{id}/ai-config. */
 void ctl_workspaces_ai_get(ctl_req_t *r);
-/** PUT /workspaces/{id}/ai-config {mode, provider?, model?, api_key?}. */
+/** PUT /workspaces/{id}/ai-config {mode, provider?, model?, api_key?}. Both answer the config in
+ *  effect, as the gateway applies it: {mode, provider, model, has_api_key, status, source:
+ *  workspace|user_default|default}. */
 void ctl_workspaces_ai_put(ctl_req_t *r);
+/** GET /users/{id|me}/ai-defaults: the user's default AI config, which workspaces without their
+ *  own use (source user_default, else default: managed). */
+void ctl_workspaces_ai_defaults_get(ctl_req_t *r);
+/** PUT /users/{id|me}/ai-defaults {mode, provider?, model?, api_key?}: as ai-config. */
+void ctl_workspaces_ai_defaults_put(ctl_req_t *r);
 
 /* Kinds of workspace token (schema/0009): each kind has at most one live token. */
 #define CTL_TOKEN_API  "api"  /* minted by POST /workspaces/{id}/token, shown once */

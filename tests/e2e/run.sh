@@ -20,6 +20,7 @@ export MOCK_URL=http://127.0.0.1:$mock_port
 export OPERATOR_OPENAI_KEY=sk-operator-openai-e2e OPERATOR_ANTHROPIC_KEY=sk-ant-operator-e2e
 export RIGBOX_OPENAI_BASE_URL=$MOCK_URL RIGBOX_OPENAI_API_KEY=$OPERATOR_OPENAI_KEY
 export RIGBOX_ANTHROPIC_BASE_URL=$MOCK_URL RIGBOX_ANTHROPIC_API_KEY=$OPERATOR_ANTHROPIC_KEY
+export RIGBOX_MASTER_KEY=00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff
 
 rb_spawn mock "$build/tools/mock-provider/mock-provider" --listen "127.0.0.1:$mock_port"
 rb_spawn control "$build/control/rigbox-control" --config "$src/config/rigbox.yaml"
@@ -45,6 +46,23 @@ if [[ ! $RIGBOX_WS_TOKEN =~ ^rbw_ ]]; then
     cat "$RB_TMP"/*.log
     exit 1
 fi
+
+# A user's AI default reaches the gateway: a workspace with no AI config of its own calls with the
+# default's BYOK key (PUT /users/{id}/ai-defaults; the mock shows the key that arrived).
+user2=$(curl -fsS "${auth[@]}" -X POST "$api/users" -d '{"email":"e2e-defaults@example.com"}' | jq -r .user.id)
+curl -fsS -o /dev/null "${auth[@]}" -X PUT "$api/users/$user2/ai-defaults" \
+    -d '{"mode":"byok","provider":"openai","api_key":"sk-e2e-user-default"}'
+ws2=$(curl -fsS "${auth[@]}" -X POST "$api/workspaces" -d "{\"name\":\"e2e-defaults\",\"user_id\":\"$user2\"}" | jq -r .vm.id)
+tok2=$(curl -fsS "${auth[@]}" -X POST "$api/workspaces/$ws2/token" | jq -r .token)
+code=$(curl -s -o /dev/null -w '%{http_code}' "$RIGBOX_GATEWAY_URL/v1/chat/completions" -H "Authorization: Bearer $tok2" \
+    -d '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"defaults"}]}')
+seen=$(curl -fsS "$MOCK_URL/mock/requests" | jq -r '[.requests[] | select(.path == "/v1/chat/completions") | .headers.authorization] | last')
+if [[ $code != 200 || $seen != "Bearer sk-e2e-user-default" ]]; then
+    echo "FAIL: a call from a workspace without its own AI config used the user's default key (got $code, $seen)"
+    cat "$RB_TMP"/*.log
+    exit 1
+fi
+echo "ok: a workspace without its own AI config calls with the user's default BYOK key"
 
 cd "$src/tests/e2e" && node --test --test-reporter=spec sdk.test.mjs
 rc=$?

@@ -122,6 +122,28 @@ codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?use
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/workspaces?limit=201")"
 check "a bad cursor or limit is 400; a user key may not list another user's; no such user is 404 ($codes)" \
     test "$codes" = "400 400 403 403 404 400"
+
+# A user's AI defaults (DESIGN §4): what a workspace without its own AI config uses
+pws=($(curl -fsS "${A[@]}" "$api/workspaces?user_id=$pager" | jq -r '.items[].id'))
+check "without defaults: managed (source default)" jq -e '.mode == "managed" and .source == "default"' \
+    <(curl -fsS "${A[@]}" "$api/users/$pager/ai-defaults")
+d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","provider":"openai","api_key":"sk-pager-default"}')
+check "PUT ai-defaults stores a BYOK default" \
+    jq -e '.mode == "byok" and .provider == "openai" and .has_api_key and .status == "byok_active" and .source == "user_default" and (tostring | contains("sk-pager") | not)' <<<"$d"
+check "the default key is stored encrypted" test "$(rb_sql "SELECT count(*) FROM ai_configs WHERE scope = 'user_default' AND user_id = '$pager' AND position('sk-pager-default' in encode(key_ciphertext, 'escape')) = 0")" = 1
+check "a workspace without its own config shows the default in effect" \
+    jq -e '.mode == "byok" and .has_api_key and .source == "user_default"' <(curl -fsS "${A[@]}" "$api/workspaces/${pws[0]}/ai-config")
+curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/workspaces/${pws[1]}/ai-config" -d '{"mode":"managed"}'
+check "a workspace's own config wins" \
+    jq -e '.mode == "managed" and .source == "workspace"' <(curl -fsS "${A[@]}" "$api/workspaces/${pws[1]}/ai-config")
+d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","model":"gpt-4o-mini"}')
+check "a new PUT without a key keeps the stored key" jq -e '.has_api_key and .model == "gpt-4o-mini" and .provider == null' <<<"$d"
+codes="$(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/users/$pager/ai-defaults")"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/users/u-nobody00/ai-defaults")"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" -X PUT "$api/users/me/ai-defaults" -d '{"mode":"managed","key":"x"}')"
+codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" -X PUT "$api/users/me/ai-defaults" -d '{"mode":"managed"}')"
+check "ai-defaults: another user's is 403, no such user 404, an unknown field 400, me 200 ($codes)" \
+    test "$codes" = "403 404 400 200"
 check "capacity is public" jq -e '.total > 0 and .available == true' <(curl -fsS "$api/capacity")
 
 # ---- input the API refuses, and plan caps under concurrency -------------------------------------

@@ -87,6 +87,8 @@ check "the boot gave the guest a token of its own and left the minted one live" 
     test "$(live "kind = 'boot'")/$(live "token_hash = sha256('$api_tok'::bytea)")" = 1/1
 check "the forwarded app port answers" app_answers
 check "a file written in the guest" grep -q "^persisted-$ws" <(console "echo persisted-$ws > /root/marker; sync; cat /root/marker")
+root_mb=$(console 'df -m / | tail -1' | awk '$2 ~ /^[0-9]+$/ { mb = $2 } END { print mb + 0 }')
+check "the guest's filesystem fills its 3072 MB disk, not the image's 1 GB ($root_mb MB)" test "$root_mb" -gt 2800
 sleep 2.5
 m=$(curl -fsS "${H[@]}" "$api/workspaces/$ws/metrics")
 check "metrics are non-zero" jq -e '.ram_used_mb > 0 and .ram_total_mb == 512 and .disk_used_mb > 0 and .cpu_percent >= 0 and .updated_at != null' <<<"$m"

@@ -538,6 +538,8 @@ typedef struct st_lines_t {
     const char *items[CTL_LOG_LINES_DEFAULT * 50];
     size_t lens[CTL_LOG_LINES_DEFAULT * 50];
     size_t n, cap, head; /* a ring of the newest cap lines; the oldest at head once full */
+    int first;           /* keep the first cap lines instead (paging forward from a cursor) */
+    int more;            /* ... and more lines matched after them */
 } lines_t;
 
 static void collect(void *ctx, const char *line, size_t len)
@@ -545,6 +547,10 @@ static void collect(void *ctx, const char *line, size_t len)
     lines_t *l = ctx;
     size_t at = (l->head + l->n) % l->cap;
 
+    if (l->first && l->n == l->cap) {
+        l->more = 1;
+        return;
+    }
     if (l->n == l->cap) /* keep the newest: the oldest is overwritten */
         l->head = (l->head + 1) % l->cap;
     else
@@ -587,10 +593,17 @@ void ctl_lifecycle_logs(ctl_req_t *r)
     ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));
     snprintf(path, sizeof(path), "%s/console.log", dir);
     rb_buf_init(&data, 0);
-    read_log(path, &offset, CTL_LOG_READ_MAX, &data);
     l = rb_calloc(1, sizeof(*l));
     l->cap = (size_t)lines;
+    l->first = offset >= 0; /* no cursor: the newest lines; a cursor: the next ones after it */
+    read_log(path, &offset, CTL_LOG_READ_MAX, &data);
     each_line(&data, app, collect, l);
+    if (l->more) { /* the cursor goes right after the last line given, not to the chunk's end */
+        const char *last =
+            l->items[(l->head + l->n - 1) % l->cap] + l->lens[(l->head + l->n - 1) % l->cap];
+        const char *nl = memchr(last, '\n', (size_t)(data.base + data.len - last));
+        offset -= (int64_t)(data.base + data.len - (nl + 1));
+    }
     rb_buf_init(&b, 0);
     rb_jw_init(&w, &b);
     rb_jw_obj_begin(&w);

@@ -35,7 +35,9 @@ void ctl_lifecycle_env(ctl_req_t *r);
 void ctl_lifecycle_metrics(ctl_req_t *r);
 /** GET /workspaces/{id}/metrics/series?range=1h|6h|24h|7d. */
 void ctl_lifecycle_series(ctl_req_t *r);
-/** GET /workspaces/{id}/logs?lines=&cursor= and GET /apps/{id}/logs (filtered to one app). */
+/** GET /workspaces/{id}/logs?lines=&cursor=&app= → {lines, next_cursor}: without a cursor the
+ *  newest lines (a tail); with one, the lines after it, next_cursor right after the last given
+ *  (page forward, or poll for new lines). ?app= keeps one app's lines. */
 void ctl_lifecycle_logs(ctl_req_t *r);
 /** GET /workspaces/{id}/logs/stream: SSE, one event per new console line. */
 void ctl_lifecycle_logs_stream(ctl_req_t *r);

@@ -240,6 +240,23 @@ check "and the cursor ends at the file's end" test "$cursor" = "$(stat -c %s "$R
 printf 'l1\nl2\nl3\nl4\nl5\n' >"$RB_TMP/vms/$ws/console.log"
 req GET "/workspaces/$ws/logs?lines=3"
 check "lines=3 gives the newest three, oldest first" test "$(jq -r '.lines | join(",")' <<<"$body")" = "l3,l4,l5"
+# From a cursor, lines=N pages forward: the first N after it, and the cursor moves past those only
+# (it used to give the newest N and jump to the end: the lines between were never seen).
+printf 'l1\n[app:a] a1\nl2\n[app:a] a2\nl3\n[app:a] a3\nl4\n' >"$RB_TMP/vms/$ws/console.log"
+cursor=0 pages=""
+for ((i = 0; i < 6; i++)); do
+    req GET "/workspaces/$ws/logs?cursor=$cursor&lines=2"
+    pages+="$(jq -r '.lines | join(",")' <<<"$body")/"
+    [[ $(jq -r .next_cursor <<<"$body") == "$cursor" ]] && break
+    cursor=$(jq -r .next_cursor <<<"$body")
+done
+check "logs page forward from a cursor, two lines at a time ($pages)" \
+    test "$pages" = "l1,[app:a] a1/l2,[app:a] a2/l3,[app:a] a3/l4//"
+req GET "/workspaces/$ws/logs?cursor=0&lines=2&app=a"
+c1=$(jq -r .next_cursor <<<"$body") p1=$(jq -r '.lines | join(",")' <<<"$body")
+req GET "/workspaces/$ws/logs?cursor=$c1&lines=2&app=a"
+check "and with an app filter ($p1 / $(jq -r '.lines | join(",")' <<<"$body"))" \
+    test "$p1/$(jq -r '.lines | join(",")' <<<"$body")" = "[app:a] a1,[app:a] a2/[app:a] a3"
 # A \r inside a line (a progress bar) ends an SSE line too: it is sent as another data line of the
 # same event, never as the start of a bare line the client would read as a field.
 printf 'step 10%%\rstep 50%%\rdone\nnext\n' >"$RB_TMP/vms/$ws/console.log"

@@ -269,9 +269,13 @@ static void boot_env(boot_t *b)
         b->env[i] = (vmm_env_t){.name = b->env_names[i], .value = b->env_values[i]};
 }
 
-/* Ensures an app row per template app and gives each a fresh loopback port for its hostfwd. */
-static rb_err_t boot_apps(ctl_db_t *db, const char *ws_id, const char *user_id, boot_t *b)
+/* Ensures an app row per template app and gives each a fresh loopback port for its hostfwd, from
+ * vmm.hostfwd_port_min..max. */
+static rb_err_t boot_apps(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, const char *user_id,
+                          boot_t *b)
 {
+    uint16_t taken[APPS_MAX];
+
     for (size_t i = 0; i < b->tmpl->apps_len && i < APPS_MAX; i++) {
         const cfg_app_t *a = &b->tmpl->apps[i];
         char id[16], sub[80], port[8], host_port[8];
@@ -280,8 +284,11 @@ static rb_err_t boot_apps(ctl_db_t *db, const char *ws_id, const char *user_id, 
             id, ws_id, user_id, a->name, sub, port, cfg_visibility_name(a->visibility), host_port};
         rb_err_t err;
 
-        if ((err = vmm_host_port_alloc(&hp)) != RB_OK)
+        if ((err = vmm_host_port_alloc_range((uint16_t)s->cfg->vmm.hostfwd_port_min,
+                                             (uint16_t)s->cfg->vmm.hostfwd_port_max, taken,
+                                             b->napps, &hp)) != RB_OK)
             return err;
+        taken[b->napps] = hp;
         rb_random_id("app-", id, sizeof(id));
         snprintf(sub, sizeof(sub), "%s-%s", a->name, ws_id + 3);
         snprintf(port, sizeof(port), "%d", a->port);
@@ -343,7 +350,7 @@ static int boot_prepare(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, bo
     }
     ctl_supervisor_vm_dir(s, ws_id, b->dir, sizeof(b->dir));
     boot_env(b);
-    if (boot_apps(db, ws_id, user_id, b) != RB_OK ||
+    if (boot_apps(s, db, ws_id, user_id, b) != RB_OK ||
         ctl_workspaces_rotate_token(db, ws_id, CTL_TOKEN_BOOT, b->token, sizeof(b->token),
                                     b->prefix, sizeof(b->prefix)) != RB_OK) {
         snprintf(msg, cap, "prepare_failed:could not record the workspace's apps or token");

@@ -41,8 +41,11 @@ static void write_apps(rb_jw_t *w, ctl_req_t *r, const char *ws_id)
 
     rb_jw_arr_begin(w);
     if (ctl_db_query(r->db,
-                     "SELECT id, name, port, coalesce(host_port, 0), subdomain, visibility, "
-                     "protocol, status FROM apps WHERE workspace_id = $1 ORDER BY name",
+                     /* a host port is only the app's while its VM runs: null otherwise */
+                     "SELECT a.id, a.name, a.port, CASE WHEN w.status = 'running' AND a.host_port "
+                     "IS NOT NULL THEN a.host_port::text ELSE 'null' END, a.subdomain, "
+                     "a.visibility, a.protocol, a.status FROM apps a JOIN workspaces w ON w.id = "
+                     "a.workspace_id WHERE a.workspace_id = $1 ORDER BY a.name",
                      1, params, &res) == RB_OK) {
         for (int i = 0; i < PQntuples(res); i++) {
             static const char *const keys[] = {"id",        "name",       "port",     "host_port",

@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/crypto.h"
 #include "common/log.h"
 #include "vmm/vm.h"
 
@@ -82,24 +83,49 @@ rb_err_t vmm_host_tsc_khz(unsigned *out)
     return rc == 0 ? RB_OK : RB_ERR_NOTFOUND;
 }
 
-rb_err_t vmm_host_port_alloc(uint16_t *out)
+/* Binds 127.0.0.1:port (0: any) and closes it; the port bound, or 0 when it could not. */
+static uint16_t try_port(uint16_t port)
 {
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = 0};
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(port)};
     socklen_t sl = sizeof(sa);
+    uint16_t got = 0;
     int fd;
-    rb_err_t err = RB_ERR_SYS;
 
-    RB_ASSERT(out != NULL);
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if ((fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) == -1)
-        return RB_ERR_SYS;
+        return 0;
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0 && ntohs(sa.sin_port) != 0) {
-        *out = ntohs(sa.sin_port);
-        err = RB_OK;
-    }
+        getsockname(fd, (struct sockaddr *)&sa, &sl) == 0)
+        got = ntohs(sa.sin_port);
     close(fd);
-    return err;
+    return got;
+}
+
+rb_err_t vmm_host_port_alloc(uint16_t *out)
+{
+    RB_ASSERT(out != NULL);
+    return (*out = try_port(0)) != 0 ? RB_OK : RB_ERR_SYS;
+}
+
+rb_err_t vmm_host_port_alloc_range(uint16_t min, uint16_t max, const uint16_t *taken, size_t ntaken,
+                                   uint16_t *out)
+{
+    uint32_t span, start;
+
+    RB_ASSERT(min >= 1 && min <= max && out != NULL);
+    span = (uint32_t)(max - min) + 1;
+    rb_random_bytes(&start, sizeof(start));
+    for (uint32_t k = 0; k < span; k++) {
+        uint16_t p = (uint16_t)(min + (start + k) % span);
+        size_t i = 0;
+        while (i < ntaken && taken[i] != p)
+            i++;
+        if (i == ntaken && try_port(p) == p) {
+            *out = p;
+            return RB_OK;
+        }
+    }
+    return RB_ERR_LIMIT;
 }
 
 /* The cache key: the kernel's mtime and path, so a rebuilt kernel is probed again. */

@@ -35,6 +35,11 @@ int vmm_host_parse_cpuinfo_khz(const char *text, unsigned *out);
  * it before QEMU binds it: callers retry a start that fails on a forward. */
 rb_err_t vmm_host_port_alloc(uint16_t *out);
 
+/** A loopback TCP port in [min, max] free right now and not in taken[0..ntaken), tried from a
+ *  random one on (bind, close): the same race as vmm_host_port_alloc. RB_ERR_LIMIT when none is. */
+rb_err_t vmm_host_port_alloc_range(uint16_t min, uint16_t max, const uint16_t *taken, size_t ntaken,
+                                   uint16_t *out);
+
 /** What the accelerator probe boots; pointers borrowed. */
 typedef struct st_vmm_probe_t {
     const char *qemu_binary; /* NULL = qemu-system-x86_64 */

@@ -86,6 +86,8 @@ check "the workspace reaches running" wait_status running
 check "the boot gave the guest a token of its own and left the minted one live" \
     test "$(live "kind = 'boot'")/$(live "token_hash = sha256('$api_tok'::bytea)")" = 1/1
 check "the forwarded app port answers" app_answers
+check "its host port is in vmm.hostfwd_port_min..max (20000..29999; was any ephemeral port)" \
+    bash -c "p=\$(curl -fsS ${H[*]@Q} $api/workspaces/$ws | jq -r '.vm.apps[0].host_port'); [ \"\$p\" -ge 20000 ] && [ \"\$p\" -le 29999 ]"
 check "a file written in the guest" grep -q "^persisted-$ws" <(console "echo persisted-$ws > /root/marker; sync; cat /root/marker")
 root_mb=$(console 'df -m / | tail -1' | awk '$2 ~ /^[0-9]+$/ { mb = $2 } END { print mb + 0 }')
 check "the guest's filesystem fills its 3072 MB disk, not the image's 1 GB ($root_mb MB)" test "$root_mb" -gt 2800
@@ -104,6 +106,7 @@ curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/stop"
 check "the workspace stops" wait_status stopped 60
 check "stop was a graceful powerdown" grep -q "event=workspace_stopped workspace=$ws how=powerdown" "$RB_TMP/control.log"
 check "no QEMU left after stop" no_qemu
+check "a stopped workspace shows no host port (the old one may be another VM's next)" test "$(app_port)" = null
 check "a stopped VM's token is revoked, the minted one is not" \
     test "$(live "kind = 'boot'")/$(live "token_hash = sha256('$api_tok'::bytea)")" = 0/1
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/start"

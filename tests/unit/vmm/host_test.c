@@ -47,6 +47,33 @@ static void test_port_alloc(void)
     close(fd);
 }
 
+static void test_port_alloc_range(void)
+{
+    uint16_t a = 0, got = 0, seen_b = 0;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    int fd;
+
+    CHECK_INT_EQ(vmm_host_port_alloc(&a), RB_OK);
+    CHECK_INT_EQ(vmm_host_port_alloc_range(a, a, NULL, 0, &got), RB_OK); /* the one free port */
+    CHECK_INT_EQ(got, a);
+    CHECK_INT_EQ(vmm_host_port_alloc_range(a, a, &a, 1, &got), RB_ERR_LIMIT); /* taken: none */
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    sa.sin_port = htons(a);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    CHECK(bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0);
+    CHECK(listen(fd, 1) == 0);
+    CHECK_INT_EQ(vmm_host_port_alloc_range(a, a, NULL, 0, &got), RB_ERR_LIMIT); /* in use: none */
+    close(fd);
+    /* a range of 64: every port given lies in it, and a taken one is never given */
+    for (int i = 0; i < 200; i++) {
+        uint16_t lo = 20000, hi = 20063, taken[1] = {20001};
+        CHECK_INT_EQ(vmm_host_port_alloc_range(lo, hi, taken, 1, &got), RB_OK);
+        CHECK(got >= lo && got <= hi && got != 20001);
+        seen_b |= got != 20000;
+    }
+    CHECK(seen_b); /* tried from a random port, not always the first */
+}
+
 static void test_accel(void)
 {
     vmm_accel_t acc = VMM_ACCEL_AUTO;
@@ -80,4 +107,4 @@ static void test_accel(void)
     unlink(cache);
 }
 
-TEST_MAIN(test_cpuinfo, test_port_alloc, test_accel)
+TEST_MAIN(test_cpuinfo, test_port_alloc, test_port_alloc_range, test_accel)

@@ -634,6 +634,7 @@ typedef struct st_log_stream_t {
     char path[PATH_MAX];
     int64_t offset;
     int idle_polls;
+    int had_log;   /* console.log existed at some poll: its going away means the VM was deleted */
     int done;      /* the client went away */
     rb_buf_t data; /* bytes read from the log */
     rb_buf_t out;  /* the SSE being sent: owned by h2o until proceed */
@@ -663,6 +664,14 @@ static void stream_poll(log_stream_t *s)
     h2o_iovec_t iov;
 
     s->out.len = 0;
+    if (access(s->path, F_OK) == 0) {
+        s->had_log = 1;
+    } else if (s->had_log) { /* deleted with its workspace: the stream ends, and says why */
+        rb_buf_puts(&s->out, "event: end\ndata: the workspace was deleted\n\n");
+        iov = h2o_iovec_init(s->out.base, s->out.len);
+        h2o_send(s->req, &iov, 1, H2O_SEND_STATE_FINAL);
+        return;
+    }
     read_log(s->path, &s->offset, CTL_STREAM_CHUNK_MAX, &s->data);
     each_line(&s->data, "", add_event, &s->out);
     if (s->out.len == 0) {
@@ -726,9 +735,9 @@ void ctl_lifecycle_logs_stream(ctl_req_t *r)
     ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));
     snprintf(s->path, sizeof(s->path), "%.4000s/console.log", dir);
     /* Start with the recent past (one chunk), then follow. */
-    s->offset = stat(s->path, &st) == 0 && st.st_size > CTL_STREAM_CHUNK_MAX
-                    ? st.st_size - CTL_STREAM_CHUNK_MAX
-                    : 0;
+    s->had_log = stat(s->path, &st) == 0;
+    s->offset =
+        s->had_log && st.st_size > CTL_STREAM_CHUNK_MAX ? st.st_size - CTL_STREAM_CHUNK_MAX : 0;
     r->req->res.status = 200;
     r->req->res.reason = "OK";
     h2o_add_header(&r->req->pool, &r->req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL,

@@ -39,7 +39,8 @@ void ctl_lifecycle_series(ctl_req_t *r);
  *  newest lines (a tail); with one, the lines after it, next_cursor right after the last given
  *  (page forward, or poll for new lines). ?app= keeps one app's lines. */
 void ctl_lifecycle_logs(ctl_req_t *r);
-/** GET /workspaces/{id}/logs/stream: SSE, one event per new console line. */
+/** GET /workspaces/{id}/logs/stream: SSE, one event per new console line; when the workspace is
+ *  deleted an `end` event and the end of the stream. */
 void ctl_lifecycle_logs_stream(ctl_req_t *r);
 /** GET /capacity (public). */
 void ctl_lifecycle_capacity(ctl_req_t *r);

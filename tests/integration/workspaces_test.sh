@@ -263,6 +263,15 @@ printf 'step 10%%\rstep 50%%\rdone\nnext\n' >"$RB_TMP/vms/$ws/console.log"
 timeout 2 curl -sN "${U[@]}" "$api/workspaces/$ws/logs/stream" >"$RB_TMP/stream.txt" 2>/dev/null
 check "logs stream: a line broken by \\r comes as data lines of one event" \
     bash -c "tr '\r' '\n' <'$RB_TMP/stream.txt' | grep -v '^\$' | grep -v '^:' | grep -vq '^data: ' && exit 1; grep -c '^data: ' '$RB_TMP/stream.txt' | grep -qx 4"
+# The stream ends, with an `end` event, once the workspace's files are gone (a delete); it used to
+# send keep-alives until the client gave up.
+timeout 10 curl -sN "${U[@]}" "$api/workspaces/$ws/logs/stream" >"$RB_TMP/stream.txt" 2>/dev/null &
+spid=$!
+sleep 1
+rm -rf "$RB_TMP/vms/$ws"
+wait "$spid"
+check "logs stream: ends with an end event when the workspace's files go (rc $?)" \
+    grep -q '^event: end' "$RB_TMP/stream.txt"
 
 # Starting without images fails the boot, with a retryable failure naming the fix.
 req POST "/workspaces/$ws/start"

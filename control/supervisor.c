@@ -221,6 +221,7 @@ void ctl_supervisor_vm_dir(const ctl_supervisor_t *s, const char *ws_id, char *b
 typedef struct st_boot_t {
     char dir[PATH_MAX], kernel[PATH_MAX], initrd[PATH_MAX], base[PATH_MAX];
     char token[64], prefix[16];
+    char ai_mode[16], ai_provider[CFG_NAME_LEN_MAX], ai_model[208]; /* the AI config in effect */
     int64_t ram_mb, vcpus, disk_mb;
     const cfg_template_t *tmpl;
     rb_json_t *env_doc;
@@ -241,6 +242,21 @@ static void boot_free(boot_t *b)
     }
     rb_json_free(b->env_doc);
     free(b->env_text);
+}
+
+/* The AI config in effect, for the guest's RIGBOX_AI_* (managed when none, or unreadable). */
+static void boot_ai(ctl_db_t *db, const char *ws_id, const char *user_id, boot_t *b)
+{
+    const char *params[2] = {ws_id, user_id};
+    PGresult *res = NULL;
+
+    snprintf(b->ai_mode, sizeof(b->ai_mode), "managed");
+    if (ctl_db_query(db, CTL_AI_EFFECTIVE_SQL, 2, params, &res) == RB_OK && PQntuples(res) == 1) {
+        snprintf(b->ai_mode, sizeof(b->ai_mode), "%s", PQgetvalue(res, 0, 0));
+        snprintf(b->ai_provider, sizeof(b->ai_provider), "%s", PQgetvalue(res, 0, 1));
+        snprintf(b->ai_model, sizeof(b->ai_model), "%s", PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
 }
 
 /* Template env first, then the workspace's own variables (which win by coming later). */
@@ -331,6 +347,7 @@ static int boot_prepare(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, bo
     }
     snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, 0));
     b->tmpl = cfg_template_find(s->cfg, PQgetvalue(res, 0, 1));
+    boot_ai(db, ws_id, user_id, b);
     b->ram_mb = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
     b->vcpus = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
     b->disk_mb = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
@@ -425,6 +442,9 @@ static void do_start(ctl_supervisor_t *s, ctl_db_t *db, vm_entry_t *e)
                            .guest = {.workspace_id = e->ws_id,
                                      .token = b.token,
                                      .gateway_url = NULL, /* 10.0.2.2, or the relay */
+                                     .ai_mode = b.ai_mode,
+                                     .ai_provider = b.ai_provider,
+                                     .ai_model = b.ai_model,
                                      .env = b.env,
                                      .nenv = b.nenv,
                                      .apps = b.apps,

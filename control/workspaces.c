@@ -515,9 +515,10 @@ rb_err_t ctl_workspaces_revoke_tokens(ctl_db_t *db, const char *ws_id, const cha
     return RB_OK;
 }
 
-/* source: where the config comes from: "workspace", "user_default" or "default" (managed) */
+/* source: where the config comes from: "workspace", "user_default" or "default" (managed); a
+ * user's defaults are also named as the hosted API names them (default_mode, ...) */
 static void reply_ai_config(ctl_req_t *r, const char *mode, const char *provider, const char *model,
-                            int has_key, const char *source)
+                            int has_key, const char *source, int defaults)
 {
     rb_buf_t b;
     rb_jw_t w;
@@ -535,6 +536,13 @@ static void reply_ai_config(ctl_req_t *r, const char *mode, const char *provider
     rb_jw_kbool(&w, "has_api_key", has_key);
     rb_jw_kstr(&w, "status", status);
     rb_jw_kstr(&w, "source", source);
+    if (defaults) {
+        rb_jw_kstr(&w, "default_mode", mode);
+        rb_jw_key(&w, "default_provider");
+        provider[0] != '\0' ? rb_jw_str(&w, provider) : rb_jw_null(&w);
+        rb_jw_key(&w, "default_model");
+        model[0] != '\0' ? rb_jw_str(&w, model) : rb_jw_null(&w);
+    }
     rb_jw_obj_end(&w);
     ctl_reply(r, 200, &b);
     rb_buf_free(&b);
@@ -546,22 +554,17 @@ static void reply_effective(ctl_req_t *r, const char *ws_id, const char *user_id
 {
     const char *params[2] = {ws_id, user_id};
     PGresult *res = NULL;
-    rb_err_t err = ctl_db_query(
-        r->db,
-        "SELECT mode, coalesce(provider, ''), coalesce(model, ''), key_ciphertext IS NOT NULL, "
-        "scope FROM ai_configs WHERE (scope = 'workspace' AND workspace_id = $1) OR "
-        "(scope = 'user_default' AND user_id = $2) ORDER BY (scope = 'workspace') DESC LIMIT 1",
-        2, params, &res);
+    rb_err_t err = ctl_db_query(r->db, CTL_AI_EFFECTIVE_SQL, 2, params, &res);
 
     if (err != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
     if (PQntuples(res) == 0)
-        reply_ai_config(r, "managed", "", "", 0, "default");
+        reply_ai_config(r, "managed", "", "", 0, "default", ws_id == NULL);
     else
         reply_ai_config(r, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1), PQgetvalue(res, 0, 2),
-                        PQgetvalue(res, 0, 3)[0] == 't', PQgetvalue(res, 0, 4));
+                        PQgetvalue(res, 0, 3)[0] == 't', PQgetvalue(res, 0, 4), ws_id == NULL);
     PQclear(res);
 }
 
@@ -600,34 +603,39 @@ typedef struct st_ai_put_t {
         tag_hex[2 * RB_AES_TAG_LEN + 1];
 } ai_put_t;
 
-static int parse_ai_put(ctl_req_t *r, ai_put_t *p)
+/* The members of an AI config body; a user's defaults also take the hosted API's default_* names */
+typedef struct st_ai_names_t {
+    const char *mode, *provider, *model, *api_key;
+} ai_names_t;
+
+static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
 {
-    static const char *const allowed[] = {"mode", "provider", "model", "api_key"};
+    const char *const allowed[] = {n->mode, n->provider, n->model, n->api_key};
+    int v;
 
     if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
         return -1;
-    if (rb_json_get_str(r->body, 0, "mode", p->mode, sizeof(p->mode)) != RB_OK ||
+    if (rb_json_get_str(r->body, 0, n->mode, p->mode, sizeof(p->mode)) != RB_OK ||
         (strcmp(p->mode, "managed") != 0 && strcmp(p->mode, "byok") != 0)) {
         ctl_error(r, 400, "invalid_request", "mode must be \"managed\" or \"byok\"", NULL);
         return -1;
     }
-    if (rb_json_find(r->body, 0, "provider") >= 0 &&
-        rb_json_type(r->body, rb_json_find(r->body, 0, "provider")) != RB_JSON_NULL &&
-        (rb_json_get_str(r->body, 0, "provider", p->provider, sizeof(p->provider)) != RB_OK ||
+    if ((v = rb_json_find(r->body, 0, n->provider)) >= 0 &&
+        rb_json_type(r->body, v) != RB_JSON_NULL &&
+        (rb_json_get_str(r->body, 0, n->provider, p->provider, sizeof(p->provider)) != RB_OK ||
          cfg_provider_find(r->app->cfg, p->provider) == NULL)) {
         ctl_error(r, 400, "unknown_provider", "provider is not configured", NULL);
         return -1;
     }
-    if (rb_json_find(r->body, 0, "model") >= 0 &&
-        rb_json_type(r->body, rb_json_find(r->body, 0, "model")) != RB_JSON_NULL &&
-        (rb_json_get_str(r->body, 0, "model", p->model, sizeof(p->model)) != RB_OK ||
+    if ((v = rb_json_find(r->body, 0, n->model)) >= 0 && rb_json_type(r->body, v) != RB_JSON_NULL &&
+        (rb_json_get_str(r->body, 0, n->model, p->model, sizeof(p->model)) != RB_OK ||
          cfg_model_find(r->app->cfg, p->model) == NULL)) {
         ctl_error(r, 400, "model_not_found", "model is not configured", NULL);
         return -1;
     }
-    if (rb_json_find(r->body, 0, "api_key") >= 0 &&
-        rb_json_type(r->body, rb_json_find(r->body, 0, "api_key")) != RB_JSON_NULL) {
-        if (rb_json_get_str(r->body, 0, "api_key", p->key, sizeof(p->key)) != RB_OK ||
+    if ((v = rb_json_find(r->body, 0, n->api_key)) >= 0 &&
+        rb_json_type(r->body, v) != RB_JSON_NULL) {
+        if (rb_json_get_str(r->body, 0, n->api_key, p->key, sizeof(p->key)) != RB_OK ||
             p->key[0] == '\0') {
             ctl_error(r, 400, "invalid_request", "api_key must be a string of at most 512 bytes",
                       NULL);
@@ -669,10 +677,18 @@ static int seal_key(ctl_req_t *r, ai_put_t *p)
  */
 static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
 {
+    static const ai_names_t names = {"mode", "provider", "model", "api_key"},
+                            default_names = {"default_mode", "default_provider", "default_model",
+                                             "default_api_key"};
     ai_put_t p = {0};
     rb_err_t err;
+    int hosted = ws_id == NULL && (rb_json_find(r->body, 0, "default_mode") >= 0 ||
+                                   rb_json_find(r->body, 0, "default_provider") >= 0 ||
+                                   rb_json_find(r->body, 0, "default_model") >= 0 ||
+                                   rb_json_find(r->body, 0, "default_api_key") >= 0);
 
-    if (parse_ai_put(r, &p) != 0 || (p.has_key && seal_key(r, &p) != 0))
+    if (parse_ai_put(r, hosted ? &default_names : &names, &p) != 0 ||
+        (p.has_key && seal_key(r, &p) != 0))
         return;
     const char *params[9] = {ws_id,
                              user_id,

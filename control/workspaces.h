@@ -32,10 +32,20 @@ void ctl_workspaces_ai_get(ctl_req_t *r);
  *  effect, as the gateway applies it: {mode, provider, model, has_api_key, status, source:
  *  workspace|user_default|default}. */
 void ctl_workspaces_ai_put(ctl_req_t *r);
+/* The AI config in effect for workspace $1 (NULL: none) of user $2, in the gateway's order
+ * (gateway/db.c): the workspace's row, else the user's default; no row: managed. Columns: mode,
+ * provider, model ('' when NULL), whether a key is stored, scope. */
+#define CTL_AI_EFFECTIVE_SQL                                                                       \
+    "SELECT mode, coalesce(provider, ''), coalesce(model, ''), key_ciphertext IS NOT NULL, scope " \
+    "FROM ai_configs WHERE (scope = 'workspace' AND workspace_id = $1) OR (scope = "               \
+    "'user_default' AND user_id = $2) ORDER BY (scope = 'workspace') DESC LIMIT 1"
+
 /** GET /users/{id|me}/ai-defaults: the user's default AI config, which workspaces without their
  *  own use (source user_default, else default: managed). */
 void ctl_workspaces_ai_defaults_get(ctl_req_t *r);
-/** PUT /users/{id|me}/ai-defaults {mode, provider?, model?, api_key?}: as ai-config. */
+/** PUT /users/{id|me}/ai-defaults {mode, provider?, model?, api_key?}: as ai-config; the hosted
+ *  API's names (default_mode, default_provider, default_model, default_api_key) are taken too, and
+ *  the answer has both. */
 void ctl_workspaces_ai_defaults_put(ctl_req_t *r);
 
 /* Kinds of workspace token (schema/0009): each kind has at most one live token. */

@@ -112,6 +112,12 @@ rb_err_t vmm_guestcfg_render(const vmm_guestcfg_t *c, rb_buf_t *out)
         export_var(&t, "ANTHROPIC_API_KEY", c->token, NULL);
         export_var(&t, "OPENROUTER_API_KEY", c->token, NULL);
     }
+    if (c->ai_mode != NULL && c->ai_mode[0] != '\0')
+        export_var(&t, "RIGBOX_AI_MODE", c->ai_mode, NULL);
+    if (c->ai_provider != NULL && c->ai_provider[0] != '\0')
+        export_var(&t, "RIGBOX_AI_PROVIDER", c->ai_provider, NULL);
+    if (c->ai_model != NULL && c->ai_model[0] != '\0')
+        export_var(&t, "RIGBOX_AI_MODEL", c->ai_model, NULL);
     for (size_t i = 0; i < c->nenv; i++)
         export_var(&t, c->env[i].name, c->env[i].value, NULL);
     for (size_t i = 0; i < c->napps; i++) {

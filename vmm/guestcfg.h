@@ -9,7 +9,8 @@
  * order after the exports Platform variables: RIGBOX_WORKSPACE_ID, RIGBOX_GATEWAY_URL,
  * OPENAI_BASE_URL (<gw>/v1), ANTHROPIC_BASE_URL (<gw>), OPENROUTER_BASE_URL (<gw>/v1) and, when a
  * token is given, RIGBOX_TOKEN, OPENAI_API_KEY, ANTHROPIC_API_KEY, OPENROUTER_API_KEY (all the
- * workspace token: the gateway swaps in the real provider key).
+ * workspace token: the gateway swaps in the real provider key), then RIGBOX_AI_MODE,
+ * RIGBOX_AI_PROVIDER and RIGBOX_AI_MODEL when given.
  *
  * Pure: no I/O, no globals; any thread. Inputs are borrowed.
  */
@@ -50,6 +51,9 @@ typedef struct st_vmm_guestcfg_t {
     const char *workspace_id; /* required, non-empty */
     const char *token;        /* workspace token; may be NULL (no *_API_KEY exported) */
     const char *gateway_url;  /* NULL = VMM_GUESTCFG_GATEWAY_DEFAULT; no trailing slash */
+    const char *ai_mode;      /* the workspace's AI config in effect, exported as RIGBOX_AI_MODE, */
+    const char *ai_provider;  /* RIGBOX_AI_PROVIDER and RIGBOX_AI_MODEL (the agent's default */
+    const char *ai_model;     /* model); each NULL or "" = not exported */
     const vmm_env_t *env;     /* nenv user variables */
     size_t nenv;
     const vmm_app_t *apps; /* napps apps */

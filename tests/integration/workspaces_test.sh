@@ -138,6 +138,11 @@ check "a workspace's own config wins" \
     jq -e '.mode == "managed" and .source == "workspace"' <(curl -fsS "${A[@]}" "$api/workspaces/${pws[1]}/ai-config")
 d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","model":"gpt-4o-mini"}')
 check "a new PUT without a key keeps the stored key" jq -e '.has_api_key and .model == "gpt-4o-mini" and .provider == null' <<<"$d"
+d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"default_mode":"byok","default_provider":"anthropic","default_model":"claude-haiku-4-5"}')
+check "ai-defaults take and give the hosted API's default_* names too" \
+    jq -e '.default_mode == "byok" and .default_provider == "anthropic" and .default_model == "claude-haiku-4-5" and .provider == "anthropic" and .has_api_key' <<<"$d"
+code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"default_mode":"byok","model":"gpt-4o-mini"}')
+check "the two namings do not mix (400)" test "$code" = 400
 codes="$(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/users/$pager/ai-defaults")"
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/users/u-nobody00/ai-defaults")"
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" -X PUT "$api/users/me/ai-defaults" -d '{"mode":"managed","key":"x"}')"

@@ -79,6 +79,8 @@ app_answers() {
 code=$(curl -s -o /dev/null -w '%{http_code}' "${H[@]}" -X POST "$api/workspaces/$ws/stop")
 check "stopping a provisioned workspace is 409" test "$code" = 409
 api_tok=$(curl -fsS "${H[@]}" -X POST "$api/workspaces/$ws/token" | jq -r .token)
+curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/env" -d '{"env_vars":{"MULTI":"line1\nline2","AFTER":"x"}}'
+curl -fsS -o /dev/null "${H[@]}" -X PUT "$api/workspaces/$ws/ai-config" -d '{"mode":"managed","model":"gpt-4o-mini"}'
 live() { rb_sql "SELECT count(*) FROM workspace_tokens WHERE workspace_id = '$ws' AND revoked_at IS NULL AND $1"; }
 check "start answers at once with starting" \
     test "$(curl -fsS "${H[@]}" -X POST "$api/workspaces/$ws/start" | jq -r .vm.status)" = starting
@@ -88,6 +90,9 @@ check "the boot gave the guest a token of its own and left the minted one live" 
 check "the forwarded app port answers" app_answers
 check "its host port is in vmm.hostfwd_port_min..max (20000..29999; was any ephemeral port)" \
     bash -c "p=\$(curl -fsS ${H[*]@Q} $api/workspaces/$ws | jq -r '.vm.apps[0].host_port'); [ \"\$p\" -ge 20000 ] && [ \"\$p\" -le 29999 ]"
+guest_env=$(console 'echo "env: [$AFTER] [$RIGBOX_AI_MODE/$RIGBOX_AI_MODEL] $(printf %s "$MULTI" | wc -l)"' | tr -d '\r' | grep '^env: ')
+check "a login shell has every variable, a two-line one too, and the AI config's model ($guest_env)" \
+    test "$guest_env" = "env: [x] [managed/gpt-4o-mini] 1"
 check "a file written in the guest" grep -q "^persisted-$ws" <(console "echo persisted-$ws > /root/marker; sync; cat /root/marker")
 root_mb=$(console 'df -m / | tail -1' | awk '$2 ~ /^[0-9]+$/ { mb = $2 } END { print mb + 0 }')
 check "the guest's filesystem fills its 3072 MB disk, not the image's 1 GB ($root_mb MB)" test "$root_mb" -gt 2800

@@ -15,6 +15,9 @@ static void test_render(void)
     vmm_app_t apps[] = {{"web", 8000, "httpd -f -p 8000 -h /www"}};
     vmm_guestcfg_t c = {.workspace_id = "ws-abc12345",
                         .token = "rbw_tok",
+                        .ai_mode = "byok",
+                        .ai_provider = "",
+                        .ai_model = "gpt-4o-mini",
                         .env = env,
                         .nenv = 2,
                         .apps = apps,
@@ -34,6 +37,8 @@ static void test_render(void)
                  "export OPENAI_API_KEY='rbw_tok'\n"
                  "export ANTHROPIC_API_KEY='rbw_tok'\n"
                  "export OPENROUTER_API_KEY='rbw_tok'\n"
+                 "export RIGBOX_AI_MODE='byok'\n"
+                 "export RIGBOX_AI_MODEL='gpt-4o-mini'\n"
                  "export FOO='bar'\n"
                  "export OPENAI_BASE_URL='http://x'\n"
                  "rigbox_app 'web' 8000 'httpd -f -p 8000 -h /www'\n");
@@ -42,8 +47,10 @@ static void test_render(void)
     c.gateway_url = "http://gw:1";
     c.nenv = 0;
     c.napps = 0;
+    c.ai_mode = c.ai_model = NULL;
     CHECK_INT_EQ(vmm_guestcfg_render(&c, &b), RB_OK);
     CHECK(strstr(rb_buf_cstr(&b), "API_KEY") == NULL);
+    CHECK(strstr(rb_buf_cstr(&b), "RIGBOX_AI_") == NULL);
     CHECK(strstr(rb_buf_cstr(&b), "export OPENAI_BASE_URL='http://gw:1/v1'\n") != NULL);
     rb_buf_free(&b);
 }

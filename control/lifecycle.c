@@ -634,7 +634,9 @@ typedef struct st_log_stream_t {
     char path[PATH_MAX];
     int64_t offset;
     int idle_polls;
-    int had_log;   /* console.log existed at some poll: its going away means the VM was deleted */
+    int had_log;  /* console.log existed at some poll: its going away means the VM was deleted */
+    ctl_db_t *db; /* the worker's: asks whether a workspace that never booted still exists */
+    char ws_id[CTL_PARAM_LEN_MAX];
     int done;      /* the client went away */
     rb_buf_t data; /* bytes read from the log */
     rb_buf_t out;  /* the SSE being sent: owned by h2o until proceed */
@@ -658,6 +660,19 @@ static void add_event(void *ctx, const char *line, size_t len)
     rb_buf_puts(out, "\n");
 }
 
+/* 0 when the stream's workspace is gone from the database (asked once per keep-alive). */
+static int stream_ws_exists(log_stream_t *s)
+{
+    const char *params[1] = {s->ws_id};
+    PGresult *res = NULL;
+    int exists = 1; /* when the database does not answer, keep the stream */
+
+    if (ctl_db_query(s->db, "SELECT 1 FROM workspaces WHERE id = $1", 1, params, &res) == RB_OK)
+        exists = PQntuples(res) > 0;
+    PQclear(res);
+    return exists;
+}
+
 /* Sends whatever is new (or a keep-alive comment now and then); then waits for proceed. */
 static void stream_poll(log_stream_t *s)
 {
@@ -666,7 +681,8 @@ static void stream_poll(log_stream_t *s)
     s->out.len = 0;
     if (access(s->path, F_OK) == 0) {
         s->had_log = 1;
-    } else if (s->had_log) { /* deleted with its workspace: the stream ends, and says why */
+    } else if (s->had_log || (s->idle_polls + 1 == KEEPALIVE_POLLS && !stream_ws_exists(s))) {
+        /* deleted with its workspace (files gone, or, never booted, its row): the stream ends */
         rb_buf_puts(&s->out, "event: end\ndata: the workspace was deleted\n\n");
         iov = h2o_iovec_init(s->out.base, s->out.len);
         h2o_send(s->req, &iov, 1, H2O_SEND_STATE_FINAL);
@@ -729,7 +745,9 @@ void ctl_lifecycle_logs_stream(ctl_req_t *r)
     *s = (log_stream_t){.super = {on_stream_proceed, on_stream_stop},
                         .req = r->req,
                         .timeout = &r->worker->poll_timeout,
+                        .db = r->db,
                         .te = {.cb = on_stream_timer}};
+    snprintf(s->ws_id, sizeof(s->ws_id), "%s", r->params[0]);
     rb_buf_init(&s->data, CTL_STREAM_CHUNK_MAX + 1);
     rb_buf_init(&s->out, 0);
     ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));

@@ -335,6 +335,7 @@ static int boot_prepare(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, bo
     PGresult *res = NULL;
     char user_id[32];
     struct stat st;
+    rb_err_t err;
 
     if (ctl_db_query(db,
                      "SELECT user_id, coalesce(template_id, image), ram_mb, vcpu_count, "
@@ -367,7 +368,11 @@ static int boot_prepare(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, bo
     }
     ctl_supervisor_vm_dir(s, ws_id, b->dir, sizeof(b->dir));
     boot_env(b);
-    if (boot_apps(s, db, ws_id, user_id, b) != RB_OK ||
+    if ((err = boot_apps(s, db, ws_id, user_id, b)) == RB_ERR_LIMIT) {
+        snprintf(msg, cap, "ports_exhausted:no free loopback port in vmm.hostfwd_port_min..max");
+        return -1;
+    }
+    if (err != RB_OK ||
         ctl_workspaces_rotate_token(db, ws_id, CTL_TOKEN_BOOT, b->token, sizeof(b->token),
                                     b->prefix, sizeof(b->prefix)) != RB_OK) {
         snprintf(msg, cap, "prepare_failed:could not record the workspace's apps or token");

@@ -587,14 +587,13 @@ void ctl_workspaces_ai_get(ctl_req_t *r)
     "key_ciphertext, key_nonce, key_tag, key_id) VALUES ($1, $2, " scope ", $3, $4, $5, "          \
     "decode($6, 'hex'), decode($7, 'hex'), decode($8, 'hex'), $9) ON CONFLICT " target " DO "      \
     "UPDATE SET mode = EXCLUDED.mode, provider = EXCLUDED.provider, model = EXCLUDED.model, "      \
-    "key_ciphertext = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                         \
-    "coalesce(EXCLUDED.key_ciphertext, a.key_ciphertext) END, "                                    \
-    "key_nonce = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                              \
-    "coalesce(EXCLUDED.key_nonce, a.key_nonce) END, "                                              \
-    "key_tag = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                                \
-    "coalesce(EXCLUDED.key_tag, a.key_tag) END, "                                                  \
-    "key_id = CASE WHEN EXCLUDED.mode = 'managed' THEN NULL ELSE "                                 \
-    "coalesce(EXCLUDED.key_id, a.key_id) END"
+    "key_ciphertext = " AI_KEEP("key_ciphertext") ", key_nonce = " AI_KEEP(                        \
+        "key_nonce") ", key_tag = " AI_KEEP("key_tag") ", key_id = " AI_KEEP("key_id")
+/* a key given now replaces the stored one; without one the stored key stays for byok and the same
+ * provider, else it goes (managed, or a key of another provider: never sent to this one) */
+#define AI_KEEP(col)                                                                               \
+    "CASE WHEN EXCLUDED.mode = 'managed' THEN NULL WHEN EXCLUDED.key_ciphertext IS NOT NULL THEN " \
+    "EXCLUDED." col " WHEN a.provider IS NOT DISTINCT FROM EXCLUDED.provider THEN a." col " END"
 
 typedef struct st_ai_put_t {
     char mode[16], provider[CFG_NAME_LEN_MAX], model[201], key[CTL_PROVIDER_KEY_MAX + 1];
@@ -647,6 +646,10 @@ static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
         ctl_error(r, 400, "invalid_request", "api_key is only accepted with mode \"byok\"", NULL);
         return -1;
     }
+    if (p->has_key && p->provider[0] == '\0') { /* the gateway sends a key to its provider only */
+        ctl_error(r, 400, "invalid_request", "api_key needs the provider it is for", NULL);
+        return -1;
+    }
     return 0;
 }
 
@@ -673,7 +676,7 @@ static int seal_key(ctl_req_t *r, ai_put_t *p)
 }
 
 /* Stores the body as the AI config of ws_id (NULL: user_id's default), then replies the config in
- * effect. A key given now replaces the stored one; no key keeps it (byok) or clears it (managed).
+ * effect (the stored key: AI_KEEP).
  */
 static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
 {

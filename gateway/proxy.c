@@ -1013,8 +1013,9 @@ static int choose_key(gw_call_t *c, const char **key, size_t *key_len)
     }
     if (c->ident.byok) {
         c->byok = 1;
+        /* a stored key is its provider's: never sent to another (nor when none was named) */
         if (c->ident.key_state == GW_IDENTITY_KEY_OK &&
-            (c->ident.provider[0] == '\0' || strcmp(c->ident.provider, prov->name) == 0)) {
+            strcmp(c->ident.provider, prov->name) == 0) {
             *key = c->ident.key;
             *key_len = c->ident.key_len;
             return 0;

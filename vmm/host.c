@@ -115,6 +115,7 @@ rb_err_t vmm_host_port_alloc_range(uint16_t min, uint16_t max, const uint16_t *t
     RB_ASSERT(min >= 1 && min <= max && out != NULL);
     span = (uint32_t)(max - min) + 1;
     rb_random_bytes(&start, sizeof(start));
+    start %= span; /* start + k never wraps: each port is tried once */
     for (uint32_t k = 0; k < span; k++) {
         uint16_t p = (uint16_t)(min + (start + k) % span);
         size_t i = 0;

@@ -227,6 +227,22 @@ st=$(post /v1/chat/completions $TOK "$CHAT" -H 'X-Rigbox-Provider-Key: sk-per-ca
 check "per-call key: reaches the provider" test "$st:$(last_mock_headers | jq -r .authorization)" = "200:Bearer sk-per-call-key"
 check "per-call key: not billed" test "$(row "$(rid)" "mode, billed")" = "byok|f"
 check "keys never logged" bash -c "! grep -Eq 'sk-managed|sk-byok|sk-per-call|rbw_tok' '$RB_TMP/gateway.log'"
+st=$(post_ant /v1/messages $TOK_BYOK "$MSG")
+check "stored BYOK: another provider's model is 400 byok_key_missing, the key not sent" \
+    test "$st:$(jq -r .error.type "$RB_TMP/out"):$(last_mock_headers | jq -r '."x-api-key"')" = "400:invalid_request_error:null"
+rb_sql "UPDATE ai_configs SET provider = NULL WHERE workspace_id = 'ws-bbbbbbbb'; NOTIFY rigbox_identity, 'ai_config'" >/dev/null
+for ((i = 0; i < 30; i++)); do # the edit applies within a second (NOTIFY)
+    st=$(post /v1/chat/completions $TOK_BYOK "$CHAT")
+    [[ $st == 400 ]] && break
+    sleep 0.1
+done
+check "stored BYOK with no provider named (an old row): 400, the key sent to no provider" \
+    test "$st:$(jq -r .error.code "$RB_TMP/out")" = "400:byok_key_missing"
+rb_sql "UPDATE ai_configs SET provider = 'mockoai' WHERE workspace_id = 'ws-bbbbbbbb'; NOTIFY rigbox_identity, 'ai_config'" >/dev/null
+for ((i = 0; i < 30; i++)); do
+    [[ $(post /v1/chat/completions $TOK_BYOK "$CHAT") == 200 ]] && break
+    sleep 0.1
+done
 
 # ---- 7. revocation through NOTIFY ---------------------------------------------------------------
 st=$(post /v1/chat/completions $TOK_REV "$CHAT")

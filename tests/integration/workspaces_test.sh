@@ -136,13 +136,24 @@ check "a workspace without its own config shows the default in effect" \
 curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/workspaces/${pws[1]}/ai-config" -d '{"mode":"managed"}'
 check "a workspace's own config wins" \
     jq -e '.mode == "managed" and .source == "workspace"' <(curl -fsS "${A[@]}" "$api/workspaces/${pws[1]}/ai-config")
-d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","model":"gpt-4o-mini"}')
-check "a new PUT without a key keeps the stored key" jq -e '.has_api_key and .model == "gpt-4o-mini" and .provider == null' <<<"$d"
+d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","provider":"openai","model":"gpt-4o-mini"}')
+check "a new PUT without a key keeps the stored key for the same provider" jq -e '.has_api_key and .model == "gpt-4o-mini"' <<<"$d"
 d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"default_mode":"byok","default_provider":"anthropic","default_model":"claude-haiku-4-5"}')
 check "ai-defaults take and give the hosted API's default_* names too" \
-    jq -e '.default_mode == "byok" and .default_provider == "anthropic" and .default_model == "claude-haiku-4-5" and .provider == "anthropic" and .has_api_key' <<<"$d"
+    jq -e '.default_mode == "byok" and .default_provider == "anthropic" and .default_model == "claude-haiku-4-5" and .provider == "anthropic"' <<<"$d"
+check "another provider without a key drops the stored one (an OpenAI key is never Anthropic's)" \
+    jq -e '.has_api_key == false and .status == "invalid_missing_key"' <<<"$d"
+code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","api_key":"sk-for-whom"}')
+check "a key without its provider is 400" test "$code" = 400
 code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"default_mode":"byok","model":"gpt-4o-mini"}')
 check "the two namings do not mix (400)" test "$code" = 400
+
+# A log stream on a workspace that never booted (no files) ends too once it is deleted: its row is
+# asked for at each keep-alive (15 s); the check waits near the end of this script.
+timeout 25 curl -sN "${A[@]}" "$api/workspaces/${pws[2]}/logs/stream" >"$RB_TMP/stream-nb.txt" 2>/dev/null &
+nb_stream=$!
+sleep 0.5
+curl -fsS -o /dev/null "${A[@]}" -X DELETE "$api/workspaces/${pws[2]}"
 codes="$(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" "$api/users/$pager/ai-defaults")"
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" "$api/users/u-nobody00/ai-defaults")"
 codes+=" $(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" -X PUT "$api/users/me/ai-defaults" -d '{"mode":"managed","key":"x"}')"
@@ -318,6 +329,11 @@ done
 check "260 workspaces' starts all end (failed: no image), none left starting" \
     test "$(rb_sql "SELECT count(*) FROM workspaces WHERE id LIKE 'ws-t%' AND status = 'failed'")" = 260
 rb_sql "DELETE FROM workspaces WHERE id LIKE 'ws-t%'" >/dev/null
+
+wait "$nb_stream"
+nb_rc=$?
+check "logs stream of a deleted workspace that never booted ends with an end event (rc $nb_rc)" \
+    bash -c "[ $nb_rc = 0 ] && grep -q '^event: end' '$RB_TMP/stream-nb.txt'"
 
 # A delete the previous control process accepted but did not finish (its job queue is in memory)
 # is done again at start: the row does not stay `deleting` forever, nor its files.

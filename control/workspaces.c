@@ -568,16 +568,32 @@ static void reply_effective(ctl_req_t *r, const char *ws_id, const char *user_id
     PQclear(res);
 }
 
-void ctl_workspaces_ai_get(ctl_req_t *r)
+/* The owner of the workspace {id} the caller may see into user_id; -1 when the answer is sent. */
+static int ws_owner(ctl_req_t *r, char *user_id, size_t cap)
 {
     PGresult *res = ctl_workspaces_load(r);
-    char user_id[CTL_PARAM_LEN_MAX];
 
     if (res == NULL)
-        return;
-    snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, CTL_WS_COL_USER));
+        return -1;
+    snprintf(user_id, cap, "%s", PQgetvalue(res, 0, CTL_WS_COL_USER));
     PQclear(res);
-    reply_effective(r, r->params[0], user_id);
+    return 0;
+}
+
+/* The user {id|me} of an ai-defaults route, when the caller may act on it and it exists. */
+static int defaults_user(ctl_req_t *r, char *user_id, size_t cap)
+{
+    return ctl_resolve_user(r, r->params[0], user_id, cap) != 0 || ctl_user_require(r, user_id) != 0
+               ? -1
+               : 0;
+}
+
+void ctl_workspaces_ai_get(ctl_req_t *r)
+{
+    char user_id[CTL_PARAM_LEN_MAX];
+
+    if (ws_owner(r, user_id, sizeof(user_id)) == 0)
+        reply_effective(r, r->params[0], user_id);
 }
 
 /* The upsert of an AI config row of scope (SQL literal) on its conflict target ($1 workspace or
@@ -718,32 +734,24 @@ static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
 
 void ctl_workspaces_ai_put(ctl_req_t *r)
 {
-    PGresult *res = ctl_workspaces_load(r);
     char user_id[CTL_PARAM_LEN_MAX];
 
-    if (res == NULL)
-        return;
-    snprintf(user_id, sizeof(user_id), "%s", PQgetvalue(res, 0, CTL_WS_COL_USER));
-    PQclear(res);
-    ai_put(r, r->params[0], user_id);
+    if (ws_owner(r, user_id, sizeof(user_id)) == 0)
+        ai_put(r, r->params[0], user_id);
 }
 
 void ctl_workspaces_ai_defaults_get(ctl_req_t *r)
 {
     char user_id[CTL_PARAM_LEN_MAX];
 
-    if (ctl_resolve_user(r, r->params[0], user_id, sizeof(user_id)) != 0 ||
-        ctl_user_require(r, user_id) != 0)
-        return;
-    reply_effective(r, NULL, user_id);
+    if (defaults_user(r, user_id, sizeof(user_id)) == 0)
+        reply_effective(r, NULL, user_id);
 }
 
 void ctl_workspaces_ai_defaults_put(ctl_req_t *r)
 {
     char user_id[CTL_PARAM_LEN_MAX];
 
-    if (ctl_resolve_user(r, r->params[0], user_id, sizeof(user_id)) != 0 ||
-        ctl_user_require(r, user_id) != 0)
-        return;
-    ai_put(r, NULL, user_id);
+    if (defaults_user(r, user_id, sizeof(user_id)) == 0)
+        ai_put(r, NULL, user_id);
 }

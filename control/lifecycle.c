@@ -624,7 +624,10 @@ void ctl_lifecycle_logs(ctl_req_t *r)
 
 /* ---- GET /workspaces/{id}/logs/stream: SSE ---- */
 
-enum { KEEPALIVE_POLLS = 30 }; /* a comment every 15 s of silence */
+enum {
+    KEEPALIVE_POLLS = 30, /* a comment every 15 s of silence */
+    ROW_CHECK_POLLS = 10, /* a stream with no log file yet asks for its workspace's row every 5 s */
+};
 
 typedef struct st_log_stream_t {
     h2o_generator_t super;
@@ -660,7 +663,7 @@ static void add_event(void *ctx, const char *line, size_t len)
     rb_buf_puts(out, "\n");
 }
 
-/* 0 when the stream's workspace is gone from the database (asked once per keep-alive). */
+/* 0 when the stream's workspace is gone from the database (asked every ROW_CHECK_POLLS polls). */
 static int stream_ws_exists(log_stream_t *s)
 {
     const char *params[1] = {s->ws_id};
@@ -681,7 +684,8 @@ static void stream_poll(log_stream_t *s)
     s->out.len = 0;
     if (access(s->path, F_OK) == 0) {
         s->had_log = 1;
-    } else if (s->had_log || (s->idle_polls + 1 == KEEPALIVE_POLLS && !stream_ws_exists(s))) {
+    } else if (s->had_log ||
+               (s->idle_polls % ROW_CHECK_POLLS == ROW_CHECK_POLLS - 1 && !stream_ws_exists(s))) {
         /* deleted with its workspace (files gone, or, never booted, its row): the stream ends */
         rb_buf_puts(&s->out, "event: end\ndata: the workspace was deleted\n\n");
         iov = h2o_iovec_init(s->out.base, s->out.len);

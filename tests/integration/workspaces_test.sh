@@ -149,8 +149,8 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/users/$page
 check "the two namings do not mix (400)" test "$code" = 400
 
 # A log stream on a workspace that never booted (no files) ends too once it is deleted: its row is
-# asked for at each keep-alive (15 s); the check waits near the end of this script.
-timeout 25 curl -sN "${A[@]}" "$api/workspaces/${pws[2]}/logs/stream" >"$RB_TMP/stream-nb.txt" 2>/dev/null &
+# asked for every 5 s; the check waits near the end of this script.
+timeout 40 curl -sN "${A[@]}" "$api/workspaces/${pws[2]}/logs/stream" >"$RB_TMP/stream-nb.txt" 2>/dev/null &
 nb_stream=$!
 sleep 0.5
 curl -fsS -o /dev/null "${A[@]}" -X DELETE "$api/workspaces/${pws[2]}"

@@ -278,27 +278,35 @@ static void add_column(limits_update_t *u, const char *col, int models, const ch
     rb_buf_printf(&u->sets, "%s%s = EXCLUDED.%s", u->sets.len > 0 ? ", " : "", col, col);
 }
 
-/* allowed_models: null, or an array of at most CFG_ALLOWED_MODELS_MAX model names. */
+/* allowed_models: null, or an array of at most CFG_ALLOWED_MODELS_MAX configured models, stored
+ * by their public names (the gateway compares those: an alias or a typo would allow nothing). */
 static int take_models(ctl_req_t *r, limits_update_t *u, int v)
 {
-    const char *raw;
-    size_t len, n = rb_json_count(r->body, v);
+    size_t n = rb_json_count(r->body, v);
     char name[CTL_MODEL_NAME_MAX + 1];
+    rb_buf_t b;
+    rb_jw_t w;
 
     if (rb_json_type(r->body, v) != RB_JSON_NULL) {
         if (rb_json_type(r->body, v) != RB_JSON_ARRAY || n > CFG_ALLOWED_MODELS_MAX)
             return bad_field(r, "allowed_models", "must be null or an array of model names");
+        rb_buf_init(&b, 0);
+        rb_jw_init(&w, &b);
+        rb_jw_arr_begin(&w);
         for (size_t i = 0; i < n; i++) {
             int e = rb_json_index(r->body, v, i);
             size_t nlen = 0;
+            const cfg_model_t *m = NULL;
             if (rb_json_str(r->body, e, name, sizeof(name), &nlen) != RB_OK || nlen == 0 ||
-                strlen(name) != nlen)
-                return bad_field(r, "allowed_models", "each entry is a name of 1 to 200 bytes");
+                strlen(name) != nlen || (m = cfg_model_find(r->app->cfg, name)) == NULL) {
+                rb_buf_free(&b);
+                return bad_field(r, "allowed_models", "each entry is a configured model");
+            }
+            rb_jw_str(&w, m->name);
         }
-        raw = rb_json_raw(r->body, v, &len);
-        u->models = rb_malloc(len + 1);
-        memcpy(u->models, raw, len);
-        u->models[len] = '\0';
+        rb_jw_arr_end(&w);
+        u->models = rb_strndup(b.base, b.len);
+        rb_buf_free(&b);
     }
     add_column(u, "allowed_models", 1, u->models);
     return 0;

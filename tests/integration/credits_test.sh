@@ -231,13 +231,13 @@ expect "limits come from the plan" 200 \
      .limits.credits_per_month == 250 and .limits.allowed_models == [] and .overrides == {} and
      .usage.vms == 0 and .usage.credits_today_micro == 1500000 and .usage.credits_today == "1.500000"
      and .usage.credits_this_month_micro == 1500000'
-req PUT "/users/$alice/limits" "$admin" '{"max_vms":5,"rpm":0,"allowed_models":["gpt-4o","claude"]}'
-expect "PUT sets overrides" 200 \
+req PUT "/users/$alice/limits" "$admin" '{"max_vms":5,"rpm":0,"allowed_models":["gpt-4o","haiku"]}'
+expect "PUT sets overrides, an alias stored as its model's name" 200 \
     '.custom == true and .limits.max_vms == 5 and .limits.rpm == 0 and .limits.tpm == 200000 and
-     .limits.allowed_models == ["gpt-4o","claude"] and .overrides == {max_vms:5,rpm:0,allowed_models:["gpt-4o","claude"]}'
+     .limits.allowed_models == ["gpt-4o","claude-haiku-4-5"] and .overrides == {max_vms:5,rpm:0,allowed_models:["gpt-4o","claude-haiku-4-5"]}'
 req PUT "/users/$alice/limits" "$admin" '{"max_vms":null}'
 expect "null clears one override, omitted ones stay" 200 \
-    '.limits.max_vms == 2 and .limits.rpm == 0 and .limits.allowed_models == ["gpt-4o","claude"]'
+    '.limits.max_vms == 2 and .limits.rpm == 0 and .limits.allowed_models == ["gpt-4o","claude-haiku-4-5"]'
 req PUT "/users/$alice/limits" "$admin" '{"allowed_models":null,"rpm":null}'
 expect "clearing every override" 200 '.custom == false and .overrides == {} and .limits.rpm == 60'
 req PUT "/users/$alice/limits" "$admin" '{"max_vms":3,"max_cpus":1}'
@@ -246,6 +246,8 @@ req PUT "/users/$alice/limits" "$admin" '{"max_vms":-1}'
 expect "a negative limit is 400" 400
 req PUT "/users/$alice/limits" "$admin" '{"allowed_models":[1]}'
 expect "a non-string model is 400" 400
+req PUT "/users/$alice/limits" "$admin" '{"allowed_models":["claude"]}'
+expect "a model not configured is 400 (it allowed nothing: every call was 403)" 400 '.message | test("configured model")'
 req PUT "/users/$alice/limits" "$admin" '{"max_vms":"3"}'
 expect "a string number is 400" 400
 check "refused PUTs changed nothing" test "$(rb_sql "SELECT coalesce(max_vms, -1) FROM user_limits WHERE user_id = '$alice'")" = -1

@@ -305,7 +305,7 @@ static int take_models(ctl_req_t *r, limits_update_t *u, int v)
             rb_jw_str(&w, m->name);
         }
         rb_jw_arr_end(&w);
-        u->models = rb_strndup(b.base, b.len);
+        u->models = rb_strdup(rb_buf_cstr(&b));
         rb_buf_free(&b);
     }
     add_column(u, "allowed_models", 1, u->models);

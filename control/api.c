@@ -175,12 +175,10 @@ const char *ctl_page_next(const ctl_page_t *p, PGresult *res, int id_col, char *
 
 int ctl_query_user_id(ctl_req_t *r, char *user_id, size_t cap)
 {
-    char id[CTL_PARAM_LEN_MAX] = "me";
+    char id[CTL_PARAM_LEN_MAX] = "me"; /* absent: left as it is */
     int got = rb_http_query(r->req, "user_id", id, sizeof(id));
 
-    if (got == 0)
-        snprintf(id, sizeof(id), "me");
-    else if (got < 0 || id[0] == '\0') {
+    if (got < 0 || (got == 1 && id[0] == '\0')) {
         ctl_error(r, 400, "invalid_request", "user_id must be a user id", NULL);
         return -1;
     }

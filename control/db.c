@@ -90,6 +90,15 @@ Exit:
     return err;
 }
 
+int ctl_db_rows(ctl_db_t *db, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = NULL;
+    int rows = ctl_db_query(db, sql, n, params, &res) == RB_OK ? PQntuples(res) : -1;
+
+    PQclear(res);
+    return rows;
+}
+
 rb_err_t ctl_db_exec(ctl_db_t *db, const char *sql)
 {
     return ctl_db_query(db, sql, 0, NULL, NULL);

@@ -31,6 +31,9 @@ void ctl_db_close(ctl_db_t *db);
  *  (check/not-null/foreign-key/data violations), RB_ERR_DB (anything else); db->sqlstate tells. */
 rb_err_t ctl_db_query(ctl_db_t *db, const char *sql, int n, const char *const *params,
                       PGresult **out);
+/** Runs sql as ctl_db_query and returns how many rows it returned (a write: with RETURNING, how
+ *  many it changed); -1 on an error. */
+int ctl_db_rows(ctl_db_t *db, const char *sql, int n, const char *const *params);
 /** Runs a statement without parameters or results (NOTIFY …). */
 rb_err_t ctl_db_exec(ctl_db_t *db, const char *sql);
 /** Starts a transaction. Until ctl_db_end, a lost connection fails the statement instead of

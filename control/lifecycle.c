@@ -667,13 +667,8 @@ static void add_event(void *ctx, const char *line, size_t len)
 static int stream_ws_exists(log_stream_t *s)
 {
     const char *params[1] = {s->ws_id};
-    PGresult *res = NULL;
-    int exists = 1; /* when the database does not answer, keep the stream */
-
-    if (ctl_db_query(s->db, "SELECT 1 FROM workspaces WHERE id = $1", 1, params, &res) == RB_OK)
-        exists = PQntuples(res) > 0;
-    PQclear(res);
-    return exists;
+    /* when the database does not answer (-1), keep the stream */
+    return ctl_db_rows(s->db, "SELECT 1 FROM workspaces WHERE id = $1", 1, params) != 0;
 }
 
 /* Sends whatever is new (or a keep-alive comment now and then); then waits for proceed. */

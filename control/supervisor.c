@@ -64,27 +64,30 @@ struct st_ctl_supervisor_t {
     rb_metric_t *m_boot_time, *m_vms, *m_queued; /* the fixed series of it */
 };
 
-/* Adds 1 to the counter name{labels} (rigbox_control_*) when metrics are kept. */
-static void count(ctl_supervisor_t *s, const char *name, const char *help, const char *labels)
+/* Adds 1 to the counter name{key="value"} (rigbox_control_*) when metrics are kept; values are
+ * fixed strings of this file. */
+static void count(ctl_supervisor_t *s, const char *name, const char *help, const char *key,
+                  const char *value)
 {
-    if (s->metrics != NULL)
-        rb_metric_add(rb_metrics_get(s->metrics, RB_METRIC_COUNTER, name, help, labels), 1);
+    char labels[96];
+
+    if (s->metrics == NULL)
+        return;
+    snprintf(labels, sizeof(labels), "%s=\"%.64s\"", key, value);
+    rb_metric_add(rb_metrics_get(s->metrics, RB_METRIC_COUNTER, name, help, labels), 1);
 }
 
 static void count_end(ctl_supervisor_t *s, const char *how)
 {
-    char labels[48];
-    snprintf(labels, sizeof(labels), "how=\"%s\"", how);
     count(s, "rigbox_control_vm_ends_total",
-          "VMs that ended, by how: stop (asked), guest_poweroff, guest_reboot, crash", labels);
+          "VMs that ended, by how: stop (asked), guest_poweroff, guest_reboot, crash", "how", how);
 }
 
 static void count_boot(ctl_supervisor_t *s, const char *result)
 {
-    char labels[48];
-    snprintf(labels, sizeof(labels), "result=\"%s\"", result);
     count(s, "rigbox_control_vm_boots_total",
-          "Boots by result: running, or failed (not a boot cancelled or superseded)", labels);
+          "Boots by result: running, or failed (not a boot cancelled or superseded)", "result",
+          result);
 }
 
 static int64_t now_s(void)
@@ -171,25 +174,17 @@ static int record_failure(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, 
                           const char *message, int retryable)
 {
     const char *params[4] = {ws_id, code, message, retryable ? "t" : "f"};
-    char labels[96];
-    PGresult *res = NULL;
-    int failed = 0;
 
-    if (ctl_db_query(
-            db,
-            "UPDATE workspaces SET status = 'failed', failure_code = $2, failure_message = "
-            "$3, failure_retryable = $4::boolean, failure_at = now(), failure_attempts = "
-            "failure_attempts + 1 WHERE id = $1 AND status IN ('starting', 'running', "
-            "'stopping', 'provisioning') RETURNING id",
-            4, params, &res) == RB_OK)
-        failed = PQntuples(res) == 1;
-    PQclear(res);
-    if (!failed)
+    if (ctl_db_rows(db,
+                    "UPDATE workspaces SET status = 'failed', failure_code = $2, failure_message = "
+                    "$3, failure_retryable = $4::boolean, failure_at = now(), failure_attempts = "
+                    "failure_attempts + 1 WHERE id = $1 AND status IN ('starting', 'running', "
+                    "'stopping', 'provisioning') RETURNING id",
+                    4, params) != 1)
         return 0;
     rb_log_warn("workspace_failed", "workspace=%s code=%s message=\"%s\"", ws_id, code, message);
-    snprintf(labels, sizeof(labels), "code=\"%.64s\"", code); /* codes are fixed strings */
     count(s, "rigbox_control_workspace_failures_total", "Workspaces that became failed, by code",
-          labels);
+          "code", code);
     return 1;
 }
 
@@ -197,19 +192,15 @@ static int record_failure(ctl_supervisor_t *s, ctl_db_t *db, const char *ws_id, 
 static int set_status(ctl_db_t *db, const char *ws_id, const char *from, const char *to)
 {
     const char *params[3] = {ws_id, from, to};
-    PGresult *res = NULL;
-    int moved = 0;
-    if (ctl_db_query(db,
-                     "UPDATE workspaces SET status = $3, failure_code = CASE WHEN $3 = 'running' "
-                     "THEN NULL ELSE failure_code END, failure_message = CASE WHEN $3 = 'running' "
-                     "THEN NULL ELSE failure_message END, failure_retryable = CASE WHEN $3 = "
-                     "'running' THEN NULL ELSE failure_retryable END, failure_at = CASE WHEN $3 = "
-                     "'running' THEN NULL ELSE failure_at END WHERE id = $1 AND status = $2 "
-                     "RETURNING id",
-                     3, params, &res) == RB_OK)
-        moved = PQntuples(res) == 1;
-    PQclear(res);
-    return moved;
+    return ctl_db_rows(
+               db,
+               "UPDATE workspaces SET status = $3, failure_code = CASE WHEN $3 = 'running' "
+               "THEN NULL ELSE failure_code END, failure_message = CASE WHEN $3 = 'running' "
+               "THEN NULL ELSE failure_message END, failure_retryable = CASE WHEN $3 = "
+               "'running' THEN NULL ELSE failure_retryable END, failure_at = CASE WHEN $3 = "
+               "'running' THEN NULL ELSE failure_at END WHERE id = $1 AND status = $2 "
+               "RETURNING id",
+               3, params) == 1;
 }
 
 void ctl_supervisor_vm_dir(const ctl_supervisor_t *s, const char *ws_id, char *buf, size_t cap)
@@ -747,10 +738,12 @@ static void *monitor_main(void *arg)
         int64_t nvms = 0;
         for (size_t i = 0; i < CTL_SUP_VMS_MAX; i++) {
             vm_entry_t *e = s->vms[i];
-            nvms += e != NULL && e->vm != NULL;
-            if (e == NULL || e->busy || e->vm == NULL || sample_vm(s, e) == 0)
+            if (e == NULL || e->vm == NULL)
                 continue;
-            nvms--;
+            if (e->busy || sample_vm(s, e) == 0) { /* running (or its job owns it) */
+                nvms++;
+                continue;
+            }
             ends[ndead] = vmm_dir_guest_end(vmm_vm_dir(e->vm));
             snprintf(dead[ndead++], CTL_SUP_ID_MAX, "%s", e->ws_id);
             vmm_vm_free(e->vm);

@@ -72,6 +72,42 @@ CHAT='{"model":"t-chat","stream":true,"messages":[{"role":"user","content":"tell
 MSG='{"model":"t-claude","max_tokens":100,"stream":true,"messages":[{"role":"user","content":"tell me a story"}]}'
 NOSTREAM='{"model":"t-chat","messages":[{"role":"user","content":"hi"}],"max_tokens":5}'
 
+# The provider's bytes cut anywhere (mid-line, mid-event, mid-character: TLS records and proxies do):
+# the client gets the same bytes, and the same usage is recorded, as from an uncut stream. For chat,
+# the injected usage chunk is still found and removed (or kept, with its cost, when asked for).
+UTF='héllo wörld 日本語 🎉 done'
+for c in "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
+    "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
+    "/v1/responses|{\"model\":\"t-chat\",\"stream\":true,\"input\":\"$UTF\"}" \
+    "/v1/messages|{\"model\":\"t-claude\",\"max_tokens\":100,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
+    "/v1/chat/completions|{\"model\":\"t-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}"; do
+    route=${c%%|*}
+    body=${c#*|}
+    stream "$route" fixed-time "$body"
+    cp "$RB_TMP/out" "$RB_TMP/whole"
+    whole=$(row "input_uncached, cache_read, output, cost_micro, usage_source")
+    for n in 3 64; do
+        stream "$route" "fixed-time,split=$n" "$body"
+        check "$route cut every $n bytes upstream: the client's bytes are those of the uncut answer" \
+            bash -c "[ $rc = 0 ] && cmp -s $RB_TMP/whole $RB_TMP/out && grep -q '日本語' $RB_TMP/out"
+        check "$route cut every $n bytes upstream: the same usage is recorded ($whole)" \
+            test "$(row "input_uncached, cache_read, output, cost_micro, usage_source")" = "$whole"
+    done
+    check "$route: the usage came from the provider ($whole)" bash -c "[[ '$whole' == *'|provider' ]]"
+done
+check "chat: the injected usage chunk is removed from a cut stream too" bash -c "! grep -q '\"choices\":\[\]' $RB_TMP/out"
+
+# A provider silent mid-event past keepalive_interval_ms: the keep-alive comment waits for the end
+# of the event (a comment inside an event would corrupt it for the client).
+body='{"model":"t-chat","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'
+stream /v1/chat/completions fixed-time "$body"
+cp "$RB_TMP/out" "$RB_TMP/whole"
+first=$(awk 'BEGIN { RS = "\n\n" } { print length($0) + 2; exit }' "$RB_TMP/whole") # pieces end at its end, then mid-event
+stream /v1/chat/completions "fixed-time,split=$first,slow=1100" "$body"
+ka=$(grep -c '^: keep-alive' "$RB_TMP/out")
+check "a provider silent mid-event: keep-alive comments only between events ($ka)" \
+    bash -c "[ $rc = 0 ] && [ $ka -ge 1 ] && cmp -s $RB_TMP/whole <(awk '/^: keep-alive\$/ { skip = 1; next } skip && \$0 == \"\" { skip = 0; next } { skip = 0; print }' $RB_TMP/out)"
+
 stream /v1/chat/completions error-mid "$CHAT"
 check "OpenAI error after the 200: the provider's error event reaches the client" \
     grep -q '^data: {"error":' "$RB_TMP/out"

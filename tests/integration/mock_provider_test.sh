@@ -5,7 +5,8 @@
 #  - every case in FIXTURES_DIR/{openai,anthropic}/cases.tsv is replayed with curl and the body is
 #    compared byte for byte with the golden <case>.sse / <case>.json (and the status code);
 #  - 429 carries Retry-After and the rate-limit headers; `reset` breaks the transfer (curl exit 18
-#    or 56) over HTTP/1.1 and h2c; slow= and ttfb= delay; /mock/requests records the headers sent.
+#    or 56) over HTTP/1.1 and h2c; slow= and ttfb= delay; split= cuts the body anywhere;
+#    /mock/requests records the headers sent.
 # MOCK_REGEN=1 rewrites the golden files instead of comparing (review the diff before committing).
 # Prints one line per check and "N passed, N failed"; exits non-zero on any failure.
 set -u
@@ -199,6 +200,28 @@ check_misc() {
 }
 
 # /mock/requests shows which credentials arrived.
+# split=N cuts the body into N-byte pieces (events and UTF-8 characters cut anywhere), same bytes.
+check_split() {
+    local sizes body='{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"héllo 日本語 🎉"}]}'
+    curl -sS -o "$TMP/whole" "${OA[@]}" -H 'X-Mock-Behavior: fixed-time' -d "$body" "$BASE/v1/chat/completions"
+    sizes=$(curl -sS --raw "${OA[@]}" -H 'X-Mock-Behavior: fixed-time,split=7' -d "$body" "$BASE/v1/chat/completions" |
+        awk 'BEGIN { RS = "\r\n" } NR % 2 == 1 { print }' | sort | uniq -c | awk '{ printf "%s:%s ", $2, $1 }')
+    curl -sS -o "$TMP/split" "${OA[@]}" -H 'X-Mock-Behavior: fixed-time,split=7' -d "$body" "$BASE/v1/chat/completions"
+    # 7-byte HTTP chunks, one shorter last piece and the terminal 0 (the piece counts vary with the body)
+    if cmp -s "$TMP/whole" "$TMP/split" && [[ $sizes =~ ^0:1\ ([1-6]:1\ )?7:[0-9]+\ $ ]] && grep -q '日本語' "$TMP/split"; then
+        ok "split=7 sends the same stream in 7-byte chunks ($sizes)"
+    else
+        fail "split=7: chunks $sizes; $(cmp "$TMP/whole" "$TMP/split" 2>&1)"
+    fi
+    curl -sS -o "$TMP/whole" "${AN[@]}" -H 'X-Mock-Behavior: fixed-time' -d "${MSG/\"stream\":true/\"stream\":false}" "$BASE/v1/messages"
+    curl -sS -o "$TMP/split" "${AN[@]}" -H 'X-Mock-Behavior: fixed-time,split=5' -d "${MSG/\"stream\":true/\"stream\":false}" "$BASE/v1/messages"
+    if cmp -s "$TMP/whole" "$TMP/split" && jq -e '.type == "message"' "$TMP/split" >/dev/null; then
+        ok "split=5 sends the same non-streamed body"
+    else
+        fail "split=5 non-streamed: $(head -c 200 "$TMP/split")"
+    fi
+}
+
 check_recorder() {
     local dump
     curl -sS -X DELETE "$BASE/mock/requests" >/dev/null
@@ -236,6 +259,7 @@ if [[ ${MOCK_REGEN:-0} != 1 ]]; then
     check_reset
     check_timing
     check_misc
+    check_split
     check_recorder
 fi
 if kill -0 "$PID" 2>/dev/null; then

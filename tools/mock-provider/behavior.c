@@ -80,7 +80,8 @@ static rb_err_t parse_usage_pair(mock_behavior_t *b, mock_span_t item)
     return RB_ERR_PARSE;
 }
 
-/* An item with a numeric value: slow=, ttfb=, status=, retry-after=, chunks=, big=. */
+/* An item with a numeric value: slow=, ttfb=, status=, retry-after=, chunks=, big=, pad-headers=,
+ * split=. */
 static rb_err_t parse_valued(mock_behavior_t *b, mock_span_t key, mock_span_t val)
 {
     uint64_t v;
@@ -107,6 +108,8 @@ static rb_err_t parse_valued(mock_behavior_t *b, mock_span_t key, mock_span_t va
         b->big_bytes = v;
     else if (span_eq(key, "pad-headers") && v <= MOCK_PAD_HEADERS_MAX)
         b->pad_headers = (uint32_t)v;
+    else if (span_eq(key, "split") && v >= 1 && v <= MOCK_SPLIT_BYTES_MAX)
+        b->split_bytes = (uint32_t)v;
     else
         return RB_ERR_PARSE;
     return RB_OK;

@@ -543,3 +543,17 @@ void mock_out_event_end(mock_out_t *out)
     RB_ASSERT(out->ev_ends.len % sizeof(size_t) == 0);
     rb_buf_append(&out->ev_ends, &end, sizeof(end));
 }
+
+void mock_out_split(mock_out_t *out, uint32_t n)
+{
+    size_t n_ev = out->ev_ends.len / sizeof(size_t), end = out->body.len;
+
+    RB_ASSERT(n > 0);
+    if (n_ev > 0)
+        memcpy(&end, out->ev_ends.base + (n_ev - 1) * sizeof(size_t), sizeof(end));
+    out->ev_ends.len = 0;
+    for (size_t at = 0; at < end;) {
+        at = end - at > n ? at + n : end;
+        rb_buf_append(&out->ev_ends, &at, sizeof(at));
+    }
+}

@@ -111,6 +111,9 @@ static void usage(FILE *f)
         "  chunks=N       N content chunks        big=BYTES  a reply of BYTES bytes\n"
         "  fixed-time     same as header 'X-Mock-Fixed-Time: 1': fixed `created`, ids from the\n"
         "                 request body only\n"
+        "  split=BYTES    send the body in pieces of BYTES, 1 ms apart (slow= sets the gap):\n"
+        "                 events and UTF-8 characters cut anywhere, as TLS records and proxies\n"
+        "                 deliver real streams\n"
         "Misbehaving upstreams (for the gateway's defences; no real provider does these):\n"
         "  pad-headers=N  N more x-ratelimit-pad-I headers of 1000 bytes each (N <= 64)\n"
         "  force-stream   chat and completions answer as a stream, with usage, even to\n"
@@ -187,7 +190,8 @@ static void stream_abort(mock_stream_t *s)
     h2o_send(s->req, NULL, 0, H2O_SEND_STATE_ERROR);
 }
 
-/* Sends the next event (slow=) or everything left; after the last event, finishes or aborts. */
+/* Sends the next event or split= piece (slow=) or everything left; after the last one, finishes or
+ * aborts. */
 static void stream_send(mock_stream_t *s)
 {
     size_t start, stop;
@@ -281,7 +285,7 @@ static void send_out(mock_worker_t *w, h2o_req_t *req)
     add_headers(req, out);
     if (!out->stream)
         req->res.content_length = out->body.len;
-    if (!out->stream && out->ttfb_ms == 0 && !out->reset) {
+    if (out->ev_ends.len == 0 && out->ttfb_ms == 0) { /* neither a stream, split, nor reset */
         h2o_send_inline(req, out->body.base, out->body.len);
         return;
     }
@@ -477,6 +481,10 @@ static void render_call(mock_worker_t *w, mock_call_t *call)
         size_t half = w->out.body.len / 2;
         rb_buf_append(&w->out.ev_ends, &half, sizeof(half));
         w->out.reset = 1;
+    }
+    if (call->bhv.split_bytes > 0) {
+        mock_out_split(&w->out, call->bhv.split_bytes);
+        w->out.slow_ms = call->bhv.slow_ms > 0 ? call->bhv.slow_ms : MOCK_SPLIT_GAP_MS;
     }
     mock_plan_free(&plan);
 }

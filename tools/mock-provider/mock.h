@@ -43,6 +43,8 @@
 #define MOCK_TOKENS_PER_MESSAGE  4          /* prompt token overhead per chat message */
 #define MOCK_TOKENS_PRIMING      3          /* prompt token overhead per chat request */
 #define MOCK_RETRY_AFTER_DEFAULT 1          /* seconds in Retry-After on 429 */
+#define MOCK_SPLIT_BYTES_MAX     65536      /* split= limit */
+#define MOCK_SPLIT_GAP_MS        1          /* between split= pieces unless slow= is given */
 
 /** The API a request addresses. */
 typedef enum {
@@ -73,6 +75,7 @@ typedef struct st_mock_behavior_t {
     uint64_t big_bytes;     /* 0 = off; else the reply text has this many bytes */
     uint32_t pad_headers;   /* extra x-ratelimit-pad-I headers of MOCK_PAD_HEADER_BYTES */
     int force_stream;       /* chat, completions: stream (with usage) even when not asked to */
+    uint32_t split_bytes;   /* 0 = off; else the body goes out in pieces of this many bytes */
     mock_usage_override_t usage;
 } mock_behavior_t;
 
@@ -179,6 +182,9 @@ void mock_out_header(mock_out_t *out, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 /** Marks the end of one SSE event at the current body length. */
 void mock_out_event_end(mock_out_t *out);
+/** Re-cuts what out sends (up to its last event end, else the whole body) into pieces of n > 0
+ *  bytes, the last one shorter: events and characters split wherever the cut falls. */
+void mock_out_split(mock_out_t *out, uint32_t n);
 
 /* ---- openai.c ---- */
 

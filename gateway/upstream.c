@@ -20,6 +20,8 @@
 /* Upstream URLs kept parsed, per loop (a provider's base URL and a route each); past this many,
  * curl parses the URL of every transfer again. */
 #define GW_UPSTREAM_URLS_MAX 64
+/* Unsolicited bytes read off an idle connection before it is shut down (the rest die with it). */
+#define GW_UPSTREAM_DISCARD_MAX 65536
 
 /* One curl socket. A connection's socket (opened by on_curl_open) is wrapped for the h2o loop
  * from the first time curl asks to watch it until curl closes it (on_curl_close): a connection
@@ -32,6 +34,7 @@ typedef struct st_curl_sock_t {
     h2o_socket_t *sock; /* NULL until curl first asks to watch it */
     int conn;           /* opened by on_curl_open: closed by on_curl_close */
     int what;           /* CURL_POLL_* curl asked for last; 0 after CURL_POLL_REMOVE */
+    int paused;         /* what is 0 because its transfer is paused, not because it is idle */
     int busy; /* inside curl_multi_socket_action for this fd; if curl closes it meanwhile (sock
                * becomes NULL), it is freed when busy drops to 0 */
 } curl_sock_t;
@@ -125,13 +128,32 @@ static void cs_action(curl_sock_t *cs, int ev)
     after_action(u);
 }
 
+/* An idle connection in curl's cache became readable: the peer closed it, or sent bytes nobody
+ * asked for (a second response, say). curl 7.88 reuses a connection with unread bytes and reads
+ * them as the next call's answer, which may be another user's call. So they are discarded and
+ * the connection shut down: curl's check before reuse then sees its end and closes it. */
+static void cs_idle_readable(curl_sock_t *cs)
+{
+    char sink[4096];
+    ssize_t got;
+    size_t total = 0;
+
+    while (total < GW_UPSTREAM_DISCARD_MAX &&
+           (got = recv(cs->fd, sink, sizeof(sink), MSG_DONTWAIT)) > 0)
+        total += (size_t)got;
+    shutdown(cs->fd, SHUT_RDWR);
+    if (total > 0)
+        rb_log_warn("upstream_unsolicited_bytes", "bytes=%zu", total);
+}
+
 static void cs_on_read(h2o_socket_t *sock, const char *err)
 {
     curl_sock_t *cs = sock->data;
     if (!(cs->what & CURL_POLL_IN)) {
-        /* idle in curl's cache (the peer closed it, or sent what nobody asked for): stop watching;
-         * curl finds out when it next checks the connection */
+        /* not watched by curl: stop watching too; curl asks again for a paused transfer's */
         h2o_socket_read_stop(sock);
+        if (cs->conn && !cs->paused)
+            cs_idle_readable(cs);
         return;
     }
     cs_action(cs, err != NULL ? CURL_CSELECT_IN | CURL_CSELECT_ERR : CURL_CSELECT_IN);
@@ -204,10 +226,14 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
          * the loop, still read-armed (a wake-up while idle only stops reading, cs_on_read), so
          * that reusing the connection changes nothing in epoll. Anything else leaves now: curl
          * closes it without on_curl_close, and its number comes back for the next socket. */
-        if (cs != NULL && !cs->conn)
+        gw_xfer_t *x = NULL;
+        if (cs != NULL && !cs->conn) {
             cs_drop(u, cs, 0);
-        else if (cs != NULL)
+        } else if (cs != NULL) {
             cs->what = 0;
+            cs->paused = curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) == CURLE_OK &&
+                         x != NULL && x->paused;
+        }
         return 0;
     }
     if (cs == NULL)
@@ -217,6 +243,7 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
         cs->sock->data = cs;
     }
     cs->what = what;
+    cs->paused = 0;
     if (what & CURL_POLL_IN)
         h2o_socket_read_start(cs->sock, cs_on_read);
     else if (h2o_socket_is_reading(cs->sock))

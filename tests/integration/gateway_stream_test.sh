@@ -186,6 +186,19 @@ code=$(curl -s -o "$RB_TMP/413a.json" -w '%{http_code}' "$GW/v1/messages" -H "x-
     -H 'content-type: application/json' -d "{\"model\":\"t-claude\",\"max_tokens\":5,\"messages\":[{\"role\":\"user\",\"content\":\"$big\"}]}")
 check "413 on /v1/messages in Anthropic's error shape" bash -c "[ $code = 413 ] && jq -e '.type == \"error\" and .error.type == \"request_too_large\"' $RB_TMP/413a.json >/dev/null"
 
+# A provider that writes a second response nobody asked for on a connection the gateway keeps idle:
+# curl would reuse that connection and take those bytes for the next call's answer (possibly
+# another user's call). The calls after it, a third of a second apart on one client connection
+# (so to the same gateway worker and its pooled upstream connection), get their own answers.
+H=(-H "Authorization: Bearer $tok" -H 'content-type: application/json' -d "$NOSTREAM")
+curl -sS --rate 3/s -o "$RB_TMP/t0" "${H[@]}" -H 'X-Mock-Behavior: trailing=100' "$GW/v1/chat/completions" \
+    --next -sS -o "$RB_TMP/t1" "${H[@]}" "$GW/v1/chat/completions" --next -sS -o "$RB_TMP/t2" "${H[@]}" "$GW/v1/chat/completions" \
+    --next -sS -o "$RB_TMP/t3" "${H[@]}" "$GW/v1/chat/completions"
+answers=$(for f in t0 t1 t2 t3; do jq -r '.id[0:9]' "$RB_TMP/$f" 2>/dev/null || echo bad; done | tr '\n' ' ')
+check "unsolicited bytes on an idle upstream connection never answer a later call ($answers)" \
+    test "$answers" = "chatcmpl- chatcmpl- chatcmpl- chatcmpl- "
+check "and the gateway logs them (their count, not their bytes)" grep -q 'upstream_unsolicited_bytes.*bytes=' "$RB_TMP/gateway.log"
+
 # Upstreams that misbehave must not take the gateway down.
 stream /v1/chat/completions pad-headers=30 "$NOSTREAM"
 check "30 provider headers of 1 KB (past what is kept): answered, headers kept whole" \

@@ -81,7 +81,7 @@ static rb_err_t parse_usage_pair(mock_behavior_t *b, mock_span_t item)
 }
 
 /* An item with a numeric value: slow=, ttfb=, status=, retry-after=, chunks=, big=, pad-headers=,
- * split=. */
+ * split=, trailing=. */
 static rb_err_t parse_valued(mock_behavior_t *b, mock_span_t key, mock_span_t val)
 {
     uint64_t v;
@@ -110,6 +110,8 @@ static rb_err_t parse_valued(mock_behavior_t *b, mock_span_t key, mock_span_t va
         b->pad_headers = (uint32_t)v;
     else if (span_eq(key, "split") && v >= 1 && v <= MOCK_SPLIT_BYTES_MAX)
         b->split_bytes = (uint32_t)v;
+    else if (span_eq(key, "trailing") && v >= 1 && v <= MOCK_DELAY_MS_MAX)
+        b->trailing_ms = (uint32_t)v;
     else
         return RB_ERR_PARSE;
     return RB_OK;

@@ -515,6 +515,7 @@ void mock_out_reset(mock_out_t *out)
     out->slow_ms = 0;
     out->ttfb_ms = 0;
     out->pad_headers = 0;
+    out->trailing_ms = 0;
 }
 
 void mock_out_free(mock_out_t *out)

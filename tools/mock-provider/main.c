@@ -117,7 +117,9 @@ static void usage(FILE *f)
         "Misbehaving upstreams (for the gateway's defences; no real provider does these):\n"
         "  pad-headers=N  N more x-ratelimit-pad-I headers of 1000 bytes each (N <= 64)\n"
         "  force-stream   chat and completions answer as a stream, with usage, even to\n"
-        "                 \"stream\": false\n",
+        "                 \"stream\": false\n"
+        "  trailing=MS    MS after a whole non-streamed answer, a second HTTP response nobody\n"
+        "                 asked for on the same connection\n",
         f);
 }
 
@@ -273,6 +275,53 @@ static void add_headers(h2o_req_t *req, const mock_out_t *out)
     }
 }
 
+/* trailing=: bytes written straight to the connection's descriptor after the answer, while the
+ * client holds the connection idle. Not in req->pool, which is gone by then. */
+typedef struct st_mock_trailing_t {
+    h2o_timeout_entry_t timer;
+    int fd;
+    struct sockaddr_storage peer; /* the connection's: by then, fd may be another's */
+    socklen_t peer_len;
+} mock_trailing_t;
+
+static const char MOCK_TRAILING_RESPONSE[] =
+    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+    "content-length: 29\r\n\r\n{\"id\":\"unsolicited-response\"}";
+
+static void on_trailing_timer(h2o_timeout_entry_t *entry)
+{
+    mock_trailing_t *t = H2O_STRUCT_FROM_MEMBER(mock_trailing_t, timer, entry);
+    struct sockaddr_storage now;
+    socklen_t len = sizeof(now);
+
+    if (getpeername(t->fd, (struct sockaddr *)&now, &len) == 0 && len == t->peer_len &&
+        memcmp(&now, &t->peer, len) == 0 &&
+        write(t->fd, MOCK_TRAILING_RESPONSE, sizeof(MOCK_TRAILING_RESPONSE) - 1) < 0)
+        fprintf(stderr, "mock-provider: trailing bytes not written: %s\n", strerror(errno));
+    free(t);
+}
+
+static void trailing_start(mock_worker_t *w, h2o_req_t *req, uint32_t ms)
+{
+    h2o_conn_t *conn = req->conn;
+    int fd =
+        socket_fd(conn->callbacks->get_socket != NULL ? conn->callbacks->get_socket(conn) : NULL);
+    mock_trailing_t *t;
+
+    if (fd == -1)
+        return;
+    t = calloc(1, sizeof(*t));
+    RB_ASSERT(t != NULL);
+    t->fd = fd;
+    t->timer.cb = on_trailing_timer;
+    t->peer_len = sizeof(t->peer);
+    if (getpeername(fd, (struct sockaddr *)&t->peer, &t->peer_len) != 0) {
+        free(t);
+        return;
+    }
+    h2o_timeout_link(w->ctx.loop, worker_timeout(w, ms), &t->timer);
+}
+
 /* Sends the rendered answer in w->out: inline when it is complete and undelayed, else through a
  * mock_stream_t generator. The bytes are copied into req->pool. */
 static void send_out(mock_worker_t *w, h2o_req_t *req)
@@ -286,6 +335,8 @@ static void send_out(mock_worker_t *w, h2o_req_t *req)
     if (!out->stream)
         req->res.content_length = out->body.len;
     if (out->ev_ends.len == 0 && out->ttfb_ms == 0) { /* neither a stream, split, nor reset */
+        if (out->trailing_ms > 0)
+            trailing_start(w, req, out->trailing_ms);
         h2o_send_inline(req, out->body.base, out->body.len);
         return;
     }
@@ -509,6 +560,7 @@ static void on_api(mock_worker_t *w, h2o_req_t *req, mock_route_t route)
     }
     w->out.ttfb_ms = call.bhv.ttfb_ms;
     w->out.pad_headers = call.bhv.pad_headers;
+    w->out.trailing_ms = call.bhv.trailing_ms;
     record_request(w, req, call.model);
     mock_call_free(&call);
 }

@@ -76,6 +76,7 @@ typedef struct st_mock_behavior_t {
     uint32_t pad_headers;   /* extra x-ratelimit-pad-I headers of MOCK_PAD_HEADER_BYTES */
     int force_stream;       /* chat, completions: stream (with usage) even when not asked to */
     uint32_t split_bytes;   /* 0 = off; else the body goes out in pieces of this many bytes */
+    uint32_t trailing_ms;   /* 0 = off; else unsolicited bytes this long after the answer */
     mock_usage_override_t usage;
 } mock_behavior_t;
 
@@ -141,6 +142,7 @@ typedef struct st_mock_out_t {
     int reset;        /* after the last event, abort the connection instead of finishing */
     uint32_t slow_ms, ttfb_ms;
     uint32_t pad_headers; /* pad-headers= */
+    uint32_t trailing_ms; /* trailing= */
 } mock_out_t;
 
 /* ---- behavior.c ---- */

@@ -65,6 +65,8 @@ void rb_http_send(h2o_req_t *req, int status, const char *content_type, const ch
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type,
                    strlen(content_type));
     h2o_start_response(req, &generator);
+    if (h2o_memis(req->method.base, req->method.len, H2O_STRLIT("HEAD")))
+        iov.len = 0; /* the headers of the answer a GET would have had, never its body */
     h2o_send(req, &iov, 1, H2O_SEND_STATE_FINAL);
 }
 

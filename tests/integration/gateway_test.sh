@@ -130,6 +130,12 @@ check "chat: operator key sent upstream" test "$(jq -r .authorization <<<"$H")" 
 check "chat: the rbw_ token never reaches the provider" bash -c "! grep -q rbw_ <<<'$H'"
 check "chat: model rewritten to the upstream id" test "$(curl -sS "$MOCK/mock/requests" | jq -r '.requests[-1].model')" = gpt-4o-mini
 
+# HEAD answers with headers only (RFC 9110): a body after them was read by a keep-alive client as
+# the start of its next answer.
+head=$(exec 3<>"/dev/tcp/127.0.0.1/${GW##*:}" && printf 'HEAD /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 &&
+    timeout 5 cat <&3 | tr -d '\r')
+check "HEAD: 405 with its headers and no body" bash -c "[[ \$1 == 'HTTP/1.1 405 '* && \$1 != *'{'* ]]" _ "$head"
+
 # ---- 2. chat streamed: injected usage chunk stripped, or kept with cost ---------------------------
 st=$(post /v1/chat/completions $TOK "$SCHAT")
 check "chat stream: 200 event-stream" grep -qi '^content-type: text/event-stream' "$RB_TMP/hdr"

@@ -9,6 +9,9 @@
 
 /* Longest error body we build (a message is short text, never user content of any size). */
 #define GW_ERRORS_BODY_MAX 4096
+/* A provider's error type, code or param kept (longer ones are dropped), and its message. */
+#define GW_ERRORS_FIELD_MAX   128
+#define GW_ERRORS_MESSAGE_MAX 1024
 /* Room for a request id made for an early refusal (GW_PROXY_REQUEST_ID_MAX). */
 #define GW_ERRORS_REQUEST_ID_MAX 48
 
@@ -54,8 +57,9 @@ const char *gw_errors_type(gw_dialect_t d, int status)
     }
 }
 
-void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
-                    const char *message, const char *param)
+/* gw_errors_body with the error type given. */
+static void errors_body_typed(rb_buf_t *out, gw_dialect_t d, const char *type, const char *code,
+                              const char *message, const char *param)
 {
     rb_jw_t w;
 
@@ -68,7 +72,7 @@ void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
         rb_jw_key(&w, "error");
         rb_jw_obj_begin(&w);
         rb_jw_key(&w, "type");
-        rb_jw_str(&w, gw_errors_type(d, status));
+        rb_jw_str(&w, type);
         rb_jw_key(&w, "message");
         rb_jw_str(&w, message);
         rb_jw_obj_end(&w);
@@ -78,7 +82,7 @@ void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
         rb_jw_key(&w, "message");
         rb_jw_str(&w, message);
         rb_jw_key(&w, "type");
-        rb_jw_str(&w, gw_errors_type(d, status));
+        rb_jw_str(&w, type);
         rb_jw_key(&w, "param");
         if (param != NULL)
             rb_jw_str(&w, param);
@@ -93,6 +97,100 @@ void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
     }
     rb_jw_obj_end(&w);
     RB_ASSERT(w.depth == 0);
+}
+
+void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
+                    const char *message, const char *param)
+{
+    errors_body_typed(out, d, gw_errors_type(d, status), code, message, param);
+}
+
+static int errors_word_char(char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+           ch == '-' || ch == '_' || ch == '*';
+}
+
+/* Whether w[0, n) may identify a provider account: a key (fragment), an organisation or project
+ * id, or a UUID (Anthropic's organisation ids). */
+static int errors_account_word(const char *w, size_t n)
+{
+    static const char *const prefixes[] = {"sk-", "org-", "proj_", "proj-"};
+    int uuid = n == 36;
+
+    for (size_t i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (n > strlen(prefixes[i]) && strncmp(w, prefixes[i], strlen(prefixes[i])) == 0)
+            return 1;
+    for (size_t i = 0; uuid && i < n; i++) {
+        char ch = w[i];
+        uuid =
+            i == 8 || i == 13 || i == 18 || i == 23
+                ? ch == '-'
+                : (ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') || (ch >= 'A' && ch <= 'F');
+    }
+    return uuid;
+}
+
+void gw_errors_mask_account(char *s, size_t len)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        size_t start = i;
+        while (i < len && errors_word_char(s[i]))
+            i++;
+        if (errors_account_word(s + start, i - start))
+            memset(s + start, '*', i - start);
+        if (i == start)
+            i++;
+    }
+}
+
+int gw_errors_from_provider(gw_dialect_t d, int status, const char *body, size_t len, rb_buf_t *out)
+{
+    char type[GW_ERRORS_FIELD_MAX] = "", code[GW_ERRORS_FIELD_MAX] = "",
+         param[GW_ERRORS_FIELD_MAX] = "", message[GW_ERRORS_MESSAGE_MAX] = "";
+    rb_json_t *doc = NULL;
+    int e = -1, have_code = 0, have_param = 0;
+
+    RB_ASSERT(out != NULL && status >= 400);
+    if (status == 401 || status == 403) {
+        gw_errors_body(out, d, 502, "upstream_auth_failed",
+                       "the provider refused the operator's key for this model; the operator of "
+                       "this gateway must renew or fix it",
+                       NULL);
+        return 502;
+    }
+    if (body != NULL && rb_json_parse(body, len, NULL, &doc) == RB_OK)
+        e = rb_json_member(doc, 0, "error");
+    if (e < 0 || rb_json_type(doc, e) != RB_JSON_OBJECT ||
+        rb_json_get_str(doc, e, "type", type, sizeof(type)) != RB_OK || type[0] == '\0') {
+        char msg[64];
+        snprintf(msg, sizeof(msg), "the provider answered HTTP %d", status);
+        gw_errors_body(out, d, status, "upstream_error", msg, NULL);
+        rb_json_free(doc);
+        return status;
+    }
+    have_code = rb_json_get_str(doc, e, "code", code, sizeof(code)) == RB_OK;
+    have_param = rb_json_get_str(doc, e, "param", param, sizeof(param)) == RB_OK;
+    if (status == 429) {
+        snprintf(message, sizeof(message),
+                 "the provider is limiting calls to this model; retry later");
+    } else if (rb_json_get_str(doc, e, "message", message, sizeof(message)) != RB_OK) {
+        snprintf(message, sizeof(message), "the provider answered HTTP %d", status); /* or long */
+    }
+    gw_errors_mask_account(message, strlen(message));
+    gw_errors_mask_account(param, strlen(param));
+    for (char *f = type; *f != '\0'; f++) /* a type or code is an identifier, never free text */
+        if (!errors_word_char(*f))
+            *f = '_';
+    for (char *f = code; *f != '\0'; f++)
+        if (!errors_word_char(*f))
+            *f = '_';
+    errors_body_typed(out, d, type, have_code && code[0] != '\0' ? code : NULL, message,
+                      have_param && param[0] != '\0' ? param : NULL);
+    rb_json_free(doc);
+    return status;
 }
 
 void gw_errors_early(h2o_req_t *req, int status, rb_buf_t *out)

@@ -26,6 +26,21 @@ const char *gw_errors_type(gw_dialect_t d, int status);
 /** Appends the dialect's error document to out; code and param may be NULL (JSON null). */
 void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
                     const char *message, const char *param);
+/** The provider's error answer (status, body) to a call made with the operator's key, as its
+ *  caller gets it: written into out in dialect d; returns the status to answer with. The provider
+ *  may name the operator's account in it (OpenAI's 401 quotes the key's first and last
+ *  characters, a 429 the organisation and its limits), so:
+ *    - 401 and 403 (the operator's key refused) become 502 upstream_auth_failed: the caller's own
+ *      credentials are fine, and only the operator can act;
+ *    - 429 keeps the provider's type and code, with a message of the gateway's own;
+ *    - otherwise the provider's type, code, param and message are kept, the message with every
+ *      word that may identify the account (sk-…, org-…, proj_…, a UUID) masked;
+ *    - a body that is no provider error document becomes the gateway's error for the status. */
+int gw_errors_from_provider(gw_dialect_t d, int status, const char *body, size_t len,
+                            rb_buf_t *out);
+/** Masks, in s[0, len), each word that may identify a provider account (sk-…, org-…, proj_…,
+ *  a UUID) with '*'s of the same length. */
+void gw_errors_mask_account(char *s, size_t len);
 /** rb_server_error_body hook of the AI listener: h2o's own refusals (413 body too large, 404 no
  *  such route, 400 malformed) in the caller's dialect, Anthropic's under /v1/messages, with an
  *  X-Rigbox-Request-Id. */

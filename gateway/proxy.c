@@ -495,16 +495,19 @@ static void on_anchor_dispose(void *obj)
 
 /* ---- upstream callbacks (on_header/on_body run inside curl: no h2o calls there) ---- */
 
-static int header_kept(const char *name, size_t len)
+/* The provider's response headers the caller gets. Its rate-limit headers only on the caller's own
+ * key: on the operator's they tell the account's tier and, in "remaining", what every other user
+ * of the gateway is doing. */
+static int header_kept(const char *name, size_t len, int byok)
 {
-    static const char *const exact[] = {"content-type", "retry-after", "request-id", "x-request-id",
-                                        "openai-processing-ms"};
+    static const char *const exact[] = {"content-type", "retry-after",    "request-id",
+                                        "x-request-id", "x-should-retry", "openai-processing-ms"};
     static const char *const prefix[] = {"x-ratelimit-", "anthropic-ratelimit-"};
 
     for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
         if (len == strlen(exact[i]) && strncasecmp(name, exact[i], len) == 0)
             return 1;
-    for (size_t i = 0; i < sizeof(prefix) / sizeof(prefix[0]); i++)
+    for (size_t i = 0; byok && i < sizeof(prefix) / sizeof(prefix[0]); i++)
         if (len > strlen(prefix[i]) && strncasecmp(name, prefix[i], strlen(prefix[i])) == 0)
             return 1;
     return 0;
@@ -532,7 +535,7 @@ static void on_up_header(void *ctx, const char *line, size_t len)
         return;
     }
     if ((colon = memchr(line, ':', len)) == NULL || len >= GW_PROXY_HEADER_LINE_MAX ||
-        !header_kept(line, (size_t)(colon - line)))
+        !header_kept(line, (size_t)(colon - line), c->byok))
         return;
     if ((size_t)(colon - line) == 12 && strncasecmp(line, "content-type", 12) == 0) {
         const char *v = colon + 1;
@@ -827,6 +830,7 @@ static void body_usage(gw_call_t *c, rb_json_t **udoc, size_t *uend, rb_json_t *
 static void respond_buffered(gw_call_t *c)
 {
     h2o_req_t *req = c->req;
+    int status = c->up_status;
     const char *ctype;
     rb_buf_t out;
     rb_json_t *doc = NULL, *udoc = NULL;
@@ -869,14 +873,19 @@ static void respond_buffered(gw_call_t *c)
         c->status = "upstream_error";
         snprintf(c->error_code_buf, sizeof(c->error_code_buf), "upstream_http_%d", c->up_status);
         c->error_code = c->error_code_buf;
+        if (!c->byok) { /* the operator's key: what the provider says of its account stays here */
+            status =
+                gw_errors_from_provider(c->dialect, c->up_status, c->body.base, c->body.len, &out);
+            ctype = "application/json";
+        }
     }
-    c->http_status = c->up_status;
+    c->http_status = status;
     c->final_sent = 1;
     c->bytes_out += (int64_t)(out.len > 0 ? out.len : c->body.len);
     /* recorded before the answer leaves, not once the client has read it: a crash while a slow
      * client reads a large answer would lose the record of a call the provider served */
     call_record(c);
-    rb_http_send(req, c->up_status, ctype != NULL ? ctype : "application/json",
+    rb_http_send(req, status, ctype != NULL ? ctype : "application/json",
                  out.len > 0 ? out.base : (c->body.base != NULL ? c->body.base : ""),
                  out.len > 0 ? out.len : c->body.len);
     rb_buf_free(&out);

@@ -23,7 +23,9 @@ providers:
   mockoai: {kind: openai, base_url: "$MOCK"}
   mockant: {kind: anthropic, base_url: "$MOCK", anthropic_version: "2023-01-01"}
   deadoai: {kind: openai, base_url: "http://127.0.0.1:$DEAD_PORT"}
+  badoai: {kind: openai, base_url: "$MOCK"}
 models:
+  t-badkey: {provider: badoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
   t-chat: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", cached_input: "0.50", output: "2.00"}, max_output_default: 100}
   t-cached: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", cached_input: "0.50", output: "2.00"}, max_output_default: 100}
   t-slow: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
@@ -53,6 +55,7 @@ rb_spawn mock "$MOCK_BIN" --listen 127.0.0.1:$MOCK_PORT
 MOCK_PID=$RB_LAST_PID
 rb_wait_http "$MOCK/mock/healthz" || fail "mock provider did not start"
 RIGBOX_SPOOL_DIR=$RB_TMP/spool RIGBOX_GATEWAY_FORWARD_MOCK_BEHAVIOR=1 RIGBOX_MOCKOAI_API_KEY=sk-managed-oai RIGBOX_MOCKANT_API_KEY=sk-ant-managed RIGBOX_DEADOAI_API_KEY=sk-dead \
+    RIGBOX_BADOAI_API_KEY=sk-bad-operator-secret-9876 \
     rb_spawn gateway "$GW_BIN" --config "$RB_TMP/rigbox.yaml" --schema-dir "${RB_GW_SCHEMA_DIR:-$SRC/schema}"
 GW_PID=$RB_LAST_PID
 rb_wait_http "$GW/healthz" || { fail "gateway did not start"; cat "$RB_TMP/gateway.log"; rb_finish; exit 1; }
@@ -217,6 +220,24 @@ check "missing model: 400" test "$st" = 400
 st=$(post /v1/chat/completions $TOK '{"model":"t-429","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: status=429,retry-after=7')
 check "upstream 429 passed through with Retry-After" test "$st:$(hdr retry-after)" = "429:7"
 check "upstream 429: row upstream_error" test "$(row "$(rid)" "status, http_status, usage_source")" = "upstream_error|429|none"
+# What the provider says of the operator's account stays in the gateway: its rate-limit headers
+# (the account's tier and what every other user is doing), its organisation, its key.
+check "upstream 429 on the operator's key: the provider's type and code, the gateway's words, no account headers" \
+    bash -c "jq -e '.error.code == \"rate_limit_exceeded\" and .error.type == \"requests\"' $RB_TMP/out >/dev/null && ! grep -q org-mock $RB_TMP/out && ! grep -qi '^x-ratelimit-' $RB_TMP/hdr"
+st=$(post /v1/chat/completions $TOK '{"model":"t-429","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: status=429' -H 'X-Rigbox-Provider-Key: sk-mine')
+check "upstream 429 on the caller's own key: passed through whole" \
+    bash -c "[ $st = 429 ] && grep -qi '^x-ratelimit-remaining-requests: 0' $RB_TMP/hdr && grep -q org-mock $RB_TMP/out"
+st=$(post /v1/chat/completions $TOK '{"model":"t-badkey","messages":[{"role":"user","content":"x"}]}')
+check "the operator's key refused by the provider: 502 upstream_auth_failed, not its 401" \
+    bash -c "[ $st = 502 ] && jq -e '.error.code == \"upstream_auth_failed\"' $RB_TMP/out >/dev/null"
+check "and no part of the key in the answer" bash -c "! grep -q -e 9876 -e sk-bad $RB_TMP/out"
+check "and the row keeps what the provider answered" test "$(row "$(rid)" "status, http_status, error_code")" = "upstream_error|502|upstream_http_401"
+st=$(post /v1/chat/completions $TOK "$CHAT" -H 'X-Rigbox-Provider-Key: sk-bad-mine-1234')
+check "the caller's own key refused: the provider's 401 as it is" \
+    bash -c "[ $st = 401 ] && jq -e '.error.code == \"invalid_api_key\" and (.error.message | contains(\"1234\"))' $RB_TMP/out >/dev/null"
+st=$(post /v1/chat/completions $TOK '{"model":"t-429","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: status=404')
+check "another provider error on the operator's key: its status, type, code and message" \
+    bash -c "[ $st = 404 ] && jq -e '.error.code == \"model_not_found\" and (.error.message | startswith(\"The model \\u0060gpt-4o-mini\\u0060 does not exist\"))' $RB_TMP/out >/dev/null"
 st=$(post /v1/chat/completions $TOK '{"model":"t-dead","messages":[{"role":"user","content":"x"}]}')
 check "upstream unreachable: 502" test "$st:$(jq -r .error.code "$RB_TMP/out")" = "502:upstream_unreachable"
 st=$(post /v1/chat/completions $TOK '{"model":"t-ttfb","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: ttfb=3000')

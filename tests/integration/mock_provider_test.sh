@@ -194,6 +194,12 @@ check_misc() {
     else
         fail "big=3000000 streamed $n events"
     fi
+    n=$(curl -sS -H 'Authorization: Bearer sk-bad-0123456789wxyz' -d "$CHAT" "$BASE/v1/chat/completions" | jq -r .error.message)
+    if [[ $n == 'Incorrect API key provided: sk-bad-0*********wxyz. '* ]]; then
+        ok "a bad key's 401 quotes its ends, as OpenAI's does"
+    else
+        fail "bad key: $n"
+    fi
     n=$(curl -sS -o /dev/null -w '%{http_code}' "${OA[@]}" -H 'X-Mock-Behavior: bogus' -d "$CHAT" \
         "$BASE/v1/chat/completions")
     [[ $n == 400 ]] && ok "unknown behaviour item gives 400" || fail "unknown behaviour item gave $n"

@@ -478,10 +478,17 @@ static int check_auth(h2o_req_t *req, int anthropic, mock_error_t *err)
         return -1;
     }
     if (has_prefix(h2o_iovec_init(auth.base + 7, auth.len - 7), "sk-bad")) {
-        *err = (mock_error_t){401, "invalid_request_error",
-                              "Incorrect API key provided: sk-bad***. You can find your API key at "
-                              "https://platform.openai.com/account/api-keys.",
-                              NULL, "invalid_api_key"};
+        /* OpenAI quotes the key: its first 8 and last 4 characters, stars between */
+        static __thread char msg[MOCK_MODEL_LEN_MAX];
+        h2o_iovec_t key = h2o_iovec_init(auth.base + 7, auth.len - 7);
+        size_t stars = key.len > 12 ? key.len - 12 : 0;
+        snprintf(msg, sizeof(msg),
+                 "Incorrect API key provided: %.*s%.*s%.*s. You can find your API key at "
+                 "https://platform.openai.com/account/api-keys.",
+                 (int)(key.len < 8 ? key.len : 8), key.base, (int)(stars > 64 ? 64 : stars),
+                 "****************************************************************",
+                 key.len > 12 ? 4 : 0, key.base + key.len - (key.len > 12 ? 4 : 0));
+        *err = (mock_error_t){401, "invalid_request_error", msg, NULL, "invalid_api_key"};
         return -1;
     }
     return 0;

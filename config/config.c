@@ -304,7 +304,7 @@ static void defaults_fill(cfg_t *c, cfg_arena_t *arena)
         .gateway = {.ai_listen = "127.0.0.1:9090",
                     .apps_listen = "127.0.0.1:8080",
                     .limits = {.body_max_bytes = 8 * MiB,
-                               .sse_line_max_bytes = 1 * MiB,
+                               .sse_line_max_bytes = 16 * MiB,
                                .json_depth_max = 64,
                                .json_tokens_max = 262144,
                                .upstream_connect_timeout_ms = 5000,

@@ -129,6 +129,7 @@ typedef struct st_gw_call_t {
     uint64_t fwd_off; /* stream offset of hold[0] */
     gw_sse_parser_t sse;
     int sse_on;
+    int sse_failed; /* the parser gave up (an event past sse_line_max_bytes): usage unreadable */
     gw_usage_observer_t obs;
     uint64_t sse_fed; /* bytes fed to the parser */
     gw_usage_t usage; /* non-streamed answers */
@@ -209,9 +210,19 @@ static int64_t call_out_bytes(const gw_call_t *c)
     return c->sse_on ? c->obs.output_bytes : (int64_t)c->body.len;
 }
 
+/* The most output tokens the call may bring: its cap (or the model's default one) for each choice.
+ */
+static int64_t call_max_output(const gw_call_t *c)
+{
+    return (c->info.max_output > 0 ? c->info.max_output : c->model->max_output_default) *
+           c->info.choices;
+}
+
 /* Usage and its source for the row: the provider's numbers, completed by estimates if needed. */
 static const char *call_usage(gw_call_t *c, gw_usage_t *u)
 {
+    int estimated;
+
     memset(u, 0, sizeof(*u));
     if (!c->called || c->route == GW_ROUTE_COUNT_TOKENS)
         return "none";
@@ -231,10 +242,15 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
     *u = c->sse_on ? c->obs.usage : c->usage;
     if (u->terminal && u->reported != 0)
         return "provider";
-    return gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, call_out_bytes(c),
-                                  c->cfg->credits.chars_per_token)
-               ? "estimate"
-               : "provider";
+    estimated = gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, call_out_bytes(c),
+                                       c->cfg->credits.chars_per_token);
+    if (c->sse_failed && !(u->reported & GW_USAGE_OUTPUT) && u->output < call_max_output(c)) {
+        /* the stream could not be read to its usage (an event past sse_line_max_bytes): its
+         * output is billed at the call's cap, which its hold covered, not at the little seen */
+        u->output = call_max_output(c);
+        estimated = 1;
+    }
+    return estimated ? "estimate" : "provider";
 }
 
 /* What a call's record says of the call itself: who, where, which model, billed or not, when. */
@@ -601,7 +617,10 @@ static void on_sse_event(void *ctx, const gw_sse_event_t *ev)
 static int sse_feed(gw_call_t *c, const char *bytes, size_t len)
 {
     c->sse_fed += len;
-    return gw_sse_feed(&c->sse, bytes, len, on_sse_event, c) == RB_OK ? 0 : -1;
+    if (gw_sse_feed(&c->sse, bytes, len, on_sse_event, c) == RB_OK)
+        return 0;
+    c->sse_failed = 1;
+    return -1;
 }
 
 /* Streaming with a client: queue bytes for it, holding back partial events in hold mode. */
@@ -1127,8 +1146,7 @@ static void call_admit(gw_call_t *c)
     int64_t cpt = c->cfg->credits.chars_per_token > 0 ? c->cfg->credits.chars_per_token : 1;
     int64_t in_tokens = ((int64_t)c->info.input_bytes + cpt - 1) / cpt, hold = 0;
     /* every choice may reach the cap */
-    int64_t max_out = (c->info.max_output > 0 ? c->info.max_output : c->model->max_output_default) *
-                      c->info.choices;
+    int64_t max_out = call_max_output(c);
     gw_credits_result_t r;
 
     if (gw_pricing_hold(&p, in_tokens, max_out, &hold) != RB_OK) {

@@ -29,7 +29,7 @@ cat >"$RB_TMP/rigbox.yaml" <<YAML
 gateway:
   ai_listen: 127.0.0.1:$ai_port
   apps_listen: 127.0.0.1:$(rb_free_port)
-  limits: {body_max_bytes: 4096, drain_bytes_max: 2000, drain_timeout_ms: 3000, keepalive_interval_ms: 1000}
+  limits: {body_max_bytes: 4096, sse_line_max_bytes: 2048, drain_bytes_max: 2000, drain_timeout_ms: 3000, keepalive_interval_ms: 1000}
 database: {url: "$RB_DB_URL"}
 models: models.yaml
 templates: templates
@@ -107,6 +107,15 @@ stream /v1/chat/completions "fixed-time,split=$first,slow=1100" "$body"
 ka=$(grep -c '^: keep-alive' "$RB_TMP/out")
 check "a provider silent mid-event: keep-alive comments only between events ($ka)" \
     bash -c "[ $rc = 0 ] && [ $ka -ge 1 ] && cmp -s $RB_TMP/whole <(awk '/^: keep-alive\$/ { skip = 1; next } skip && \$0 == \"\" { skip = 0; next } { skip = 0; print }' $RB_TMP/out)"
+
+# A stream with an event the gateway cannot read (past sse_line_max_bytes, 2048 here; a provider
+# that echoes a large request in its events): the client still gets all of it, and the usage,
+# which it cannot read, is billed at the call's output cap (what its hold was for), not at the
+# little output seen before that event (0 here).
+stream /v1/chat/completions big=6000,chunks=1 '{"model":"t-chat","stream":true,"max_tokens":20000,"messages":[{"role":"user","content":"hi"}]}'
+check "an event past sse_line_max_bytes: the client gets the whole stream" \
+    bash -c "[ $rc = 0 ] && grep -q '^data: \[DONE\]' $RB_TMP/out && [ \$(wc -c <$RB_TMP/out) -gt 6000 ]"
+check "and its output is billed at the call's cap ($(row "output, usage_source"))" test "$(row "output, usage_source")" = "20000|estimate"
 
 stream /v1/chat/completions error-mid "$CHAT"
 check "OpenAI error after the 200: the provider's error event reaches the client" \

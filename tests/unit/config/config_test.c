@@ -217,7 +217,7 @@ static void test_defaults(void)
     CHECK_STR_EQ(c->gateway.ai_listen, "127.0.0.1:9090");
     CHECK_STR_EQ(c->gateway.apps_listen, "127.0.0.1:8080");
     CHECK_INT_EQ(g->body_max_bytes, 8 << 20);
-    CHECK_INT_EQ(g->sse_line_max_bytes, 1 << 20);
+    CHECK_INT_EQ(g->sse_line_max_bytes, 16 << 20);
     CHECK_INT_EQ(g->json_depth_max, 64);
     CHECK_INT_EQ(g->json_tokens_max, 262144);
     CHECK_INT_EQ(g->upstream_connect_timeout_ms, 5000);

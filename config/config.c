@@ -129,6 +129,8 @@ static const cfg_field_t main_schema[] = {
         INT_MAX_MS),
     NUM("gateway.limits.upstream_first_byte_timeout_ms", CFG_T_INT,
         GL(upstream_first_byte_timeout_ms), 1, INT_MAX_MS),
+    NUM("gateway.limits.upstream_idle_timeout_ms", CFG_T_INT, GL(upstream_idle_timeout_ms), 1,
+        INT_MAX_MS),
     NUM("gateway.limits.stream_high_water_bytes", CFG_T_SIZE, GL(stream_high_water_bytes), 1 * KiB,
         1 * GiB),
     NUM("gateway.limits.stream_low_water_bytes", CFG_T_SIZE, GL(stream_low_water_bytes), 0,
@@ -308,8 +310,9 @@ static void defaults_fill(cfg_t *c, cfg_arena_t *arena)
                                .json_depth_max = 64,
                                .json_tokens_max = 262144,
                                .upstream_connect_timeout_ms = 5000,
-                               .upstream_total_timeout_ms = 600000,
-                               .upstream_first_byte_timeout_ms = 120000,
+                               .upstream_total_timeout_ms = 3600000,
+                               .upstream_first_byte_timeout_ms = 600000,
+                               .upstream_idle_timeout_ms = 600000,
                                .stream_high_water_bytes = 256 * KiB,
                                .stream_low_water_bytes = 64 * KiB,
                                .keepalive_interval_ms = 15000,
@@ -488,10 +491,11 @@ static rb_err_t main_check(loader_t *L, const int *lines)
                              "expected less than stream_high_water_bytes (%zu), got %zu",
                              g->stream_high_water_bytes, g->stream_low_water_bytes);
     if (g->upstream_first_byte_timeout_ms > g->upstream_total_timeout_ms ||
-        g->upstream_connect_timeout_ms > g->upstream_total_timeout_ms)
+        g->upstream_connect_timeout_ms > g->upstream_total_timeout_ms ||
+        g->upstream_idle_timeout_ms > g->upstream_total_timeout_ms)
         return cfg_fail_line(&L->ctx, LINE("gateway.limits.upstream_total_timeout_ms"),
                              "gateway.limits.upstream_total_timeout_ms",
-                             "expected at least the connect and first-byte timeouts, got %d",
+                             "expected at least the connect, first-byte and idle timeouts, got %d",
                              g->upstream_total_timeout_ms);
     if (g->writer_batch_max > g->writer_queue_max)
         return cfg_fail_line(&L->ctx, LINE("gateway.limits.writer_batch_max"),

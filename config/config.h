@@ -91,8 +91,9 @@ typedef struct st_cfg_gateway_limits_t {
     int json_depth_max;                 /* default 64 */
     int json_tokens_max;                /* default 262144 */
     int upstream_connect_timeout_ms;    /* default 5000 */
-    int upstream_total_timeout_ms;      /* default 600000 */
-    int upstream_first_byte_timeout_ms; /* default 120000 */
+    int upstream_total_timeout_ms;      /* default 3600000 */
+    int upstream_first_byte_timeout_ms; /* default 600000 */
+    int upstream_idle_timeout_ms;       /* default 600000 */
     size_t stream_high_water_bytes;     /* pause upstream above this; default 256 KiB */
     size_t stream_low_water_bytes;      /* resume below this; default 64 KiB */
     int keepalive_interval_ms;          /* SSE keep-alive comment interval; default 15000 */

@@ -137,7 +137,7 @@ typedef struct st_gw_call_t {
     /* client side */
     int started, inflight, final_sent, client_gone;
     int draining, drain_abort, overflow;
-    int up_sent; /* the provider had the whole request when its answer was given up */
+    int up_sent; /* the provider had the whole request when its answer ended or was given up */
     int64_t bytes_out, drained_bytes;
     h2o_timeout_entry_t ka_te, drain_te;
     rb_err_t result;
@@ -226,10 +226,10 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
     memset(u, 0, sizeof(*u));
     if (!c->called || c->route == GW_ROUTE_COUNT_TOKENS)
         return "none";
-    if (c->up_status == 0 && c->client_gone && c->up_sent) {
-        /* the client left before any answer and the transfer was given up (no drain left, or
-         * the drain's bound passed): the provider had the whole request, so it is estimated
-         * (DESIGN.md §3), not free */
+    if (c->up_status == 0 && c->up_sent && (c->client_gone || c->result == RB_ERR_TIMEOUT)) {
+        /* no answer: the client left and the transfer was given up (no drain left, or the
+         * drain's bound passed), or the provider did not answer in time. It had the whole
+         * request, so it is estimated (DESIGN.md §3), not free */
         gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, 0, c->cfg->credits.chars_per_token);
         return "estimate";
     }
@@ -933,12 +933,13 @@ static void on_up_flush(void *ctx)
         stream_flush(c);
 }
 
-static void on_up_done(void *ctx, rb_err_t result, const char *errmsg)
+static void on_up_done(void *ctx, rb_err_t result, const char *errmsg, int sent)
 {
     gw_call_t *c = ctx;
 
     c->xfer = NULL;
     c->result = result;
+    c->up_sent = sent;
     call_decide(c);
     if (result != RB_OK)
         rb_log_warn("upstream_failed", "request_id=%s provider=%s error=\"%s\"", c->request_id,
@@ -1573,6 +1574,7 @@ void gw_proxy_on_worker_start(rb_worker_t *w, void *user)
     gw_upstream_conf_t uc = {.connect_timeout_ms = lim->upstream_connect_timeout_ms,
                              .total_timeout_ms = lim->upstream_total_timeout_ms,
                              .first_byte_timeout_ms = lim->upstream_first_byte_timeout_ms,
+                             .idle_timeout_ms = lim->upstream_idle_timeout_ms,
                              .connections_max = lim->upstream_connections_max};
 
     pw->proxy = p;

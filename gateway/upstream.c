@@ -47,6 +47,7 @@ struct st_gw_upstream_t {
     h2o_timeout_entry_t curl_te;
     uint64_t curl_deadline; /* h2o_now of curl's next timeout; 0 = none */
     h2o_timeout_t first_byte_timeout;
+    h2o_timeout_t idle_timeout;
     h2o_linklist_t dirty; /* transfers whose owner must flush */
     h2o_linklist_t all;
     size_t active;
@@ -69,7 +70,7 @@ struct st_gw_xfer_t {
     void *ctx;
     h2o_linklist_t dirty_link;
     h2o_linklist_t all_link;
-    h2o_timeout_entry_t fb_te;
+    h2o_timeout_entry_t fb_te; /* first_byte_timeout until the status line, then idle_timeout */
     int paused;
     int got_status; /* written inside curl, read on the loop: same thread */
     curl_off_t body_len;
@@ -345,10 +346,11 @@ static void xfer_finish(gw_xfer_t *x, rb_err_t result, const char *msg)
     gw_xfer_cb_t cb = x->cb;
     void *ctx = x->ctx;
     char errmsg[GW_XFER_ERRMSG_MAX];
+    int sent = gw_xfer_sent(x);
 
     rb_copy_str(errmsg, sizeof(errmsg), msg);
     xfer_free(x); /* first: the owner may start another transfer from on_done */
-    cb.on_done(ctx, result, errmsg);
+    cb.on_done(ctx, result, errmsg, sent);
 }
 
 static void check_multi_info(gw_upstream_t *u)
@@ -388,13 +390,25 @@ static void after_action(gw_upstream_t *u)
     flush_dirty(u);
 }
 
-static void on_first_byte_timeout(h2o_timeout_entry_t *te)
+static void on_silence_timeout(h2o_timeout_entry_t *te)
 {
     gw_xfer_t *x = H2O_STRUCT_FROM_MEMBER(gw_xfer_t, fb_te, te);
 
-    if (x->got_status)
-        return;
-    xfer_finish(x, RB_ERR_TIMEOUT, "no response from the provider before first_byte_timeout");
+    xfer_finish(x, RB_ERR_TIMEOUT,
+                x->got_status ? "the provider was silent for longer than idle_timeout"
+                              : "no response from the provider before first_byte_timeout");
+}
+
+/* The provider spoke: its silence is timed from now, not while the transfer is paused (then the
+ * client is the slow one). Only a list update: safe inside curl's callbacks. */
+static void xfer_heard(gw_xfer_t *x)
+{
+    gw_upstream_t *u = x->u;
+
+    if (h2o_timeout_is_linked(&x->fb_te))
+        h2o_timeout_unlink(&x->fb_te);
+    if (u->conf.idle_timeout_ms > 0 && !x->paused)
+        h2o_timeout_link(u->loop, &u->idle_timeout, &x->fb_te);
 }
 
 gw_upstream_t *gw_upstream_create(h2o_loop_t *loop, const gw_upstream_conf_t *conf)
@@ -415,6 +429,8 @@ gw_upstream_t *gw_upstream_create(h2o_loop_t *loop, const gw_upstream_conf_t *co
     h2o_timeout_init(loop, &u->zero_timeout, 0);
     h2o_timeout_init(loop, &u->first_byte_timeout,
                      conf->first_byte_timeout_ms > 0 ? (uint64_t)conf->first_byte_timeout_ms : 1);
+    h2o_timeout_init(loop, &u->idle_timeout,
+                     conf->idle_timeout_ms > 0 ? (uint64_t)conf->idle_timeout_ms : 1);
     u->curl_te.cb = on_curl_timeout;
     h2o_linklist_init_anchor(&u->dirty);
     h2o_linklist_init_anchor(&u->all);
@@ -449,6 +465,8 @@ static size_t on_curl_header(char *b, size_t size, size_t n, void *ud)
 
     if (len >= 5 && memcmp(b, "HTTP/", 5) == 0)
         x->got_status = 1;
+    if (x->got_status)
+        xfer_heard(x);
     x->cb.on_header(x->ctx, b, len);
     return len;
 }
@@ -460,8 +478,10 @@ static size_t on_curl_write(char *b, size_t size, size_t n, void *ud)
 
     if (x->cb.on_body(x->ctx, b, len) != 0) {
         x->paused = 1;
+        xfer_heard(x);
         return CURL_WRITEFUNC_PAUSE;
     }
+    xfer_heard(x);
     if (!h2o_linklist_is_linked(&x->dirty_link))
         h2o_linklist_insert(&x->u->dirty, &x->dirty_link);
     return len;
@@ -549,7 +569,7 @@ gw_xfer_t *gw_xfer_start(gw_upstream_t *u, const gw_xfer_req_t *req, const gw_xf
     x->u = u;
     x->cb = *cb;
     x->ctx = ctx;
-    x->fb_te.cb = on_first_byte_timeout;
+    x->fb_te.cb = on_silence_timeout;
     x->easy = u->easy_pooled > 0 ? u->easy_pool[--u->easy_pooled] : easy_new(u);
     for (size_t i = 0; i < req->headers_len; i++) {
         x->headers = curl_slist_append(x->headers, req->headers[i]);
@@ -571,6 +591,7 @@ void gw_xfer_resume(gw_xfer_t *x)
 {
     RB_ASSERT(x->paused);
     x->paused = 0;
+    xfer_heard(x);
     curl_easy_pause(x->easy, CURLPAUSE_CONT); /* may call on_body (and pause again) */
 }
 

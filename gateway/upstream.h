@@ -41,6 +41,8 @@ typedef struct st_gw_upstream_conf_t {
     int connect_timeout_ms;
     int total_timeout_ms;      /* whole transfer; 0 = none */
     int first_byte_timeout_ms; /* until the response's status line; 0 = none */
+    int idle_timeout_ms;       /* after it, the longest the provider may stay silent (not counted
+                                * while the transfer is paused for a slow client); 0 = none */
     int connections_max;       /* connection cache size */
 } gw_upstream_conf_t;
 
@@ -53,8 +55,9 @@ typedef struct st_gw_xfer_cb_t {
     /** Bytes were taken since the last call; runs on the loop. */
     void (*on_flush)(void *ctx);
     /** The end: RB_OK, RB_ERR_TIMEOUT (a deadline passed) or RB_ERR_UPSTREAM (connect failed,
-     * reset, protocol error) with curl's message; runs on the loop, last call for this transfer. */
-    void (*on_done)(void *ctx, rb_err_t result, const char *errmsg);
+     * reset, protocol error) with curl's message; sent: the provider had the whole request. Runs
+     * on the loop, last call for this transfer. */
+    void (*on_done)(void *ctx, rb_err_t result, const char *errmsg, int sent);
 } gw_xfer_cb_t;
 
 /** What to send: a POST when body != NULL, else a GET. */

@@ -44,7 +44,7 @@ server: {workers: 2, log_level: info}
 gateway:
   ai_listen: 127.0.0.1:$AI_PORT
   apps_listen: 127.0.0.1:$APPS_PORT
-  limits: {upstream_first_byte_timeout_ms: 1000, keepalive_interval_ms: 300, drain_timeout_ms: 5000, stream_high_water_bytes: 65536, stream_low_water_bytes: 16384}
+  limits: {upstream_first_byte_timeout_ms: 1000, upstream_idle_timeout_ms: 2000, keepalive_interval_ms: 300, drain_timeout_ms: 5000, stream_high_water_bytes: 65536, stream_low_water_bytes: 16384}
 database: {url: "$RB_DB_URL"}
 secrets: {master_key_file: $RB_TMP/master.key}
 models: models.yaml
@@ -242,6 +242,8 @@ st=$(post /v1/chat/completions $TOK '{"model":"t-dead","messages":[{"role":"user
 check "upstream unreachable: 502" test "$st:$(jq -r .error.code "$RB_TMP/out")" = "502:upstream_unreachable"
 st=$(post /v1/chat/completions $TOK '{"model":"t-ttfb","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: ttfb=3000')
 check "upstream first-byte timeout: 504" test "$st:$(jq -r .error.code "$RB_TMP/out")" = "504:upstream_timeout"
+check "upstream first-byte timeout: the provider had the request, its input is billed as an estimate (was 0)" \
+    test "$(row "$(rid)" "status, usage_source, input_uncached > 0, cost_micro > 0")" = "upstream_error|estimate|t|t"
 st=$(post /v1/messages $TOK "$CHAT")
 check "OpenAI model on /v1/messages: 400" test "$st" = 400
 
@@ -290,8 +292,27 @@ st=$(post_ant /v1/messages $TOK '{"model":"t-claude-cache","max_tokens":50,"stre
 check "Anthropic cache buckets (stream)" test "$(row "$(rid)" "input_uncached, cache_read, cache_write_5m, cache_write_1h, output")" = "50|20|10|5|7"
 
 # ---- 9. keep-alive, disconnect and drain, slow client ---------------------------------------------
-st=$(post /v1/chat/completions $TOK '{"model":"t-quiet","stream":true,"messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: slow=700,chunks=2')
+st=$(post /v1/chat/completions $TOK '{"model":"t-quiet","stream":true,"messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: slow=700,chunks=4')
 check "keep-alive comment while the upstream is silent" grep -q '^: keep-alive' "$RB_TMP/out"
+check "a stream longer than upstream_idle_timeout_ms, never silent that long, is served whole" grep -q '^data: \[DONE\]' "$RB_TMP/out"
+st=$(post /v1/chat/completions $TOK '{"model":"t-quiet","stream":true,"messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: slow=3000,chunks=2')
+check "a provider silent past upstream_idle_timeout_ms mid-stream: cut, recorded as interrupted" \
+    bash -c "! grep -q '\[DONE\]' $RB_TMP/out && [ '$(row "$(rid)" "status, error_code")' = 'upstream_error|stream_interrupted' ]"
+# A client that reads nothing for longer than the idle timeout: the gateway pauses the provider's
+# transfer (8 MB fill the socket buffers and the 64 KB high-water mark), and the silence while
+# paused is not the provider's: it is served whole. Its own user (its tokens fill a token window).
+TOK_PAUSED=rbw_tok5eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee
+rb_sql "INSERT INTO users (id, email) VALUES ('u-eeeeeeee', 'e@example.com');
+INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb) VALUES ('ws-eeeeeeee', 'u-eeeeeeee', 'five', 'base', 512, 1, 1024);
+INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ('ws-eeeeeeee', decode('$(sha $TOK_PAUSED)', 'hex'), 'rbw_tok5');" >/dev/null
+exec 3<>"/dev/tcp/127.0.0.1/$AI_PORT"
+PAUSED='{"model":"t-big","stream":true,"max_tokens":4000000,"messages":[{"role":"user","content":"x"}]}'
+printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nX-Rigbox-Provider-Key: sk-paused\r\nX-Mock-Behavior: big=8000000\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
+    "$TOK_PAUSED" ${#PAUSED} "$PAUSED" >&3
+sleep 3
+cat <&3 >"$RB_TMP/paused.out"
+exec 3<&-
+check "a client that reads nothing for longer than the idle timeout is served whole" grep -q 'data: \[DONE\]' "$RB_TMP/paused.out"
 curl -sS -N -o /dev/null -D "$RB_TMP/hdr" --max-time 0.6 "$GW/v1/chat/completions" -H "Authorization: Bearer $TOK" \
     -H 'content-type: application/json' -d '{"model":"t-slow","stream":true,"messages":[{"role":"user","content":"x"}]}' \
     -H 'X-Mock-Behavior: slow=150,chunks=12' 2>/dev/null

@@ -221,8 +221,9 @@ static void test_defaults(void)
     CHECK_INT_EQ(g->json_depth_max, 64);
     CHECK_INT_EQ(g->json_tokens_max, 262144);
     CHECK_INT_EQ(g->upstream_connect_timeout_ms, 5000);
-    CHECK_INT_EQ(g->upstream_total_timeout_ms, 600000);
-    CHECK_INT_EQ(g->upstream_first_byte_timeout_ms, 120000);
+    CHECK_INT_EQ(g->upstream_total_timeout_ms, 3600000);
+    CHECK_INT_EQ(g->upstream_first_byte_timeout_ms, 600000);
+    CHECK_INT_EQ(g->upstream_idle_timeout_ms, 600000);
     CHECK_INT_EQ(g->stream_high_water_bytes, 256 << 10);
     CHECK_INT_EQ(g->stream_low_water_bytes, 64 << 10);
     CHECK_INT_EQ(g->keepalive_interval_ms, 15000);

@@ -195,6 +195,7 @@ static rb_err_t adapter_cap(const adapter_root_t *root, const adapter_route_t *r
     if (has_cap == 0 && r->cap_required)
         return adapter_fail(info, errmsg, errcap, r->cap_field, "'%s' is required", r->cap_field);
     info->max_output = has_cap && has_alt ? (cap > alt ? cap : alt) : has_cap ? cap : alt;
+    info->cap_name = has_alt && (!has_cap || alt > cap) ? r->cap_alt : r->cap_field;
     if (info->max_output == 0 && info->route == GW_ROUTE_COMPLETIONS)
         info->max_output = GW_ADAPTER_COMPLETIONS_DEFAULT_CAP;
     v = adapter_root_value(root, r->cap_field);

@@ -77,6 +77,7 @@ typedef struct st_gw_request_info_t {
     int stream;            /* "stream": true */
     int include_usage;     /* the client itself set stream_options.include_usage=true */
     int64_t max_output;    /* the client's output cap; 0 = none given */
+    const char *cap_name;  /* the field max_output came from (static; the route's own when none) */
     int64_t choices;       /* answers generated (n, best_of): each may reach the cap; 1 default */
     size_t input_bytes;    /* request size used for the input-token estimate */
     const char *err_param; /* on a validation error: the offending field (static), or NULL */

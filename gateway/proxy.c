@@ -1099,10 +1099,10 @@ static int choose_model(gw_call_t *c)
     }
     if (c->model->max_output > 0 && c->info.max_output > c->model->max_output) {
         snprintf(msg, sizeof(msg),
-                 "max_tokens is too large: %lld. This model supports at most %d output tokens.",
-                 (long long)c->info.max_output, c->model->max_output);
+                 "%s is too large: %lld. This model supports at most %d output tokens.",
+                 c->info.cap_name, (long long)c->info.max_output, c->model->max_output);
         c->model = NULL;
-        call_fail(c, 400, "invalid_request", "rejected", msg, "max_tokens");
+        call_fail(c, 400, "invalid_request", "rejected", msg, c->info.cap_name);
         return -1;
     }
     return 0;
@@ -1340,33 +1340,91 @@ static void call_send(gw_call_t *c)
     up_release(c); /* curl copied them */
 }
 
+/* One model object: OpenAI's {id, object, created, owned_by} or Anthropic's {type, id,
+ * display_name, created_at}. */
+static void model_json(rb_jw_t *w, const cfg_model_t *m, int anthropic)
+{
+    rb_jw_obj_begin(w);
+    if (anthropic) {
+        rb_jw_key(w, "type");
+        rb_jw_str(w, "model");
+    }
+    rb_jw_key(w, "id");
+    rb_jw_str(w, m->name);
+    if (anthropic) {
+        rb_jw_key(w, "display_name");
+        rb_jw_str(w, m->name);
+        rb_jw_key(w, "created_at");
+        rb_jw_str(w, "1970-01-01T00:00:00Z");
+    } else {
+        rb_jw_key(w, "object");
+        rb_jw_str(w, "model");
+        rb_jw_key(w, "created");
+        rb_jw_int64(w, 0);
+        rb_jw_key(w, "owned_by");
+        rb_jw_str(w, m->provider->name);
+    }
+    rb_jw_obj_end(w);
+}
+
+/* GET /v1/models (c->info.model empty) or /v1/models/{id}: the configured models, in Anthropic's
+ * shape (its models only, those /v1/messages takes) to a caller that sends anthropic-version, as
+ * the Anthropic SDKs do; else in OpenAI's. */
 static void respond_models(gw_call_t *c)
 {
+    int anthropic = rb_http_header(c->req, "anthropic-version", NULL) != NULL;
+    const cfg_model_t *first = NULL, *last = NULL;
     rb_buf_t out;
     rb_jw_t w;
 
-    rb_buf_init(&out, 0);
-    rb_jw_init(&w, &out);
-    rb_jw_obj_begin(&w);
-    rb_jw_key(&w, "object");
-    rb_jw_str(&w, "list");
-    rb_jw_key(&w, "data");
-    rb_jw_arr_begin(&w);
-    for (size_t i = 0; i < c->cfg->models_len; i++) {
-        const cfg_model_t *m = &c->cfg->models[i];
+    if (anthropic)
+        c->dialect = GW_DIALECT_ANTHROPIC;
+    if (c->info.model[0] != '\0') {
+        const cfg_model_t *m = cfg_model_find(c->cfg, c->info.model);
+        char msg[GW_MODEL_NAME_MAX + 64];
+        if (m == NULL || (anthropic && m->provider->kind != CFG_PROVIDER_ANTHROPIC)) {
+            snprintf(msg, sizeof(msg), "The model '%s' does not exist", c->info.model);
+            call_fail(c, 404, "model_not_found", "rejected", msg, "model");
+            return;
+        }
+        rb_buf_init(&out, 0);
+        rb_jw_init(&w, &out);
+        model_json(&w, m, anthropic);
+    } else {
+        rb_buf_init(&out, 0);
+        rb_jw_init(&w, &out);
         rb_jw_obj_begin(&w);
-        rb_jw_key(&w, "id");
-        rb_jw_str(&w, m->name);
-        rb_jw_key(&w, "object");
-        rb_jw_str(&w, "model");
-        rb_jw_key(&w, "created");
-        rb_jw_int64(&w, 0);
-        rb_jw_key(&w, "owned_by");
-        rb_jw_str(&w, m->provider->name);
+        if (!anthropic) {
+            rb_jw_key(&w, "object");
+            rb_jw_str(&w, "list");
+        }
+        rb_jw_key(&w, "data");
+        rb_jw_arr_begin(&w);
+        for (size_t i = 0; i < c->cfg->models_len; i++) {
+            const cfg_model_t *m = &c->cfg->models[i];
+            if (anthropic && m->provider->kind != CFG_PROVIDER_ANTHROPIC)
+                continue;
+            model_json(&w, m, anthropic);
+            first = first != NULL ? first : m;
+            last = m;
+        }
+        rb_jw_arr_end(&w);
+        if (anthropic) {
+            rb_jw_key(&w, "has_more");
+            rb_jw_bool(&w, 0);
+            rb_jw_key(&w, "first_id");
+            if (first != NULL)
+                rb_jw_str(&w, first->name);
+            else
+                rb_jw_null(&w);
+            rb_jw_key(&w, "last_id");
+            if (last != NULL)
+                rb_jw_str(&w, last->name);
+            else
+                rb_jw_null(&w);
+        }
         rb_jw_obj_end(&w);
     }
-    rb_jw_arr_end(&w);
-    rb_jw_obj_end(&w);
     c->status = "ok";
     c->http_status = 200;
     c->final_sent = 1;
@@ -1466,11 +1524,17 @@ static int on_ai_request(h2o_handler_t *self, h2o_req_t *req)
     rb_err_t err = RB_OK;
     h2o_iovec_t path = rb_http_path(req);
 
-    if (!h2o_memis(path.base, path.len, route_path(h->route), strlen(route_path(h->route)))) {
+    size_t plen = strlen(route_path(h->route));
+    if (!h2o_memis(path.base, path.len, route_path(h->route), plen) &&
+        !(h->route == GW_ROUTE_MODELS && path.len > plen + 1 && path.base[plen] == '/' &&
+          path.len - plen - 1 <= GW_MODEL_NAME_MAX)) {
         gw_errors_early_send(req, 404); /* a longer path under this prefix: no such route */
         return 0;
     }
     c = call_new(pw, req, h->route);
+    if (path.len > plen) /* GET /v1/models/{id}: the model's name, alias or provider/model slug */
+        snprintf(c->info.model, sizeof(c->info.model), "%.*s", (int)(path.len - plen - 1),
+                 path.base + plen + 1);
     if (!rb_http_method_is(req, h->route == GW_ROUTE_MODELS ? "GET" : "POST")) {
         call_fail(c, 405, "method_not_allowed", "rejected", "method not allowed on this route",
                   NULL);

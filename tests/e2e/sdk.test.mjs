@@ -124,6 +124,24 @@ test('anthropic messages, streamed', async () => {
   assert.ok(final.usage.output_tokens > 0);
 });
 
+test('models: list and retrieve with both SDKs', async () => {
+  const ids = [];
+  for await (const m of openai.models.list()) ids.push(m.id);
+  assert.ok(ids.includes('gpt-4o-mini') && ids.includes('claude-haiku-4-5'));
+  const one = await openai.models.retrieve('gpt-4o-mini');
+  assert.equal(one.id, 'gpt-4o-mini');
+  assert.equal(one.object, 'model');
+  const aids = [];
+  for await (const m of anthropic.models.list()) aids.push(m.id);
+  assert.ok(aids.includes('claude-haiku-4-5') && !aids.includes('gpt-4o-mini'));
+  const claude = await anthropic.models.retrieve('claude-haiku-4-5');
+  assert.equal(claude.type, 'model');
+  await assert.rejects(
+    openai.models.retrieve('no-such-model'),
+    (e) => e instanceof OpenAI.NotFoundError && e.status === 404,
+  );
+});
+
 test('errors surface as the SDKs typed errors', async () => {
   await assert.rejects(
     openai.chat.completions.create({ model: 'no-such-model', messages }),

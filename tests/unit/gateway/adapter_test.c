@@ -389,5 +389,34 @@ static void test_routes(void)
     CHECK_STR_EQ(gw_route_name(GW_ROUTE_COUNT_TOKENS), "count_tokens");
 }
 
-TEST_MAIN(test_inspect_table, test_inspect_choices, test_inspect_limits, test_rewrite_table,
-          test_rewrite_limit, test_usage_chunk, test_add_cost, test_routes)
+/* The cap's field, named in the error for a cap past the model's limit. */
+static void test_cap_name(void)
+{
+    static const struct {
+        gw_route_t route;
+        const char *body, *name;
+    } cases[] = {
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"max_completion_tokens\":9}",
+         "max_completion_tokens"},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"max_tokens\":9}", "max_tokens"},
+        {GW_ROUTE_CHAT,
+         "{\"model\":\"m\",\"messages\":[],\"max_tokens\":9,\"max_completion_tokens\":8}",
+         "max_tokens"},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[]}", "max_completion_tokens"},
+        {GW_ROUTE_RESPONSES, "{\"model\":\"m\",\"input\":\"x\",\"max_output_tokens\":9}",
+         "max_output_tokens"},
+        {GW_ROUTE_MESSAGES, "{\"model\":\"m\",\"messages\":[],\"max_tokens\":9}", "max_tokens"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        gw_request_info_t info;
+        char msg[GW_ADAPTER_ERRMSG_MAX];
+        CHECK_INT_EQ(gw_adapter_inspect(cases[i].route, cases[i].body, strlen(cases[i].body), NULL,
+                                        &info, msg, sizeof(msg)),
+                     RB_OK);
+        CHECK_STR_EQ(info.cap_name, cases[i].name);
+    }
+}
+
+TEST_MAIN(test_cap_name, test_inspect_table, test_inspect_choices, test_inspect_limits,
+          test_rewrite_table, test_rewrite_limit, test_usage_chunk, test_add_cost, test_routes)

@@ -31,7 +31,7 @@
 #include "common/err.h"
 
 #define RB_JSON_DEPTH_MAX_DEFAULT  64
-#define RB_JSON_TOKENS_MAX_DEFAULT 262144
+#define RB_JSON_TOKENS_MAX_DEFAULT 524288
 
 typedef enum {
     RB_JSON_ABSENT = 0, /* index -1 */

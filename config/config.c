@@ -308,7 +308,7 @@ static void defaults_fill(cfg_t *c, cfg_arena_t *arena)
                     .limits = {.body_max_bytes = 8 * MiB,
                                .sse_line_max_bytes = 16 * MiB,
                                .json_depth_max = 64,
-                               .json_tokens_max = 262144,
+                               .json_tokens_max = 524288,
                                .upstream_connect_timeout_ms = 5000,
                                .upstream_total_timeout_ms = 3600000,
                                .upstream_first_byte_timeout_ms = 600000,

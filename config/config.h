@@ -89,7 +89,7 @@ typedef struct st_cfg_gateway_limits_t {
     size_t body_max_bytes;              /* request body; default 8 MiB */
     size_t sse_line_max_bytes;          /* one SSE event; default 16 MiB */
     int json_depth_max;                 /* default 64 */
-    int json_tokens_max;                /* default 262144 */
+    int json_tokens_max;                /* default 524288 */
     int upstream_connect_timeout_ms;    /* default 5000 */
     int upstream_total_timeout_ms;      /* default 3600000 */
     int upstream_first_byte_timeout_ms; /* default 600000 */

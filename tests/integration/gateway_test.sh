@@ -126,6 +126,8 @@ check "chat: X-Rigbox-Cost-Micro 2000 (10 in x 100 + 5 out x 200)" test "$(hdr x
 check "chat: X-Rigbox-Cost-Credits" test "$(hdr x-rigbox-cost-credits)" = 0.002000
 check "chat: usage.cost_micro in the body" test "$(jq .usage.cost_micro "$RB_TMP/out")" = 2000
 check "chat: request id header" grep -qi '^x-rigbox-request-id: req_' "$RB_TMP/hdr"
+check "chat: the provider's request id, not the operator account's rate-limit headers" \
+    bash -c "grep -qi '^x-request-id: req_' $RB_TMP/hdr && grep -qi '^openai-processing-ms: ' $RB_TMP/hdr && ! grep -qi '^x-ratelimit-' $RB_TMP/hdr"
 R=$(rid)
 check "chat: usage row" test "$(row "$R" "status, http_status, input_uncached, output, cost_micro, billed, usage_source, mode, workspace_id, route")" = "ok|200|10|5|2000|t|provider|managed|ws-aaaaaaaa|/v1/chat/completions"
 H=$(last_mock_headers)
@@ -154,6 +156,8 @@ check "messages: 200" test "$st" = 200
 check "messages: usage.cost_micro in the body" test "$(jq .usage.cost_micro "$RB_TMP/out")" = "$(hdr x-rigbox-cost-micro)"
 H=$(last_mock_headers)
 check "messages: x-api-key is the operator key" test "$(jq -r '.["x-api-key"]' <<<"$H")" = sk-ant-managed
+check "messages: the provider's request-id, not the operator account's rate-limit headers" \
+    bash -c "grep -qi '^request-id: req_' $RB_TMP/hdr && ! grep -qi '^anthropic-ratelimit-' $RB_TMP/hdr"
 check "messages: anthropic-version forwarded" test "$(jq -r '.["anthropic-version"]' <<<"$H")" = 2023-06-01
 check "messages: no Authorization upstream" test "$(jq -r .authorization <<<"$H")" = null
 check "messages: row" test "$(row "$(rid)" "status, route, provider, usage_source")" = "ok|/v1/messages|mockant|provider"
@@ -266,6 +270,7 @@ check "stored BYOK: priced, not billed" test "$(row "$(rid)" "mode, billed, cost
 st=$(post /v1/chat/completions $TOK "$CHAT" -H 'X-Rigbox-Provider-Key: sk-per-call-key')
 check "per-call key: reaches the provider" test "$st:$(last_mock_headers | jq -r .authorization)" = "200:Bearer sk-per-call-key"
 check "per-call key: not billed" test "$(row "$(rid)" "mode, billed")" = "byok|f"
+check "per-call key: the provider's rate-limit headers (the caller's own account)" grep -qi '^x-ratelimit-remaining-requests: 499' "$RB_TMP/hdr"
 check "keys never logged" bash -c "! grep -Eq 'sk-managed|sk-byok|sk-per-call|rbw_tok' '$RB_TMP/gateway.log'"
 st=$(post_ant /v1/messages $TOK_BYOK "$MSG")
 check "stored BYOK: another provider's model is 400 byok_key_missing, the key not sent" \
@@ -315,7 +320,8 @@ check "a provider silent past upstream_idle_timeout_ms mid-stream: cut, recorded
 TOK_PAUSED=rbw_tok5eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee
 rb_sql "INSERT INTO users (id, email) VALUES ('u-eeeeeeee', 'e@example.com');
 INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb) VALUES ('ws-eeeeeeee', 'u-eeeeeeee', 'five', 'base', 512, 1, 1024);
-INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ('ws-eeeeeeee', decode('$(sha $TOK_PAUSED)', 'hex'), 'rbw_tok5');" >/dev/null
+INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES ('ws-eeeeeeee', decode('$(sha $TOK_PAUSED)', 'hex'), 'rbw_tok5');
+INSERT INTO user_limits (user_id, tpm) VALUES ('u-eeeeeeee', 0);" >/dev/null
 exec 3<>"/dev/tcp/127.0.0.1/$AI_PORT"
 PAUSED='{"model":"t-big","stream":true,"max_tokens":4000000,"messages":[{"role":"user","content":"x"}]}'
 printf 'POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\nX-Rigbox-Provider-Key: sk-paused\r\nX-Mock-Behavior: big=8000000\r\nContent-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s' \
@@ -324,6 +330,14 @@ sleep 3
 cat <&3 >"$RB_TMP/paused.out"
 exec 3<&-
 check "a client that reads nothing for longer than the idle timeout is served whole" grep -q 'data: \[DONE\]' "$RB_TMP/paused.out"
+# An embeddings call of 37 inputs of 8000 token ids (296k tokens: OpenAI takes 300k per call) is
+# past 262144 JSON tokens, which the gateway refused as too deeply nested or too large.
+awk 'BEGIN { printf "{\"model\":\"t-embed\",\"input\":["; for (a = 0; a < 37; a++) { printf "%s[", (a ? "," : "");
+    for (i = 0; i < 8000; i++) printf "%s%d", (i ? "," : ""), i % 1000; printf "]" } printf "]}" }' >"$RB_TMP/emb.json"
+st=$(curl -sS -o "$RB_TMP/out" -D "$RB_TMP/hdr" -w '%{http_code}' "$GW/v1/embeddings" -H "Authorization: Bearer $TOK_PAUSED" \
+    -H 'X-Rigbox-Provider-Key: sk-emb' -H 'content-type: application/json' --data-binary @"$RB_TMP/emb.json")
+check "embeddings of 296k token ids: served, and their tokens recorded ($st)" \
+    bash -c "[ $st = 200 ] && [ '$(row "$(rid)" "input_uncached")' = 296000 ]"
 curl -sS -N -o /dev/null -D "$RB_TMP/hdr" --max-time 0.6 "$GW/v1/chat/completions" -H "Authorization: Bearer $TOK" \
     -H 'content-type: application/json' -d '{"model":"t-slow","stream":true,"messages":[{"role":"user","content":"x"}]}' \
     -H 'X-Mock-Behavior: slow=150,chunks=12' 2>/dev/null

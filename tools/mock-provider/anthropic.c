@@ -270,6 +270,32 @@ static void an_stream(an_ctx_t *c)
     an_event_end(c, &w);
 }
 
+/* The anthropic-ratelimit-* headers Anthropic sends with every answer; the request budget
+ * exhausted (with Retry-After) on a 429. */
+static void an_ratelimit_headers(const mock_call_t *call, mock_out_t *out, int exhausted)
+{
+    time_t reset = (time_t)call->created + (time_t)(exhausted ? call->bhv.retry_after_s : 1);
+    struct tm tm;
+    char when[32];
+
+    gmtime_r(&reset, &tm);
+    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
+    if (exhausted)
+        mock_out_header(out, "retry-after", "%u", call->bhv.retry_after_s);
+    mock_out_header(out, "anthropic-ratelimit-requests-limit", "50");
+    mock_out_header(out, "anthropic-ratelimit-requests-remaining", "%s", exhausted ? "0" : "49");
+    mock_out_header(out, "anthropic-ratelimit-requests-reset", "%s", when);
+    mock_out_header(out, "anthropic-ratelimit-tokens-limit", "80000");
+    mock_out_header(out, "anthropic-ratelimit-tokens-remaining", "80000");
+    mock_out_header(out, "anthropic-ratelimit-tokens-reset", "%s", when);
+    mock_out_header(out, "anthropic-ratelimit-input-tokens-limit", "40000");
+    mock_out_header(out, "anthropic-ratelimit-input-tokens-remaining", "40000");
+    mock_out_header(out, "anthropic-ratelimit-input-tokens-reset", "%s", when);
+    mock_out_header(out, "anthropic-ratelimit-output-tokens-limit", "16000");
+    mock_out_header(out, "anthropic-ratelimit-output-tokens-remaining", "16000");
+    mock_out_header(out, "anthropic-ratelimit-output-tokens-reset", "%s", when);
+}
+
 void mock_anthropic_render(const mock_call_t *call, const mock_plan_t *plan, mock_out_t *out)
 {
     an_ctx_t c = {.call = call, .plan = plan, .out = out};
@@ -277,6 +303,7 @@ void mock_anthropic_render(const mock_call_t *call, const mock_plan_t *plan, moc
 
     RB_ASSERT(call != NULL && plan != NULL && out != NULL);
     mock_out_header(out, "request-id", "req_011C%016llx", (unsigned long long)call->id_hash);
+    an_ratelimit_headers(call, out, 0);
     if (call->route == MOCK_ROUTE_COUNT_TOKENS) {
         rb_jw_init(&w, &out->body);
         rb_jw_obj_begin(&w);
@@ -320,27 +347,6 @@ void mock_anthropic_error(const mock_error_t *err, uint64_t request_id_hash, moc
     rb_jw_obj_end(&w);
 }
 
-/* Retry-After and the anthropic-ratelimit-* headers of an exhausted request budget. */
-static void an_ratelimit_headers(const mock_call_t *call, mock_out_t *out)
-{
-    time_t reset = (time_t)call->created + (time_t)call->bhv.retry_after_s;
-    struct tm tm;
-    char when[32];
-
-    gmtime_r(&reset, &tm);
-    strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", &tm);
-    mock_out_header(out, "retry-after", "%u", call->bhv.retry_after_s);
-    mock_out_header(out, "anthropic-ratelimit-requests-limit", "50");
-    mock_out_header(out, "anthropic-ratelimit-requests-remaining", "0");
-    mock_out_header(out, "anthropic-ratelimit-requests-reset", "%s", when);
-    mock_out_header(out, "anthropic-ratelimit-tokens-limit", "80000");
-    mock_out_header(out, "anthropic-ratelimit-tokens-remaining", "80000");
-    mock_out_header(out, "anthropic-ratelimit-tokens-reset", "%s", when);
-    mock_out_header(out, "anthropic-ratelimit-input-tokens-limit", "40000");
-    mock_out_header(out, "anthropic-ratelimit-input-tokens-remaining", "40000");
-    mock_out_header(out, "anthropic-ratelimit-input-tokens-reset", "%s", when);
-}
-
 void mock_anthropic_status(const mock_call_t *call, mock_out_t *out)
 {
     mock_error_t err = {call->bhv.status, "api_error", "Internal server error", NULL, NULL};
@@ -374,7 +380,7 @@ void mock_anthropic_status(const mock_call_t *call, mock_out_t *out)
                       "https://docs.claude.com/en/api/rate-limits. You can see the response "
                       "headers for current usage. Please reduce the prompt length or the maximum "
                       "tokens requested, or try again later.";
-        an_ratelimit_headers(call, out);
+        an_ratelimit_headers(call, out, 1);
         break;
     case 529:
         err.type = "overloaded_error";

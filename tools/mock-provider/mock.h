@@ -35,7 +35,7 @@
 #define MOCK_EMBED_DIM_DEFAULT   8           /* embedding length unless "dimensions" is given */
 #define MOCK_EMBED_DIM_MAX       4096        /* largest "dimensions" accepted */
 #define MOCK_EMBED_INPUTS_MAX    2048       /* most embedding inputs per request (the real limit) */
-#define MOCK_HEADERS_MAX         12         /* extra response headers per answer */
+#define MOCK_HEADERS_MAX         24         /* extra response headers per answer */
 #define MOCK_HEADER_VALUE_MAX    80         /* longest generated header value */
 #define MOCK_PAD_HEADERS_MAX     64         /* pad-headers= limit */
 #define MOCK_PAD_HEADER_BYTES    1000       /* bytes of each pad header's value */

@@ -30,6 +30,20 @@ typedef struct st_oa_ctx_t {
 static const char oa_server_error[] =
     "The server had an error while processing your request. Sorry about that!";
 
+/* The rate-limit headers OpenAI sends with every answer; exhausted (with Retry-After) on a 429. */
+static void oa_ratelimit_headers(const mock_call_t *call, mock_out_t *out, int exhausted)
+{
+    if (exhausted)
+        mock_out_header(out, "retry-after", "%u", call->bhv.retry_after_s);
+    mock_out_header(out, "x-ratelimit-limit-requests", "500");
+    mock_out_header(out, "x-ratelimit-limit-tokens", "200000");
+    mock_out_header(out, "x-ratelimit-remaining-requests", "%s", exhausted ? "0" : "499");
+    mock_out_header(out, "x-ratelimit-remaining-tokens", "%s", exhausted ? "200000" : "199970");
+    mock_out_header(out, "x-ratelimit-reset-requests", "%us",
+                    exhausted ? call->bhv.retry_after_s : 1);
+    mock_out_header(out, "x-ratelimit-reset-tokens", "%s", exhausted ? "0s" : "9ms");
+}
+
 static void oa_ctx_init(oa_ctx_t *c, const mock_call_t *call, const mock_plan_t *plan,
                         mock_out_t *out, const char *prefix)
 {
@@ -39,6 +53,8 @@ static void oa_ctx_init(oa_ctx_t *c, const mock_call_t *call, const mock_plan_t 
              (unsigned long long)(call->id_hash * 31 + 7));
     mock_out_header(out, "x-request-id", "req_%016llx", (unsigned long long)call->id_hash);
     mock_out_header(out, "openai-version", "2020-10-01");
+    mock_out_header(out, "openai-processing-ms", "%u", 120 + (unsigned)(call->id_hash % 300));
+    oa_ratelimit_headers(call, out, 0);
     if (call->stream) {
         out->content_type = OA_SSE_TYPE;
         out->stream = 1;
@@ -666,18 +682,6 @@ void mock_openai_error(const mock_error_t *err, mock_out_t *out)
     rb_jw_obj_end(&w);
 }
 
-/* The rate-limit headers OpenAI sends with every answer, exhausted here. */
-static void oa_ratelimit_headers(const mock_call_t *call, mock_out_t *out)
-{
-    mock_out_header(out, "retry-after", "%u", call->bhv.retry_after_s);
-    mock_out_header(out, "x-ratelimit-limit-requests", "500");
-    mock_out_header(out, "x-ratelimit-limit-tokens", "200000");
-    mock_out_header(out, "x-ratelimit-remaining-requests", "0");
-    mock_out_header(out, "x-ratelimit-remaining-tokens", "200000");
-    mock_out_header(out, "x-ratelimit-reset-requests", "%us", call->bhv.retry_after_s);
-    mock_out_header(out, "x-ratelimit-reset-tokens", "0s");
-}
-
 void mock_openai_status(const mock_call_t *call, mock_out_t *out)
 {
     char msg[512];
@@ -694,7 +698,7 @@ void mock_openai_status(const mock_call_t *call, mock_out_t *out)
                  call->model, call->bhv.retry_after_s);
         err.type = "requests";
         err.code = "rate_limit_exceeded";
-        oa_ratelimit_headers(call, out);
+        oa_ratelimit_headers(call, out, 1);
         break;
     case 500:
         snprintf(msg, sizeof(msg), "%s", oa_server_error);

@@ -219,7 +219,7 @@ static void test_defaults(void)
     CHECK_INT_EQ(g->body_max_bytes, 8 << 20);
     CHECK_INT_EQ(g->sse_line_max_bytes, 16 << 20);
     CHECK_INT_EQ(g->json_depth_max, 64);
-    CHECK_INT_EQ(g->json_tokens_max, 262144);
+    CHECK_INT_EQ(g->json_tokens_max, 524288);
     CHECK_INT_EQ(g->upstream_connect_timeout_ms, 5000);
     CHECK_INT_EQ(g->upstream_total_timeout_ms, 3600000);
     CHECK_INT_EQ(g->upstream_first_byte_timeout_ms, 600000);

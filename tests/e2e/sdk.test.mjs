@@ -124,6 +124,24 @@ test('anthropic messages, streamed', async () => {
   assert.ok(final.usage.output_tokens > 0);
 });
 
+test('tool calls, streamed: the SDKs assemble the arguments from their deltas', async () => {
+  const tools = [{ type: 'function', function: { name: 'lookup', parameters: { type: 'object' } } }];
+  const stream = openai.chat.completions.stream({ model: 'gpt-4o-mini', messages, tools });
+  const done = await stream.finalChatCompletion();
+  const call = done.choices[0].message.tool_calls[0];
+  assert.equal(done.choices[0].finish_reason, 'tool_calls');
+  assert.equal(call.function.name, 'lookup');
+  assert.deepEqual(JSON.parse(call.function.arguments), { query: 'Say hello to the end-to-end test.' });
+  const astream = anthropic.messages.stream({
+    model: 'claude-haiku-4-5', max_tokens: 64, messages,
+    tools: [{ name: 'lookup', input_schema: { type: 'object' } }],
+  });
+  const msg = await astream.finalMessage();
+  assert.equal(msg.stop_reason, 'tool_use');
+  assert.equal(msg.content[0].type, 'tool_use');
+  assert.deepEqual(msg.content[0].input, { query: 'Say hello to the end-to-end test.' });
+});
+
 test('models: list and retrieve with both SDKs', async () => {
   const ids = [];
   for await (const m of openai.models.list()) ids.push(m.id);

@@ -76,10 +76,14 @@ NOSTREAM='{"model":"t-chat","messages":[{"role":"user","content":"hi"}],"max_tok
 # the client gets the same bytes, and the same usage is recorded, as from an uncut stream. For chat,
 # the injected usage chunk is still found and removed (or kept, with its cost, when asked for).
 UTF='héllo wörld 日本語 🎉 done'
+OA_TOOLS='"tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object"}}}]'
+AN_TOOLS='"tools":[{"name":"lookup","input_schema":{"type":"object"}}]'
 for c in "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
     "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
     "/v1/responses|{\"model\":\"t-chat\",\"stream\":true,\"input\":\"$UTF\"}" \
     "/v1/messages|{\"model\":\"t-claude\",\"max_tokens\":100,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
+    "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,$OA_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
+    "/v1/messages|{\"model\":\"t-claude\",\"max_tokens\":100,\"stream\":true,$AN_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
     "/v1/chat/completions|{\"model\":\"t-chat\",\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}"; do
     route=${c%%|*}
     body=${c#*|}
@@ -89,13 +93,19 @@ for c in "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,\"messages\
     for n in 3 64; do
         stream "$route" "fixed-time,split=$n" "$body"
         check "$route cut every $n bytes upstream: the client's bytes are those of the uncut answer" \
-            bash -c "[ $rc = 0 ] && cmp -s $RB_TMP/whole $RB_TMP/out && grep -q '日本語' $RB_TMP/out"
+            bash -c "[ $rc = 0 ] && cmp -s $RB_TMP/whole $RB_TMP/out && grep -q '日' $RB_TMP/out"
         check "$route cut every $n bytes upstream: the same usage is recorded ($whole)" \
             test "$(row "input_uncached, cache_read, output, cost_micro, usage_source")" = "$whole"
     done
     check "$route: the usage came from the provider ($whole)" bash -c "[[ '$whole' == *'|provider' ]]"
 done
 check "chat: the injected usage chunk is removed from a cut stream too" bash -c "! grep -q '\"choices\":\[\]' $RB_TMP/out"
+stream /v1/chat/completions split=5 "{\"model\":\"t-chat\",\"stream\":true,$OA_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}"
+check "a streamed tool call reaches the client: its name, argument deltas and finish_reason" \
+    bash -c "grep -q '\"name\":\"lookup\"' $RB_TMP/out && [ \$(grep -c '\"arguments\":' $RB_TMP/out) -gt 2 ] && grep -q '\"finish_reason\":\"tool_calls\"' $RB_TMP/out"
+stream /v1/messages split=5 "{\"model\":\"t-claude\",\"max_tokens\":100,\"stream\":true,$AN_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}"
+check "a streamed tool_use block reaches the client: input_json_delta, stop_reason tool_use" \
+    bash -c "grep -q '\"type\":\"tool_use\"' $RB_TMP/out && grep -q 'input_json_delta' $RB_TMP/out && grep -q '\"stop_reason\":\"tool_use\"' $RB_TMP/out"
 
 # A provider silent mid-event past keepalive_interval_ms: the keep-alive comment waits for the end
 # of the event (a comment inside an event would corrupt it for the client).

@@ -100,6 +100,16 @@ static void an_signature(const an_ctx_t *c, char *buf, size_t cap)
              (unsigned long long)(c->call->id_hash ^ 0x5bd1e995ull));
 }
 
+static void an_tool_id(const an_ctx_t *c, char *buf, size_t cap)
+{
+    snprintf(buf, cap, "toolu_01%016llx", (unsigned long long)(c->call->id_hash * 13 + 5));
+}
+
+static const char *an_stop_reason(const mock_plan_t *p)
+{
+    return p->tool_call ? "tool_use" : p->truncated ? "max_tokens" : "end_turn";
+}
+
 /* The message object; streamed = 1 for the message_start shell (no content yet). */
 static void an_message(an_ctx_t *c, rb_jw_t *w, int streamed)
 {
@@ -122,7 +132,17 @@ static void an_message(an_ctx_t *c, rb_jw_t *w, int streamed)
         jw_kv_str(w, "signature", sig);
         rb_jw_obj_end(w);
     }
-    if (!streamed) {
+    if (!streamed && p->tool_call) { /* its input is the arguments' JSON object, as it is */
+        char id[40];
+        an_tool_id(c, id, sizeof(id));
+        rb_jw_obj_begin(w);
+        jw_kv_str(w, "type", "tool_use");
+        jw_kv_str(w, "id", id);
+        jw_kv_str(w, "name", c->call->tool);
+        rb_jw_key(w, "input");
+        rb_jw_raw(w, p->text.text.base, p->text.text.len);
+        rb_jw_obj_end(w);
+    } else if (!streamed) {
         rb_jw_obj_begin(w);
         jw_kv_str(w, "type", "text");
         rb_jw_key(w, "text");
@@ -130,7 +150,7 @@ static void an_message(an_ctx_t *c, rb_jw_t *w, int streamed)
         rb_jw_obj_end(w);
     }
     rb_jw_arr_end(w);
-    jw_kv_str(w, "stop_reason", streamed ? NULL : p->truncated ? "max_tokens" : "end_turn");
+    jw_kv_str(w, "stop_reason", streamed ? NULL : an_stop_reason(p));
     jw_kv_str(w, "stop_sequence", NULL);
     if (!c->call->bhv.no_usage) {
         rb_jw_key(w, "usage");
@@ -139,26 +159,36 @@ static void an_message(an_ctx_t *c, rb_jw_t *w, int streamed)
     rb_jw_obj_end(w);
 }
 
-/* content_block_start for a text or thinking block. */
+/* content_block_start for a text or thinking block, or the tool_use block of a tool call. */
 static void an_block_start(an_ctx_t *c, int index, int thinking)
 {
     rb_jw_t w;
+    char id[40];
 
     an_event_begin(c, &w, "content_block_start");
     jw_kv_int(&w, "index", index);
     rb_jw_key(&w, "content_block");
     rb_jw_obj_begin(&w);
-    jw_kv_str(&w, "type", thinking ? "thinking" : "text");
-    jw_kv_str(&w, thinking ? "thinking" : "text", "");
-    if (thinking)
-        jw_kv_str(&w, "signature", "");
+    if (!thinking && c->plan->tool_call) {
+        an_tool_id(c, id, sizeof(id));
+        jw_kv_str(&w, "type", "tool_use");
+        jw_kv_str(&w, "id", id);
+        jw_kv_str(&w, "name", c->call->tool);
+        rb_jw_key(&w, "input");
+        rb_jw_raw(&w, "{}", 2);
+    } else {
+        jw_kv_str(&w, "type", thinking ? "thinking" : "text");
+        jw_kv_str(&w, thinking ? "thinking" : "text", "");
+        if (thinking)
+            jw_kv_str(&w, "signature", "");
+    }
     rb_jw_obj_end(&w);
     an_event_end(c, &w);
     if (index == 0)
         an_ping(c);
 }
 
-/* content_block_delta of kind text_delta, thinking_delta or signature_delta. */
+/* content_block_delta of kind text_delta, thinking_delta, signature_delta or input_json_delta. */
 static void an_delta(an_ctx_t *c, int index, const char *kind, const char *s, size_t n)
 {
     rb_jw_t w;
@@ -168,6 +198,8 @@ static void an_delta(an_ctx_t *c, int index, const char *kind, const char *s, si
     RB_ASSERT(klen < sizeof(key));
     memcpy(key, kind, klen); /* text_delta carries "text", thinking_delta "thinking", ... */
     key[klen] = '\0';
+    if (strcmp(kind, "input_json_delta") == 0)
+        strcpy(key, "partial_json");
     an_maybe_ping(c);
     an_event_begin(c, &w, "content_block_delta");
     jw_kv_int(&w, "index", index);
@@ -206,7 +238,8 @@ static void an_thinking_block(an_ctx_t *c)
     an_block_stop(c, 0);
 }
 
-/* The text block; returns 1 when error-mid / reset ended the stream inside it. */
+/* The text block (or tool_use block); returns 1 when error-mid / reset ended the stream inside it.
+ */
 static int an_text_block(an_ctx_t *c, int index)
 {
     const mock_pieces_t *t = &c->plan->text;
@@ -233,7 +266,7 @@ static int an_text_block(an_ctx_t *c, int index)
         if (i == t->n)
             break;
         mock_pieces_get(t, i, &s, &n);
-        an_delta(c, index, "text_delta", s, n);
+        an_delta(c, index, c->plan->tool_call ? "input_json_delta" : "text_delta", s, n);
     }
     an_block_stop(c, index);
     return 0;
@@ -258,7 +291,7 @@ static void an_stream(an_ctx_t *c)
     an_event_begin(c, &w, "message_delta");
     rb_jw_key(&w, "delta");
     rb_jw_obj_begin(&w);
-    jw_kv_str(&w, "stop_reason", p->truncated ? "max_tokens" : "end_turn");
+    jw_kv_str(&w, "stop_reason", an_stop_reason(p));
     jw_kv_str(&w, "stop_sequence", NULL);
     rb_jw_obj_end(&w);
     if (!c->call->bhv.no_usage) {

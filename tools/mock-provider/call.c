@@ -164,6 +164,24 @@ static int parse_max_tokens(mock_call_t *call, const rb_json_t *doc, int root, c
     return 0;
 }
 
+/* The first tool of "tools" (OpenAI's {"type":"function","function":{"name"}} or Anthropic's
+ * {"name"}), called unless tool_choice is "none" (OpenAI) or {"type":"none"} (Anthropic). */
+static void parse_tools(mock_call_t *call, const rb_json_t *doc, int root)
+{
+    int first = rb_json_index(doc, rb_json_member(doc, root, "tools"), 0);
+    int choice = rb_json_member(doc, root, "tool_choice");
+    int name = rb_json_find(doc, first, "function.name");
+
+    if (name == -1)
+        name = rb_json_member(doc, first, "name");
+    if (rb_json_str_eq(doc, choice, "none") ||
+        rb_json_str_eq(doc, rb_json_member(doc, choice, "type"), "none"))
+        return;
+    if (rb_json_str(doc, name, call->tool, sizeof(call->tool), NULL) != RB_OK ||
+        strlen(call->tool) == 0)
+        call->tool[0] = '\0';
+}
+
 static int parse_chat(mock_call_t *call, const rb_json_t *doc, int root, mock_error_t *err)
 {
     int msgs = rb_json_member(doc, root, "messages");
@@ -176,6 +194,7 @@ static int parse_chat(mock_call_t *call, const rb_json_t *doc, int root, mock_er
     }
     scan_messages(call, doc, msgs, &bytes);
     call->prompt_tokens = (bytes + 3) / 4 + MOCK_TOKENS_PRIMING;
+    parse_tools(call, doc, root);
     if (parse_max_tokens(call, doc, root, "max_tokens") != 0 ||
         parse_max_tokens(call, doc, root, "max_completion_tokens") != 0) {
         set_error(err, 400, "invalid_request_error", "Invalid 'max_tokens': expected an integer.",
@@ -248,6 +267,7 @@ static int parse_anthropic(mock_call_t *call, const rb_json_t *doc, int root, mo
     call->prompt_tokens = (bytes + 3) / 4 + MOCK_TOKENS_PRIMING;
     call->thinking =
         rb_json_str_eq(doc, rb_json_find(doc, root, "thinking.type"), "enabled") ? 1 : 0;
+    parse_tools(call, doc, root);
     if (call->route == MOCK_ROUTE_COUNT_TOKENS)
         return 0;
     if (rb_json_member(doc, root, "max_tokens") == -1) {
@@ -439,6 +459,28 @@ static int pieces_words(mock_pieces_t *p, const char *prefix, const char *excerp
     return truncated;
 }
 
+/* A tool call's arguments, {"query":"<excerpt>"}, in pieces of MOCK_TOOL_ARGS_PIECE bytes (cut
+ * anywhere but inside a UTF-8 character, as the providers' argument deltas are). */
+static void pieces_tool_args(mock_pieces_t *p, const char *excerpt)
+{
+    rb_buf_t args;
+    size_t at = 0;
+
+    rb_buf_init(&args, 0);
+    rb_buf_puts(&args, "{\"query\":\"");
+    rb_json_escape(&args, excerpt, strlen(excerpt));
+    rb_buf_puts(&args, "\"}");
+    while (at < args.len) {
+        size_t n = args.len - at < MOCK_TOOL_ARGS_PIECE ? args.len - at : MOCK_TOOL_ARGS_PIECE;
+        while (at + n < args.len && ((unsigned char)args.base[at + n] & 0xC0) == 0x80)
+            n++; /* args[at + n] continues a character */
+        rb_buf_append(&p->text, args.base + at, n);
+        pieces_cut(p);
+        at += n;
+    }
+    rb_buf_free(&args);
+}
+
 /* big=: `bytes` of filler text in MOCK_BIG_CHUNK_BYTES chunks. */
 static void pieces_big(mock_pieces_t *p, uint64_t bytes)
 {
@@ -466,7 +508,11 @@ void mock_plan_build(const mock_call_t *call, mock_plan_t *plan)
         thinking_tokens = (int64_t)plan->thinking.n;
         cap = cap < 0 ? cap : (cap > thinking_tokens ? cap - thinking_tokens : 0);
     }
-    if (call->bhv.big_bytes > 0) {
+    if (call->tool[0] != '\0' && call->bhv.big_bytes == 0) {
+        pieces_tool_args(&plan->text, call->excerpt);
+        plan->tool_call = 1;
+        text_tokens = (int64_t)(plan->text.text.len + 3) / 4;
+    } else if (call->bhv.big_bytes > 0) {
         uint64_t bytes = call->bhv.big_bytes;
         if (cap >= 0 && (uint64_t)cap * 4 < bytes) {
             bytes = (uint64_t)cap * 4;

@@ -26,6 +26,8 @@
 #define MOCK_MODEL_LEN_MAX       256    /* longest model name kept (longer names are cut) */
 #define MOCK_MODEL_FIELD_MAX     1024   /* longest "model" value, behaviour suffix included */
 #define MOCK_EXCERPT_BYTES_MAX   40     /* bytes of the last user message quoted in the reply */
+#define MOCK_TOOL_NAME_MAX       64     /* longest tool name kept (a longer one: no tool call) */
+#define MOCK_TOOL_ARGS_PIECE     6      /* bytes of a tool call's arguments per streamed delta */
 #define MOCK_DELAY_MS_MAX        600000 /* slow= and ttfb= are capped at 10 minutes */
 #define MOCK_CHUNKS_MAX          100000 /* chunks= limit (a stream of ~30 MB) */
 #define MOCK_BIG_BYTES_MAX       (64u << 20) /* big= limit */
@@ -89,6 +91,8 @@ typedef struct st_mock_call_t {
     int include_usage;                        /* stream_options.include_usage */
     int64_t max_tokens;                       /* the route's output cap, -1 = none */
     int thinking;                             /* Anthropic "thinking": {"type":"enabled"} */
+    char tool[MOCK_TOOL_NAME_MAX + 1];        /* chat, Anthropic: the first tool offered ("" none)
+                                               * and not refused by tool_choice: it is called */
     uint64_t prompt_tokens;                   /* computed from the request text */
     char excerpt[MOCK_EXCERPT_BYTES_MAX + 1]; /* start of the last user message */
     size_t excerpt_len;
@@ -119,6 +123,7 @@ typedef struct st_mock_pieces_t {
 typedef struct st_mock_plan_t {
     mock_pieces_t text;
     mock_pieces_t thinking; /* Anthropic thinking block; n == 0 when off */
+    int tool_call;          /* text holds the JSON arguments of a call of call->tool */
     int truncated;          /* output capped by max_tokens */
     int64_t prompt, cached, completion, reasoning, cache_write_5m, cache_write_1h;
 } mock_plan_t;

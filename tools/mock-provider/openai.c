@@ -132,7 +132,36 @@ static void jw_head(oa_ctx_t *c, rb_jw_t *w, const char *object)
 
 static const char *oa_finish(const mock_plan_t *p)
 {
-    return p->truncated ? "length" : "stop";
+    return p->tool_call ? "tool_calls" : p->truncated ? "length" : "stop";
+}
+
+/* tool_calls: [{index?, id, type, function: {name, arguments}}] of a call of c->call->tool, with
+ * args as its arguments; a streamed delta after the first (index 0 only: id, type and name come
+ * once, in the first). */
+static void jw_tool_calls(oa_ctx_t *c, rb_jw_t *w, int streamed, int first, const char *args,
+                          size_t n)
+{
+    char id[40];
+
+    snprintf(id, sizeof(id), "call_%016llx", (unsigned long long)(c->call->id_hash * 17 + 3));
+    rb_jw_key(w, "tool_calls");
+    rb_jw_arr_begin(w);
+    rb_jw_obj_begin(w);
+    if (streamed)
+        jw_kv_int(w, "index", 0);
+    if (first) {
+        jw_kv_str(w, "id", id);
+        jw_kv_str(w, "type", "function");
+    }
+    rb_jw_key(w, "function");
+    rb_jw_obj_begin(w);
+    if (first)
+        jw_kv_str(w, "name", c->call->tool);
+    rb_jw_key(w, "arguments");
+    rb_jw_strn(w, args, n);
+    rb_jw_obj_end(w);
+    rb_jw_obj_end(w);
+    rb_jw_arr_end(w);
 }
 
 static int oa_usage_wanted(const mock_call_t *call)
@@ -155,10 +184,17 @@ static void chat_chunk(oa_ctx_t *c, int kind, const char *text, size_t n)
         jw_kv_int(&w, "index", 0);
         rb_jw_key(&w, "delta");
         rb_jw_obj_begin(&w);
-        if (kind == 0) {
+        if (kind == 0 && c->plan->tool_call) {
+            jw_kv_str(&w, "role", "assistant");
+            jw_kv_str(&w, "content", NULL);
+            jw_tool_calls(c, &w, 1, 1, "", 0);
+            jw_kv_str(&w, "refusal", NULL);
+        } else if (kind == 0) {
             jw_kv_str(&w, "role", "assistant");
             jw_kv_str(&w, "content", "");
             jw_kv_str(&w, "refusal", NULL);
+        } else if (kind == 1 && c->plan->tool_call) {
+            jw_tool_calls(c, &w, 1, 0, text, n);
         } else if (kind == 1) {
             rb_jw_key(&w, "content");
             rb_jw_strn(&w, text, n);
@@ -250,8 +286,13 @@ static void chat_plain(oa_ctx_t *c)
     rb_jw_key(&w, "message");
     rb_jw_obj_begin(&w);
     jw_kv_str(&w, "role", "assistant");
-    rb_jw_key(&w, "content");
-    rb_jw_strn(&w, c->plan->text.text.base, c->plan->text.text.len);
+    if (c->plan->tool_call) {
+        jw_kv_str(&w, "content", NULL);
+        jw_tool_calls(c, &w, 0, 1, c->plan->text.text.base, c->plan->text.text.len);
+    } else {
+        rb_jw_key(&w, "content");
+        rb_jw_strn(&w, c->plan->text.text.base, c->plan->text.text.len);
+    }
     jw_kv_str(&w, "refusal", NULL);
     jw_kv_raw(&w, "annotations", "[]");
     rb_jw_obj_end(&w);

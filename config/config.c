@@ -208,6 +208,7 @@ static const cfg_field_t provider_schema[] = {
     STR("api_key_env", PR(api_key_env), 1, CFG_NAME_LEN_MAX, CFG_FL_ENVNAME | CFG_FL_NULLABLE),
     STR("api_key_file", PR(api_key_file), 1, CFG_PATH_LEN_MAX, CFG_FL_NULLABLE),
     STR("anthropic_version", PR(anthropic_version), 1, 64, CFG_FL_NAME),
+    LIST("betas", PR(betas), PR(betas_len), CFG_BETAS_MAX, CFG_FL_NAME),
 };
 #define PROVIDER_N (sizeof(provider_schema) / sizeof(provider_schema[0]))
 

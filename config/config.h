@@ -41,6 +41,7 @@ enum {
     CFG_PROVIDERS_MAX = 64,       /* providers in the models file */
     CFG_MODELS_MAX = 512,         /* models in the models file */
     CFG_ALIASES_MAX = 32,         /* aliases per model */
+    CFG_BETAS_MAX = 32,           /* anthropic-beta values allowed per provider */
     CFG_PLANS_MAX = 64,           /* plans in rigbox.yaml */
     CFG_ALLOWED_MODELS_MAX = 256, /* allowed_models entries per plan */
     CFG_TEMPLATES_MAX = 64,       /* templates in the templates directory */
@@ -188,6 +189,9 @@ typedef struct st_cfg_provider_t {
     const char *api_key_file;      /* resolved path, or NULL */
     const char *api_key;           /* the operator key (secret), or NULL when none configured */
     const char *anthropic_version; /* anthropic-version header; default "2023-06-01" */
+    const char *const *betas; /* anthropic-beta values a call on the operator's key may send; none
+                               * listed: any */
+    size_t betas_len;
 } cfg_provider_t;
 
 /** Prices in micro-credits per million tokens (per_request_micro: per request). */

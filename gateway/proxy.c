@@ -988,6 +988,44 @@ static int add_up_header(gw_call_t *c, const char *name, const char *value, size
 
 /* The provider auth for this call; only the headers the provider needs, never the caller's token.
  */
+/* A call on the operator's key names an anthropic-beta value its provider's `betas` does not
+ * list (when it lists any): 400, so the operator's account runs no feature the price table does
+ * not know (a longer context at a higher price, paid server tools, files kept on the account).
+ * Returns 1 when refused (answered). */
+static int beta_refused(gw_call_t *c)
+{
+    const cfg_provider_t *prov = c->model->provider;
+    size_t vlen = 0, i = 0;
+    const char *v = rb_http_header(c->req, "anthropic-beta", &vlen);
+    char msg[GW_PROXY_HEADER_LINE_MAX];
+
+    while (v != NULL && prov->kind == CFG_PROVIDER_ANTHROPIC && prov->betas_len > 0 && i < vlen) {
+        size_t start, end, k;
+        while (i < vlen && (v[i] == ' ' || v[i] == ','))
+            i++;
+        for (start = i; i < vlen && v[i] != ','; i++)
+            ;
+        for (end = i; end > start && v[end - 1] == ' '; end--)
+            ;
+        if (end == start)
+            continue;
+        for (k = 0; k < prov->betas_len; k++)
+            if (strlen(prov->betas[k]) == end - start &&
+                memcmp(prov->betas[k], v + start, end - start) == 0)
+                break;
+        if (k == prov->betas_len) {
+            snprintf(
+                msg, sizeof(msg),
+                "anthropic-beta '%.*s' is not enabled for this gateway's key (ask its operator, "
+                "or use your own key)",
+                (int)(end - start > 200 ? 200 : end - start), v + start);
+            call_fail(c, 400, "beta_not_allowed", "rejected", msg, NULL);
+            return 1;
+        }
+    }
+    return 0;
+}
+
 static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
 {
     const cfg_provider_t *prov = c->model->provider;
@@ -1288,6 +1326,10 @@ static void call_forward(gw_call_t *c)
                            cap, force_usage, &c->upbody) != RB_OK) {
         up_release(c);
         call_fail(c, 413, "request_too_large", "rejected", "the request is too large", NULL);
+        return;
+    }
+    if (!c->byok && beta_refused(c)) {
+        up_release(c);
         return;
     }
     if (build_up_headers(c, key, key_len) != 0) { /* a key or a passed header past its bound */

@@ -21,7 +21,7 @@ printf '%s\n' "$MASTER" >"$RB_TMP/master.key"
 cat >"$RB_TMP/models.yaml" <<YAML
 providers:
   mockoai: {kind: openai, base_url: "$MOCK"}
-  mockant: {kind: anthropic, base_url: "$MOCK", anthropic_version: "2023-01-01"}
+  mockant: {kind: anthropic, base_url: "$MOCK", anthropic_version: "2023-01-01", betas: [beta-a, beta-b]}
   deadoai: {kind: openai, base_url: "http://127.0.0.1:$DEAD_PORT"}
   badoai: {kind: openai, base_url: "$MOCK"}
 models:
@@ -156,6 +156,17 @@ check "messages: 200" test "$st" = 200
 check "messages: usage.cost_micro in the body" test "$(jq .usage.cost_micro "$RB_TMP/out")" = "$(hdr x-rigbox-cost-micro)"
 H=$(last_mock_headers)
 check "messages: x-api-key is the operator key" test "$(jq -r '.["x-api-key"]' <<<"$H")" = sk-ant-managed
+st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: beta-b, beta-a')
+check "messages: anthropic-beta values the provider's betas list pass to the operator's key" \
+    test "$st:$(last_mock_headers | jq -r '.["anthropic-beta"]')" = "200:beta-b, beta-a"
+st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: beta-a,context-1m-2025-08-07')
+check "messages: one it does not list is 400 beta_not_allowed, nothing sent upstream" \
+    bash -c "[ $st = 400 ] && jq -e '.type == \"error\" and (.error.message | contains(\"context-1m-2025-08-07\"))' $RB_TMP/out >/dev/null &&
+        [ \"\$(curl -sS $MOCK/mock/requests | jq -r '.requests[-1].headers[\"anthropic-beta\"]')\" = 'beta-b, beta-a' ]"
+st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: context-1m-2025-08-07' -H 'X-Rigbox-Provider-Key: sk-ant-own')
+check "messages: on the caller's own key any anthropic-beta passes" \
+    test "$st:$(last_mock_headers | jq -r '.["anthropic-beta"]')" = "200:context-1m-2025-08-07"
+st=$(post_ant /v1/messages $TOK "$MSG")
 check "messages: the provider's request-id, not the operator account's rate-limit headers" \
     bash -c "grep -qi '^request-id: req_' $RB_TMP/hdr && ! grep -qi '^anthropic-ratelimit-' $RB_TMP/hdr"
 check "messages: anthropic-version forwarded" test "$(jq -r '.["anthropic-version"]' <<<"$H")" = 2023-06-01

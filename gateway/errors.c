@@ -131,6 +131,14 @@ static int errors_account_word(const char *w, size_t n)
     return uuid;
 }
 
+/* A type or code is an identifier, never free text: anything else in it becomes '_'. */
+static void errors_identifier(char *s)
+{
+    for (; *s != '\0'; s++)
+        if (!errors_word_char(*s))
+            *s = '_';
+}
+
 void gw_errors_mask_account(char *s, size_t len)
 {
     size_t i = 0;
@@ -153,7 +161,13 @@ int gw_errors_from_provider(gw_dialect_t d, int status, const char *body, size_t
     rb_json_t *doc = NULL;
     int e = -1, have_code = 0, have_param = 0;
 
-    RB_ASSERT(out != NULL && status >= 400);
+    RB_ASSERT(out != NULL);
+    if (status < 400) { /* a redirect or such: curl follows none, and it answers nothing */
+        char msg[64];
+        snprintf(msg, sizeof(msg), "the provider answered HTTP %d", status);
+        gw_errors_body(out, d, 502, "upstream_error", msg, NULL);
+        return 502;
+    }
     if (status == 401 || status == 403) {
         gw_errors_body(out, d, 502, "upstream_auth_failed",
                        "the provider refused the operator's key for this model; the operator of "
@@ -173,20 +187,25 @@ int gw_errors_from_provider(gw_dialect_t d, int status, const char *body, size_t
     }
     have_code = rb_json_get_str(doc, e, "code", code, sizeof(code)) == RB_OK;
     have_param = rb_json_get_str(doc, e, "param", param, sizeof(param)) == RB_OK;
-    if (status == 429) {
+    if (rb_json_get_str(doc, e, "message", message, sizeof(message)) != RB_OK)
+        snprintf(message, sizeof(message), "the provider answered HTTP %d", status); /* or long */
+    if ((have_code && strcmp(code, "insufficient_quota") == 0) ||
+        (status == 400 && strstr(message, "credit balance") != NULL)) {
+        /* the operator's account is out of money: not the caller's to retry or to fix */
+        gw_errors_body(out, d, 502, "upstream_quota_exhausted",
+                       "the provider refused the operator's account for lack of credit; the "
+                       "operator of this gateway must top it up",
+                       NULL);
+        rb_json_free(doc);
+        return 502;
+    }
+    if (status == 429)
         snprintf(message, sizeof(message),
                  "the provider is limiting calls to this model; retry later");
-    } else if (rb_json_get_str(doc, e, "message", message, sizeof(message)) != RB_OK) {
-        snprintf(message, sizeof(message), "the provider answered HTTP %d", status); /* or long */
-    }
     gw_errors_mask_account(message, strlen(message));
     gw_errors_mask_account(param, strlen(param));
-    for (char *f = type; *f != '\0'; f++) /* a type or code is an identifier, never free text */
-        if (!errors_word_char(*f))
-            *f = '_';
-    for (char *f = code; *f != '\0'; f++)
-        if (!errors_word_char(*f))
-            *f = '_';
+    errors_identifier(type);
+    errors_identifier(code);
     errors_body_typed(out, d, type, have_code && code[0] != '\0' ? code : NULL, message,
                       have_param && param[0] != '\0' ? param : NULL);
     rb_json_free(doc);

@@ -32,6 +32,9 @@ void gw_errors_body(rb_buf_t *out, gw_dialect_t d, int status, const char *code,
  *  characters, a 429 the organisation and its limits), so:
  *    - 401 and 403 (the operator's key refused) become 502 upstream_auth_failed: the caller's own
  *      credentials are fine, and only the operator can act;
+ *    - the account out of credit (OpenAI's insufficient_quota, Anthropic's "credit balance is too
+ *      low") becomes 502 upstream_quota_exhausted, for the same reason;
+ *    - a status below 400 (a redirect) becomes 502 upstream_error;
  *    - 429 keeps the provider's type and code, with a message of the gateway's own;
  *    - otherwise the provider's type, code, param and message are kept, the message with every
  *      word that may identify the account (sk-…, org-…, proj_…, a UUID) masked;

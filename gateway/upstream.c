@@ -20,7 +20,7 @@
 /* Upstream URLs kept parsed, per loop (a provider's base URL and a route each); past this many,
  * curl parses the URL of every transfer again. */
 #define GW_UPSTREAM_URLS_MAX 64
-/* Unsolicited bytes read off an idle connection before it is shut down (the rest die with it). */
+/* Unsolicited bytes read off an idle connection before it is shut down. */
 #define GW_UPSTREAM_DISCARD_MAX 65536
 
 /* One curl socket. A connection's socket (opened by on_curl_open) is wrapped for the h2o loop
@@ -34,7 +34,6 @@ typedef struct st_curl_sock_t {
     h2o_socket_t *sock; /* NULL until curl first asks to watch it */
     int conn;           /* opened by on_curl_open: closed by on_curl_close */
     int what;           /* CURL_POLL_* curl asked for last; 0 after CURL_POLL_REMOVE */
-    int paused;         /* what is 0 because its transfer is paused, not because it is idle */
     int busy; /* inside curl_multi_socket_action for this fd; if curl closes it meanwhile (sock
                * becomes NULL), it is freed when busy drops to 0 */
 } curl_sock_t;
@@ -72,7 +71,8 @@ struct st_gw_xfer_t {
     h2o_linklist_t all_link;
     h2o_timeout_entry_t fb_te; /* first_byte_timeout until the status line, then idle_timeout */
     int paused;
-    int got_status; /* written inside curl, read on the loop: same thread */
+    curl_socket_t fd; /* its connection's socket once curl watched it, else -1 */
+    int got_status;   /* written inside curl, read on the loop: same thread */
     curl_off_t body_len;
     char errbuf[CURL_ERROR_SIZE];
 };
@@ -129,10 +129,21 @@ static void cs_action(curl_sock_t *cs, int ev)
     after_action(u);
 }
 
+/* Whether a transfer under way (paused for a slow client, say: curl stops watching its socket
+ * then, as it does an idle connection's) has fd as its connection. */
+static int cs_in_use(const gw_upstream_t *u, curl_socket_t fd)
+{
+    for (const h2o_linklist_t *l = u->all.next; l != &u->all; l = l->next)
+        if (H2O_STRUCT_FROM_MEMBER(gw_xfer_t, all_link, l)->fd == fd)
+            return 1;
+    return 0;
+}
+
 /* An idle connection in curl's cache became readable: the peer closed it, or sent bytes nobody
- * asked for (a second response, say). curl 7.88 reuses a connection with unread bytes and reads
- * them as the next call's answer, which may be another user's call. So they are discarded and
- * the connection shut down: curl's check before reuse then sees its end and closes it. */
+ * asked for (a second response, say). curl 7.88 reuses an HTTP/1.1 connection with unread bytes
+ * and reads them as the next call's answer, which may be another user's call. So they are
+ * discarded and the connection shut down: curl's check before reuse sees its end and closes it
+ * (past GW_UPSTREAM_DISCARD_MAX, the send of a reuse fails, and curl retries on a new one). */
 static void cs_idle_readable(curl_sock_t *cs)
 {
     char sink[4096];
@@ -151,9 +162,10 @@ static void cs_on_read(h2o_socket_t *sock, const char *err)
 {
     curl_sock_t *cs = sock->data;
     if (!(cs->what & CURL_POLL_IN)) {
-        /* not watched by curl: stop watching too; curl asks again for a paused transfer's */
+        /* not watched by curl: stop watching too; curl asks again for a paused transfer's,
+         * xfer_free for an idle one's */
         h2o_socket_read_stop(sock);
-        if (cs->conn && !cs->paused)
+        if (cs->conn && !cs_in_use(cs->u, cs->fd))
             cs_idle_readable(cs);
         return;
     }
@@ -221,20 +233,17 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
 {
     gw_upstream_t *u = userp;
     curl_sock_t *cs = cs_find(u, fd);
+    gw_xfer_t *x = NULL;
 
     if (what == CURL_POLL_REMOVE) {
         /* A transfer ended or paused, or the connection went idle: a connection's socket stays in
          * the loop, still read-armed (a wake-up while idle only stops reading, cs_on_read), so
          * that reusing the connection changes nothing in epoll. Anything else leaves now: curl
          * closes it without on_curl_close, and its number comes back for the next socket. */
-        gw_xfer_t *x = NULL;
-        if (cs != NULL && !cs->conn) {
+        if (cs != NULL && !cs->conn)
             cs_drop(u, cs, 0);
-        } else if (cs != NULL) {
+        else if (cs != NULL)
             cs->what = 0;
-            cs->paused = curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) == CURLE_OK &&
-                         x != NULL && x->paused;
-        }
         return 0;
     }
     if (cs == NULL)
@@ -244,7 +253,8 @@ static int on_curl_socket(CURL *e, curl_socket_t fd, int what, void *userp, void
         cs->sock->data = cs;
     }
     cs->what = what;
-    cs->paused = 0;
+    if (curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x) == CURLE_OK && x != NULL)
+        x->fd = fd; /* the transfer's connection, until it ends (HTTP/1.1: one each) */
     if (what & CURL_POLL_IN)
         h2o_socket_read_start(cs->sock, cs_on_read);
     else if (h2o_socket_is_reading(cs->sock))
@@ -313,12 +323,26 @@ size_t gw_upstream_active(const gw_upstream_t *u)
     return u->active;
 }
 
+/* A transfer on fd ended: if its connection stays in curl's cache, it is watched again (reading
+ * stopped while the transfer was paused), so what comes on it unasked is seen (cs_on_read). */
+static void xfer_conn_idle(gw_upstream_t *u, curl_socket_t fd)
+{
+    curl_sock_t *cs = cs_find(u, fd);
+
+    if (cs != NULL && cs->conn && cs->sock != NULL && cs->what == 0 &&
+        !h2o_socket_is_reading(cs->sock) && !cs_in_use(u, fd))
+        h2o_socket_read_start(cs->sock, cs_on_read);
+}
+
 /* Detaches x from curl and the lists, then frees it. */
 static void xfer_free(gw_xfer_t *x)
 {
     gw_upstream_t *u = x->u;
 
     curl_multi_remove_handle(u->multi, x->easy);
+    if (h2o_linklist_is_linked(&x->all_link))
+        h2o_linklist_unlink(&x->all_link);
+    xfer_conn_idle(u, x->fd);
     if (u->easy_pooled < GW_UPSTREAM_EASY_POOL_MAX) {
         /* no curl_easy_reset: the shared options stay (the connection cache lives in the multi
          * handle, not here); what pointed into this transfer is cleared */
@@ -332,8 +356,6 @@ static void xfer_free(gw_xfer_t *x)
     curl_slist_free_all(x->headers);
     if (h2o_linklist_is_linked(&x->dirty_link))
         h2o_linklist_unlink(&x->dirty_link);
-    if (h2o_linklist_is_linked(&x->all_link))
-        h2o_linklist_unlink(&x->all_link);
     if (h2o_timeout_is_linked(&x->fb_te))
         h2o_timeout_unlink(&x->fb_te);
     RB_ASSERT(u->active > 0);
@@ -476,12 +498,10 @@ static size_t on_curl_write(char *b, size_t size, size_t n, void *ud)
     gw_xfer_t *x = ud;
     size_t len = size * n;
 
-    if (x->cb.on_body(x->ctx, b, len) != 0) {
-        x->paused = 1;
-        xfer_heard(x);
-        return CURL_WRITEFUNC_PAUSE;
-    }
+    x->paused = x->cb.on_body(x->ctx, b, len) != 0;
     xfer_heard(x);
+    if (x->paused)
+        return CURL_WRITEFUNC_PAUSE;
     if (!h2o_linklist_is_linked(&x->dirty_link))
         h2o_linklist_insert(&x->u->dirty, &x->dirty_link);
     return len;
@@ -533,6 +553,10 @@ static CURL *easy_new(gw_upstream_t *u)
     if (c->total_timeout_ms > 0)
         curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)c->total_timeout_ms);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* HTTP/1.1, the version the tests run: one transfer per connection, which the idle
+     * connection checks (cs_on_read) and the pause backpressure rely on (libcurl would pick
+     * HTTP/2 over TLS, sharing one connection and its flow-control window among transfers) */
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     return e;
 }
 
@@ -571,6 +595,7 @@ gw_xfer_t *gw_xfer_start(gw_upstream_t *u, const gw_xfer_req_t *req, const gw_xf
     x->ctx = ctx;
     x->fb_te.cb = on_silence_timeout;
     x->easy = u->easy_pooled > 0 ? u->easy_pool[--u->easy_pooled] : easy_new(u);
+    x->fd = CURL_SOCKET_BAD;
     for (size_t i = 0; i < req->headers_len; i++) {
         x->headers = curl_slist_append(x->headers, req->headers[i]);
         RB_ASSERT(x->headers != NULL);

@@ -29,7 +29,7 @@ cat >"$RB_TMP/rigbox.yaml" <<YAML
 gateway:
   ai_listen: 127.0.0.1:$ai_port
   apps_listen: 127.0.0.1:$(rb_free_port)
-  limits: {body_max_bytes: 4096, sse_line_max_bytes: 2048, drain_bytes_max: 2000, drain_timeout_ms: 3000, keepalive_interval_ms: 1000}
+  limits: {body_max_bytes: 4096, sse_line_max_bytes: 2048, drain_bytes_max: 2000, drain_timeout_ms: 3000, keepalive_interval_ms: 500}
 database: {url: "$RB_DB_URL"}
 models: models.yaml
 templates: templates
@@ -47,6 +47,7 @@ INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_
   VALUES ('ws-ssssssss', 'u-ssssssss', 's', 'base', 512, 1, 1024);
 INSERT INTO workspace_tokens (workspace_id, token_hash, prefix)
   VALUES ('ws-ssssssss', sha256('$tok'::bytea), 'rbw_stre');
+INSERT INTO user_limits (user_id, rpm, tpm) VALUES ('u-ssssssss', 0, 0); -- no caps: big streams below
 SELECT count(*) FROM rb_grant('g-stream', 'u-ssssssss', 1000000000, 'paid', NULL, NULL);" >/dev/null
 
 # stream ROUTE BEHAVIOR BODY [curl args]: the client's bytes to $RB_TMP/out, headers to $RB_TMP/hdr;
@@ -107,8 +108,8 @@ stream /v1/messages split=5 "{\"model\":\"t-claude\",\"max_tokens\":100,\"stream
 check "a streamed tool_use block reaches the client: input_json_delta, stop_reason tool_use" \
     bash -c "grep -q '\"type\":\"tool_use\"' $RB_TMP/out && grep -q 'input_json_delta' $RB_TMP/out && grep -q '\"stop_reason\":\"tool_use\"' $RB_TMP/out"
 
-# A provider silent mid-event past keepalive_interval_ms: the keep-alive comment waits for the end
-# of the event (a comment inside an event would corrupt it for the client).
+# A provider silent mid-event past keepalive_interval_ms (500 ms here): the keep-alive comment
+# waits for the end of the event (a comment inside an event would corrupt it for the client).
 body='{"model":"t-chat","stream":true,"max_tokens":3,"messages":[{"role":"user","content":"hi"}]}'
 stream /v1/chat/completions fixed-time "$body"
 cp "$RB_TMP/out" "$RB_TMP/whole"
@@ -207,16 +208,25 @@ check "413 on /v1/messages in Anthropic's error shape" bash -c "[ $code = 413 ] 
 
 # A provider that writes a second response nobody asked for on a connection the gateway keeps idle:
 # curl would reuse that connection and take those bytes for the next call's answer (possibly
-# another user's call). The calls after it, a third of a second apart on one client connection
-# (so to the same gateway worker and its pooled upstream connection), get their own answers.
+# another user's call). The calls after it, a second apart on one client connection (so to the
+# same gateway worker and its pooled upstream connection), get their own answers.
 H=(-H "Authorization: Bearer $tok" -H 'content-type: application/json' -d "$NOSTREAM")
-curl -sS --rate 3/s -o "$RB_TMP/t0" "${H[@]}" -H 'X-Mock-Behavior: trailing=100' "$GW/v1/chat/completions" \
+curl -sS --rate 1/s -o "$RB_TMP/t0" "${H[@]}" -H 'X-Mock-Behavior: trailing=50' "$GW/v1/chat/completions" \
     --next -sS -o "$RB_TMP/t1" "${H[@]}" "$GW/v1/chat/completions" --next -sS -o "$RB_TMP/t2" "${H[@]}" "$GW/v1/chat/completions" \
     --next -sS -o "$RB_TMP/t3" "${H[@]}" "$GW/v1/chat/completions"
 answers=$(for f in t0 t1 t2 t3; do jq -r '.id[0:9]' "$RB_TMP/$f" 2>/dev/null || echo bad; done | tr '\n' ' ')
 check "unsolicited bytes on an idle upstream connection never answer a later call ($answers)" \
     test "$answers" = "chatcmpl- chatcmpl- chatcmpl- chatcmpl- "
 check "and the gateway logs them (their count, not their bytes)" grep -q 'upstream_unsolicited_bytes.*bytes=' "$RB_TMP/gateway.log"
+# The same after a stream its slow client kept pausing (the gateway stops reading a paused
+# transfer's connection; the connection must be watched again once the transfer is over).
+BIGS='{"model":"t-chat","stream":true,"max_tokens":1000000,"messages":[{"role":"user","content":"x"}]}'
+curl -sS --rate 1/s -o "$RB_TMP/s0" --limit-rate 2M -H "Authorization: Bearer $tok" -H 'content-type: application/json' \
+    -H 'X-Rigbox-Provider-Key: sk-own' -H 'X-Mock-Behavior: big=3000000,trailing=50' -d "$BIGS" "$GW/v1/chat/completions" \
+    --next -sS -o "$RB_TMP/t1" "${H[@]}" "$GW/v1/chat/completions" --next -sS -o "$RB_TMP/t2" "${H[@]}" "$GW/v1/chat/completions"
+answers=$(for f in t1 t2; do jq -r '.id[0:9]' "$RB_TMP/$f" 2>/dev/null || echo bad; done | tr '\n' ' ')
+check "unsolicited bytes after a paused stream never answer a later call ($answers)" \
+    bash -c "grep -q '^data: \[DONE\]' $RB_TMP/s0 && [ '$answers' = 'chatcmpl- chatcmpl- ' ]"
 
 # Upstreams that misbehave must not take the gateway down.
 # (on the caller's own key: x-ratelimit-* headers reach the caller only then)

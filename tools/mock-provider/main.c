@@ -76,9 +76,12 @@ typedef struct st_mock_stream_t {
     const size_t *ends; /* end offset of each event */
     size_t n_ev, next_ev;
     uint32_t slow_ms;
+    uint32_t trailing_ms; /* trailing= */
     int reset;
     int stopped;
 } mock_stream_t;
+
+static void trailing_start(mock_worker_t *w, h2o_req_t *req, uint32_t ms);
 
 static void usage(FILE *f)
 {
@@ -121,7 +124,7 @@ static void usage(FILE *f)
         "  pad-headers=N  N more x-ratelimit-pad-I headers of 1000 bytes each (N <= 64)\n"
         "  force-stream   chat and completions answer as a stream, with usage, even to\n"
         "                 \"stream\": false\n"
-        "  trailing=MS    MS after a whole non-streamed answer, a second HTTP response nobody\n"
+        "  trailing=MS    MS after a whole answer, a second HTTP response nobody\n"
         "                 asked for on the same connection\n",
         f);
 }
@@ -212,6 +215,8 @@ static void stream_send(mock_stream_t *s)
     s->next_ev = s->slow_ms > 0 ? s->next_ev + 1 : s->n_ev;
     stop = s->ends[s->next_ev - 1];
     state = s->next_ev == s->n_ev && !s->reset ? H2O_SEND_STATE_FINAL : H2O_SEND_STATE_IN_PROGRESS;
+    if (state == H2O_SEND_STATE_FINAL && s->trailing_ms > 0)
+        trailing_start(s->worker, s->req, s->trailing_ms);
     h2o_iovec_t iov = h2o_iovec_init(s->body + start, stop - start);
     h2o_send(s->req, &iov, 1, state);
 }
@@ -349,6 +354,7 @@ static void send_out(mock_worker_t *w, h2o_req_t *req)
                          .worker = w,
                          .timer = {.cb = on_stream_timer},
                          .slow_ms = out->slow_ms,
+                         .trailing_ms = out->trailing_ms,
                          .reset = out->reset};
     s->body = h2o_strdup(&req->pool, out->body.base, out->body.len).base;
     if (n_ev == 0) { /* a plain body delayed by ttfb= */

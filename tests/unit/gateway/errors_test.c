@@ -49,7 +49,7 @@ static int rewrite(gw_dialect_t d, int status, const char *body, char *type, cha
     CHECK_INT_EQ(rb_json_get_str(doc, e, "type", type, 128), RB_OK);
     CHECK_INT_EQ(rb_json_get_str(doc, e, "message", message, 1024), RB_OK);
     if (rb_json_get_str(doc, e, "code", code, 128) != RB_OK)
-        strcpy(code, "(none)");
+        snprintf(code, 128, "(none)");
     rb_json_free(doc);
     rb_buf_free(&out);
     return st;
@@ -71,6 +71,26 @@ static void test_auth_refusals_are_502(void)
     CHECK_INT_EQ(rewrite(GW_DIALECT_ANTHROPIC, 403, an403, type, code, msg), 502);
     CHECK_STR_EQ(type, "api_error");
     CHECK(strstr(msg, "operator") != NULL);
+}
+
+static void test_operator_account_out_of_credit_and_redirects(void)
+{
+    char type[128], code[128], msg[1024];
+    const char *oa = "{\"error\":{\"message\":\"You exceeded your current quota, please check your "
+                     "plan and billing details.\",\"type\":\"insufficient_quota\",\"param\":null,"
+                     "\"code\":\"insufficient_quota\"}}";
+    const char *an =
+        "{\"type\":\"error\",\"error\":{\"type\":\"invalid_request_error\",\"message\":"
+        "\"Your credit balance is too low to access the Anthropic API.\"}}";
+
+    CHECK_INT_EQ(rewrite(GW_DIALECT_OPENAI, 429, oa, type, code, msg), 502);
+    CHECK_STR_EQ(code, "upstream_quota_exhausted");
+    CHECK_INT_EQ(rewrite(GW_DIALECT_ANTHROPIC, 400, an, type, code, msg), 502);
+    CHECK_STR_EQ(type, "api_error");
+    /* a redirect (curl follows none) is no answer for the caller */
+    CHECK_INT_EQ(rewrite(GW_DIALECT_OPENAI, 302, "<html>moved</html>", type, code, msg), 502);
+    CHECK_STR_EQ(code, "upstream_error");
+    CHECK_INT_EQ(rewrite(GW_DIALECT_OPENAI, 304, NULL, type, code, msg), 502);
 }
 
 static void test_rate_limits_keep_type_and_code_only(void)
@@ -144,5 +164,6 @@ static void test_bodies_that_are_no_error_document(void)
 }
 
 TEST_MAIN(test_mask_account_words, test_auth_refusals_are_502,
+          test_operator_account_out_of_credit_and_redirects,
           test_rate_limits_keep_type_and_code_only, test_other_errors_keep_their_words_masked,
           test_bodies_that_are_no_error_document)

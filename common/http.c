@@ -102,8 +102,9 @@ static int hexval(int c)
     return -1;
 }
 
-/* URL-decodes src[0..n) into buf; returns the length or -1. */
-static ssize_t url_decode(const char *src, size_t n, char *buf, size_t cap)
+/* URL-decodes src[0..n) into buf (a query value when plus_space: '+' is a space); returns the
+ * length or -1. */
+static ssize_t url_decode(const char *src, size_t n, char *buf, size_t cap, int plus_space)
 {
     size_t o = 0;
     for (size_t i = 0; i < n; i++) {
@@ -114,7 +115,7 @@ static ssize_t url_decode(const char *src, size_t n, char *buf, size_t cap)
                 return -1;
             c = hi * 16 + lo;
             i += 2;
-        } else if (c == '+') {
+        } else if (c == '+' && plus_space) {
             c = ' ';
         }
         if (o + 1 >= cap)
@@ -142,11 +143,17 @@ int rb_http_query(h2o_req_t *req, const char *name, char *buf, size_t cap)
         const char *kend = eq != NULL ? eq : pend;
         if ((size_t)(kend - p) == nlen && memcmp(p, name, nlen) == 0) {
             const char *v = eq != NULL ? eq + 1 : pend;
-            return url_decode(v, (size_t)(pend - v), buf, cap) < 0 ? -1 : 1;
+            return url_decode(v, (size_t)(pend - v), buf, cap, 1) < 0 ? -1 : 1;
         }
         p = pend + 1;
     }
     return 0;
+}
+
+ssize_t rb_http_path_decode(const char *src, size_t n, char *buf, size_t cap)
+{
+    RB_ASSERT(cap > 0);
+    return url_decode(src, n, buf, cap, 0);
 }
 
 int rb_http_method_is(h2o_req_t *req, const char *m)

@@ -26,6 +26,9 @@ const char *rb_http_header(h2o_req_t *req, const char *name, size_t *len_out);
 /** Copies query parameter `name` (URL-decoded) into buf; returns 1 when present, 0 when absent,
  *  -1 when it does not fit or is malformed. */
 int rb_http_query(h2o_req_t *req, const char *name, char *buf, size_t cap);
+/** Percent-decodes a piece of a path (a '+' stays a '+') into buf, NUL-terminated; returns its
+ *  length, or -1 when it does not fit or is malformed. */
+ssize_t rb_http_path_decode(const char *src, size_t n, char *buf, size_t cap);
 /** 1 when the method equals m ("GET", "POST", …). */
 int rb_http_method_is(h2o_req_t *req, const char *m);
 /** The request path without the query string (points into req, not NUL-terminated). */

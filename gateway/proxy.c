@@ -1564,6 +1564,7 @@ static int on_ai_request(h2o_handler_t *self, h2o_req_t *req)
     size_t len = 0;
     gw_ident_t id;
     rb_err_t err = RB_OK;
+    ssize_t n;
     h2o_iovec_t path = rb_http_path(req);
 
     size_t plen = strlen(route_path(h->route));
@@ -1574,10 +1575,16 @@ static int on_ai_request(h2o_handler_t *self, h2o_req_t *req)
         return 0;
     }
     c = call_new(pw, req, h->route);
-    if (path.len > plen) /* GET /v1/models/{id}: the model's name, alias or provider/model slug */
+    /* GET /v1/models/{id}: the model's name, alias or provider/model slug, as the SDKs send it
+     * (percent-encoded: "openai%2Fgpt-4o"); one that does not decode is kept raw, and matches no
+     * model (a configured name holds no '%') */
+    if (path.len > plen && ((n = rb_http_path_decode(path.base + plen + 1, path.len - plen - 1,
+                                                     c->info.model, sizeof(c->info.model))) <= 0 ||
+                            strlen(c->info.model) != (size_t)n))
         snprintf(c->info.model, sizeof(c->info.model), "%.*s", (int)(path.len - plen - 1),
                  path.base + plen + 1);
     if (!rb_http_method_is(req, h->route == GW_ROUTE_MODELS ? "GET" : "POST")) {
+        rb_http_add_header(req, "allow", h->route == GW_ROUTE_MODELS ? "GET" : "POST");
         call_fail(c, 405, "method_not_allowed", "rejected", "method not allowed on this route",
                   NULL);
         return 0;

@@ -139,7 +139,8 @@ check "chat: model rewritten to the upstream id" test "$(curl -sS "$MOCK/mock/re
 # the start of its next answer.
 head=$(exec 3<>"/dev/tcp/127.0.0.1/${GW##*:}" && printf 'HEAD /v1/chat/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n' >&3 &&
     timeout 5 cat <&3 | tr -d '\r')
-check "HEAD: 405 with its headers and no body" bash -c "[[ \$1 == 'HTTP/1.1 405 '* && \$1 != *'{'* ]]" _ "$head"
+check "HEAD: 405 with its headers (Allow: POST) and no body" \
+    bash -c "[[ \$1 == 'HTTP/1.1 405 '* && \$1 == *\$'\n'[Aa]'llow: POST'* && \$1 != *'{'* ]]" _ "$head"
 
 # ---- 2. chat streamed: injected usage chunk stripped, or kept with cost ---------------------------
 st=$(post /v1/chat/completions $TOK "$SCHAT")
@@ -200,6 +201,9 @@ check "models: list has t-chat" test "$st:$(jq -r '[.data[].id] | index("t-chat"
 st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/models/t-chat" -H "Authorization: Bearer $TOK")
 check "models: GET /v1/models/{id} (the SDKs' models.retrieve)" \
     bash -c "[ $st = 200 ] && jq -e '.id == \"t-chat\" and .object == \"model\" and .owned_by == \"mockoai\"' $RB_TMP/out >/dev/null"
+st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/models/mockoai%2Fgpt-4o-mini" -H "Authorization: Bearer $TOK")
+check "models: a provider/model slug, percent-encoded as the SDKs send it" \
+    bash -c "[ $st = 200 ] && jq -e '.object == \"model\" and .owned_by == \"mockoai\"' $RB_TMP/out >/dev/null"
 st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/models/no-such-model" -H "Authorization: Bearer $TOK")
 check "models: an unknown id is 404 model_not_found" bash -c "[ $st = 404 ] && jq -e '.error.code == \"model_not_found\"' $RB_TMP/out >/dev/null"
 st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/models" -H "x-api-key: $TOK" -H 'anthropic-version: 2023-06-01')

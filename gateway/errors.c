@@ -158,14 +158,14 @@ int gw_errors_from_provider(gw_dialect_t d, int status, const char *body, size_t
 {
     char type[GW_ERRORS_FIELD_MAX] = "", code[GW_ERRORS_FIELD_MAX] = "",
          param[GW_ERRORS_FIELD_MAX] = "", message[GW_ERRORS_MESSAGE_MAX] = "";
+    char plain[64]; /* the message when the provider's says nothing usable */
     rb_json_t *doc = NULL;
     int e = -1, have_code = 0, have_param = 0;
 
     RB_ASSERT(out != NULL);
+    snprintf(plain, sizeof(plain), "the provider answered HTTP %d", status);
     if (status < 400) { /* a redirect or such: curl follows none, and it answers nothing */
-        char msg[64];
-        snprintf(msg, sizeof(msg), "the provider answered HTTP %d", status);
-        gw_errors_body(out, d, 502, "upstream_error", msg, NULL);
+        gw_errors_body(out, d, 502, "upstream_error", plain, NULL);
         return 502;
     }
     if (status == 401 || status == 403) {
@@ -179,16 +179,14 @@ int gw_errors_from_provider(gw_dialect_t d, int status, const char *body, size_t
         e = rb_json_member(doc, 0, "error");
     if (e < 0 || rb_json_type(doc, e) != RB_JSON_OBJECT ||
         rb_json_get_str(doc, e, "type", type, sizeof(type)) != RB_OK || type[0] == '\0') {
-        char msg[64];
-        snprintf(msg, sizeof(msg), "the provider answered HTTP %d", status);
-        gw_errors_body(out, d, status, "upstream_error", msg, NULL);
+        gw_errors_body(out, d, status, "upstream_error", plain, NULL);
         rb_json_free(doc);
         return status;
     }
     have_code = rb_json_get_str(doc, e, "code", code, sizeof(code)) == RB_OK;
     have_param = rb_json_get_str(doc, e, "param", param, sizeof(param)) == RB_OK;
-    if (rb_json_get_str(doc, e, "message", message, sizeof(message)) != RB_OK)
-        snprintf(message, sizeof(message), "the provider answered HTTP %d", status); /* or long */
+    if (rb_json_get_str(doc, e, "message", message, sizeof(message)) != RB_OK) /* or too long */
+        snprintf(message, sizeof(message), "%s", plain);
     if ((have_code && strcmp(code, "insufficient_quota") == 0) ||
         (status == 400 && strstr(message, "credit balance") != NULL)) {
         /* the operator's account is out of money: not the caller's to retry or to fix */

@@ -1415,26 +1415,24 @@ static void model_json(rb_jw_t *w, const cfg_model_t *m, int anthropic)
 static void respond_models(gw_call_t *c)
 {
     int anthropic = rb_http_header(c->req, "anthropic-version", NULL) != NULL;
-    const cfg_model_t *first = NULL, *last = NULL;
+    const cfg_model_t *m = NULL, *first = NULL, *last = NULL;
     rb_buf_t out;
     rb_jw_t w;
 
     if (anthropic)
         c->dialect = GW_DIALECT_ANTHROPIC;
-    if (c->info.model[0] != '\0') {
-        const cfg_model_t *m = cfg_model_find(c->cfg, c->info.model);
+    if (c->info.model[0] != '\0' && ((m = cfg_model_find(c->cfg, c->info.model)) == NULL ||
+                                     (anthropic && m->provider->kind != CFG_PROVIDER_ANTHROPIC))) {
         char msg[GW_MODEL_NAME_MAX + 64];
-        if (m == NULL || (anthropic && m->provider->kind != CFG_PROVIDER_ANTHROPIC)) {
-            snprintf(msg, sizeof(msg), "The model '%s' does not exist", c->info.model);
-            call_fail(c, 404, "model_not_found", "rejected", msg, "model");
-            return;
-        }
-        rb_buf_init(&out, 0);
-        rb_jw_init(&w, &out);
+        snprintf(msg, sizeof(msg), "The model '%s' does not exist", c->info.model);
+        call_fail(c, 404, "model_not_found", "rejected", msg, "model");
+        return;
+    }
+    rb_buf_init(&out, 0);
+    rb_jw_init(&w, &out);
+    if (m != NULL) {
         model_json(&w, m, anthropic);
     } else {
-        rb_buf_init(&out, 0);
-        rb_jw_init(&w, &out);
         rb_jw_obj_begin(&w);
         if (!anthropic) {
             rb_jw_key(&w, "object");
@@ -1443,12 +1441,12 @@ static void respond_models(gw_call_t *c)
         rb_jw_key(&w, "data");
         rb_jw_arr_begin(&w);
         for (size_t i = 0; i < c->cfg->models_len; i++) {
-            const cfg_model_t *m = &c->cfg->models[i];
-            if (anthropic && m->provider->kind != CFG_PROVIDER_ANTHROPIC)
+            const cfg_model_t *each = &c->cfg->models[i];
+            if (anthropic && each->provider->kind != CFG_PROVIDER_ANTHROPIC)
                 continue;
-            model_json(&w, m, anthropic);
-            first = first != NULL ? first : m;
-            last = m;
+            model_json(&w, each, anthropic);
+            first = first != NULL ? first : each;
+            last = each;
         }
         rb_jw_arr_end(&w);
         if (anthropic) {

@@ -198,8 +198,8 @@ static void an_delta(an_ctx_t *c, int index, const char *kind, const char *s, si
     RB_ASSERT(klen < sizeof(key));
     memcpy(key, kind, klen); /* text_delta carries "text", thinking_delta "thinking", ... */
     key[klen] = '\0';
-    if (strcmp(kind, "input_json_delta") == 0)
-        strcpy(key, "partial_json");
+    if (strcmp(kind, "input_json_delta") == 0) /* ... but input_json_delta "partial_json" */
+        snprintf(key, sizeof(key), "partial_json");
     an_maybe_ping(c);
     an_event_begin(c, &w, "content_block_delta");
     jw_kv_int(&w, "index", index);

@@ -142,6 +142,24 @@ test('tool calls, streamed: the SDKs assemble the arguments from their deltas', 
   assert.deepEqual(msg.content[0].input, { query: 'Say hello to the end-to-end test.' });
 });
 
+test('responses that reason and call a tool, streamed: the SDK assembles both items', async () => {
+  const stream = openai.responses.stream({
+    model: 'gpt-4o-mini', input: 'What is the weather in Paris?',
+    reasoning: { effort: 'low', summary: 'auto' },
+    tools: [{ type: 'function', name: 'lookup', parameters: { type: 'object' } }],
+  });
+  let summary = '';
+  stream.on('response.reasoning_summary_text.delta', (e) => { summary += e.delta; });
+  const r = await stream.finalResponse();
+  assert.deepEqual(r.output.map((o) => o.type), ['reasoning', 'function_call']);
+  assert.equal(r.output[0].summary[0].text, summary);
+  assert.match(summary, /What is the weather in Paris/);
+  const call = r.output[1];
+  assert.equal(call.name, 'lookup');
+  assert.deepEqual(JSON.parse(call.arguments), { query: 'What is the weather in Paris?' });
+  assert.ok(r.usage.output_tokens_details.reasoning_tokens > 0);
+});
+
 test('models: list and retrieve with both SDKs', async () => {
   const ids = [];
   for await (const m of openai.models.list()) ids.push(m.id);

@@ -79,9 +79,11 @@ NOSTREAM='{"model":"t-chat","messages":[{"role":"user","content":"hi"}],"max_tok
 UTF='héllo wörld 日本語 🎉 done'
 OA_TOOLS='"tools":[{"type":"function","function":{"name":"lookup","parameters":{"type":"object"}}}]'
 AN_TOOLS='"tools":[{"name":"lookup","input_schema":{"type":"object"}}]'
+RESP_REASON_TOOLS='"reasoning":{"effort":"low","summary":"auto"},"tools":[{"type":"function","name":"lookup","parameters":{"type":"object"}}]'
 for c in "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
     "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,\"stream_options\":{\"include_usage\":true},\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
     "/v1/responses|{\"model\":\"t-chat\",\"stream\":true,\"input\":\"$UTF\"}" \
+    "/v1/responses|{\"model\":\"t-chat\",\"stream\":true,$RESP_REASON_TOOLS,\"input\":\"$UTF\"}" \
     "/v1/messages|{\"model\":\"t-claude\",\"max_tokens\":100,\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
     "/v1/chat/completions|{\"model\":\"t-chat\",\"stream\":true,$OA_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
     "/v1/messages|{\"model\":\"t-claude\",\"max_tokens\":100,\"stream\":true,$AN_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}" \
@@ -104,6 +106,18 @@ check "chat: the injected usage chunk is removed from a cut stream too" bash -c 
 stream /v1/chat/completions split=5 "{\"model\":\"t-chat\",\"stream\":true,$OA_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}"
 check "a streamed tool call reaches the client: its name, argument deltas and finish_reason" \
     bash -c "grep -q '\"name\":\"lookup\"' $RB_TMP/out && [ \$(grep -c '\"arguments\":' $RB_TMP/out) -gt 2 ] && grep -q '\"finish_reason\":\"tool_calls\"' $RB_TMP/out"
+stream /v1/responses split=5 "{\"model\":\"t-chat\",\"stream\":true,$RESP_REASON_TOOLS,\"input\":\"$UTF\"}"
+check "a Responses stream that reasons and calls a tool reaches the client: summary and argument deltas, both items" \
+    bash -c "grep -q 'response.reasoning_summary_text.delta' $RB_TMP/out && [ \$(grep -c '^event: response.function_call_arguments.delta' $RB_TMP/out) -gt 2 ] && grep -q '\"type\":\"function_call\",\"status\":\"completed\"' $RB_TMP/out && grep -q '^event: response.completed' $RB_TMP/out"
+check "its reasoning tokens are recorded, inside its output" \
+    test "$(row "reasoning > 0, reasoning < output, usage_source")" = "t|t|provider"
+# A Responses stream that fails with an `error` event and no terminal event: the client gets the
+# event, the row says the provider failed, and the usage is estimated (the provider never said it).
+stream /v1/responses error-event "{\"model\":\"t-chat\",\"stream\":true,\"input\":\"$UTF\"}"
+check "a Responses stream ending in an error event: the event reaches the client" \
+    bash -c "[ $rc = 0 ] && tail -n 3 $RB_TMP/out | grep -q '^event: error' && ! grep -q response.completed $RB_TMP/out"
+check "a Responses stream ending in an error event: upstream_error, usage estimated" \
+    test "$(row "status, error_code, usage_source, input_uncached > 0")" = "upstream_error|provider_error|estimate|t"
 stream /v1/messages split=5 "{\"model\":\"t-claude\",\"max_tokens\":100,\"stream\":true,$AN_TOOLS,\"messages\":[{\"role\":\"user\",\"content\":\"$UTF\"}]}"
 check "a streamed tool_use block reaches the client: input_json_delta, stop_reason tool_use" \
     bash -c "grep -q '\"type\":\"tool_use\"' $RB_TMP/out && grep -q 'input_json_delta' $RB_TMP/out && grep -q '\"stop_reason\":\"tool_use\"' $RB_TMP/out"

@@ -268,6 +268,18 @@ check "the caller's own key refused: the provider's 401 as it is" \
 st=$(post /v1/chat/completions $TOK '{"model":"t-429","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: status=404')
 check "another provider error on the operator's key: its status, type, code and message" \
     bash -c "[ $st = 404 ] && jq -e '.error.code == \"model_not_found\" and (.error.message | startswith(\"The model \\u0060gpt-4o-mini\\u0060 does not exist\"))' $RB_TMP/out >/dev/null"
+# A provider's edge (CDN, load balancer) answers with an HTML page: on the operator's key the caller
+# gets the gateway's error in its own dialect, on its own key the page as it came.
+st=$(post /v1/chat/completions $TOK '{"model":"t-429","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: status=502,html')
+check "an HTML 502 from the provider's edge on the operator's key: 502 in OpenAI's shape" \
+    bash -c "[ $st = 502 ] && jq -e '.error.code == \"upstream_error\"' $RB_TMP/out >/dev/null && ! grep -q cloudflare $RB_TMP/out"
+check "an HTML 502: row upstream_error" test "$(row "$(rid)" "status, http_status, error_code")" = "upstream_error|502|upstream_http_502"
+st=$(post_ant /v1/messages $TOK "$MSG" -H 'X-Mock-Behavior: status=504,html')
+check "an HTML 504 on /v1/messages: 504 in Anthropic's shape, not the page" \
+    bash -c "[ $st = 504 ] && jq -e '.type == \"error\" and .error.type == \"timeout_error\"' $RB_TMP/out >/dev/null && ! grep -q '<html>' $RB_TMP/out"
+st=$(post /v1/chat/completions $TOK '{"model":"t-429","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: status=502,html' -H 'X-Rigbox-Provider-Key: sk-mine')
+check "an HTML 502 on the caller's own key: the page as it came" \
+    bash -c "[ $st = 502 ] && grep -q cloudflare $RB_TMP/out && grep -qi '^content-type: text/html' $RB_TMP/hdr"
 st=$(post /v1/chat/completions $TOK '{"model":"t-dead","messages":[{"role":"user","content":"x"}]}')
 check "upstream unreachable: 502" test "$st:$(jq -r .error.code "$RB_TMP/out")" = "502:upstream_unreachable"
 st=$(post /v1/chat/completions $TOK '{"model":"t-ttfb","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: ttfb=3000')

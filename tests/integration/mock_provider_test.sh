@@ -3,7 +3,7 @@
 #
 # Starts tools/mock-provider on a free loopback port and checks its wire format:
 #  - every case in FIXTURES_DIR/{openai,anthropic}/cases.tsv is replayed with curl and the body is
-#    compared byte for byte with the golden <case>.sse / <case>.json (and the status code);
+#    compared byte for byte with the golden <case>.sse / .json / .html (and the status code);
 #  - 429 carries Retry-After and the rate-limit headers; `reset` breaks the transfer (curl exit 18
 #    or 56) over HTTP/1.1 and h2c; slow= and ttfb= delay; split= cuts the body anywhere;
 #    /mock/requests records the headers sent.
@@ -70,6 +70,8 @@ replay() {
         golden=$dir/$name.sse
     elif [[ -f $dir/$name.json ]]; then
         golden=$dir/$name.json
+    elif [[ -f $dir/$name.html ]]; then
+        golden=$dir/$name.html
     elif grep -q '"stream":true' "$dir/$name.request.json"; then
         golden=$dir/$name.sse
     else

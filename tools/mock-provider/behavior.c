@@ -130,6 +130,10 @@ static rb_err_t parse_item(mock_behavior_t *b, mock_span_t item)
         return parse_usage_pair(b, item);
     if (span_eq(item, "error-mid"))
         b->error_mid = 1;
+    else if (span_eq(item, "error-event"))
+        b->error_event = 1;
+    else if (span_eq(item, "html"))
+        b->html = 1;
     else if (span_eq(item, "reset"))
         b->reset = 1;
     else if (span_eq(item, "no-usage"))

@@ -182,6 +182,13 @@ static void parse_tools(mock_call_t *call, const rb_json_t *doc, int root)
         call->tool[0] = '\0';
 }
 
+/* 1 when a reasoning effort (chat's reasoning_effort, Responses' reasoning.effort) asks the model
+ * to reason: any string but "none". */
+static int effort_reasons(const rb_json_t *doc, int v)
+{
+    return rb_json_type(doc, v) == RB_JSON_STRING && !rb_json_str_eq(doc, v, "none");
+}
+
 static int parse_chat(mock_call_t *call, const rb_json_t *doc, int root, mock_error_t *err)
 {
     int msgs = rb_json_member(doc, root, "messages");
@@ -195,6 +202,7 @@ static int parse_chat(mock_call_t *call, const rb_json_t *doc, int root, mock_er
     scan_messages(call, doc, msgs, &bytes);
     call->prompt_tokens = (bytes + 3) / 4 + MOCK_TOKENS_PRIMING;
     parse_tools(call, doc, root);
+    call->thinking = effort_reasons(doc, rb_json_member(doc, root, "reasoning_effort"));
     if (parse_max_tokens(call, doc, root, "max_tokens") != 0 ||
         parse_max_tokens(call, doc, root, "max_completion_tokens") != 0) {
         set_error(err, 400, "invalid_request_error", "Invalid 'max_tokens': expected an integer.",
@@ -244,6 +252,11 @@ static int parse_responses(mock_call_t *call, const rb_json_t *doc, int root, mo
         return -1;
     }
     call->prompt_tokens = (bytes + 3) / 4 + MOCK_TOKENS_PRIMING;
+    parse_tools(call, doc, root);
+    call->thinking = effort_reasons(doc, rb_json_find(doc, root, "reasoning.effort"));
+    call->reasoning_summary =
+        call->thinking &&
+        rb_json_type(doc, rb_json_find(doc, root, "reasoning.summary")) == RB_JSON_STRING;
     if (parse_max_tokens(call, doc, root, "max_output_tokens") != 0) {
         set_error(err, 400, "invalid_request_error",
                   "Invalid 'max_output_tokens': expected an integer.", "max_output_tokens",
@@ -545,6 +558,21 @@ void mock_plan_free(mock_plan_t *plan)
 }
 
 /* ---- output helpers ---- */
+
+void mock_out_html_error(mock_out_t *out)
+{
+    char page[512];
+    int n =
+        snprintf(page, sizeof(page),
+                 "<html>\r\n<head><title>%d %s</title></head>\r\n<body>\r\n<center><h1>%d "
+                 "%s</h1></center>\r\n<hr><center>cloudflare</center>\r\n</body>\r\n</html>\r\n",
+                 out->status, out->reason, out->status, out->reason);
+
+    RB_ASSERT(out->status >= 400 && n > 0 && (size_t)n < sizeof(page));
+    out->content_type = "text/html";
+    out->body.len = 0;
+    rb_buf_append(&out->body, page, (size_t)n);
+}
 
 void mock_out_reset(mock_out_t *out)
 {

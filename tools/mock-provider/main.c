@@ -98,18 +98,26 @@ static void usage(FILE *f)
         "        GET /mock/healthz, GET|DELETE /mock/requests.\n"
         "OpenAI routes need 'Authorization: Bearer <key>'; Anthropic routes need 'x-api-key' and\n"
         "'anthropic-version'. Keys starting with sk-bad / sk-ant-bad are rejected as invalid.\n"
-        "A chat or Anthropic request that offers tools (tool_choice not none) gets a call of the\n"
-        "first one, its arguments {\"query\": <start of the last user message>} streamed in\n"
-        "small deltas.\n"
+        "A chat, Responses or Anthropic request that offers tools (tool_choice not none) gets a\n"
+        "call of the first one, its arguments {\"query\": <start of the last user message>}\n"
+        "streamed in small deltas. A reasoning effort (chat reasoning_effort, Responses\n"
+        "reasoning.effort; not \"none\") or Anthropic thinking makes the model reason: reasoning\n"
+        "tokens in the usage, a Responses reasoning item first (its summary streamed when\n"
+        "reasoning.summary is set), an Anthropic thinking block.\n"
         "\n"
         "Scripted behaviour: header 'X-Mock-Behavior: a,b,...' or a model suffix 'model+a,b'.\n"
         "  slow=MS        delay between streamed events (Anthropic adds a ping every second)\n"
         "  ttfb=MS        delay before the response headers\n"
-        "  error-mid      after a few chunks, the provider's mid-stream error event (streams)\n"
+        "  error-mid      after a few chunks, the provider's mid-stream error event (streams;\n"
+        "                 Responses: response.failed)\n"
+        "  error-event    Responses streams: after a few chunks an `error` event, and no\n"
+        "                 terminal event\n"
         "  reset          after a few chunks, close the connection without a terminal chunk\n"
         "                 (non-streamed: after half the body)\n"
         "  status=CODE    answer with the provider's error (429 adds Retry-After and rate-limit\n"
         "                 headers; retry-after=S sets its value)\n"
+        "  html           with status=: the error as a CDN's HTML page (text/html), as a\n"
+        "                 provider's edge answers a 502 or 504\n"
         "  no-usage       no usage anywhere in the answer\n"
         "  usage=prompt:N,cached:N,completion:N,reasoning:N,cache_write_5m:N,cache_write_1h:N\n"
         "                 force usage numbers (Anthropic: prompt = uncached input_tokens,\n"
@@ -536,6 +544,8 @@ static void render_call(mock_worker_t *w, mock_call_t *call)
             mock_anthropic_status(call, &w->out);
         else
             mock_openai_status(call, &w->out);
+        if (call->bhv.html)
+            mock_out_html_error(&w->out);
         return;
     }
     mock_plan_build(call, &plan);

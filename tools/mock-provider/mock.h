@@ -70,6 +70,8 @@ typedef struct st_mock_behavior_t {
     int status;             /* 0, or the error status to answer with */
     uint32_t retry_after_s; /* Retry-After on 429 */
     int error_mid;          /* mid-stream provider error after a few chunks */
+    int error_event;        /* Responses: an `error` event after a few chunks, no terminal event */
+    int html;               /* status=: the error as an HTML page (a proxy's or CDN's), not JSON */
     int reset;              /* abort the connection after a few chunks */
     int no_usage;           /* leave usage out entirely */
     int fixed_time;         /* fixed `created` and ids derived from the body only */
@@ -90,7 +92,9 @@ typedef struct st_mock_call_t {
     int stream;                               /* "stream": true */
     int include_usage;                        /* stream_options.include_usage */
     int64_t max_tokens;                       /* the route's output cap, -1 = none */
-    int thinking;                             /* Anthropic "thinking": {"type":"enabled"} */
+    int thinking;                             /* Anthropic "thinking": {"type":"enabled"},
+                                               * OpenAI reasoning_effort / reasoning.effort */
+    int reasoning_summary;                    /* Responses reasoning.summary: summary streamed */
     char tool[MOCK_TOOL_NAME_MAX + 1];        /* chat, Anthropic: the first tool offered ("" none)
                                                * and not refused by tool_choice: it is called */
     uint64_t prompt_tokens;                   /* computed from the request text */
@@ -122,7 +126,8 @@ typedef struct st_mock_pieces_t {
 /** The planned reply: what is said and what it costs. Owns its buffers (mock_plan_free). */
 typedef struct st_mock_plan_t {
     mock_pieces_t text;
-    mock_pieces_t thinking; /* Anthropic thinking block; n == 0 when off */
+    mock_pieces_t thinking; /* Anthropic thinking block, Responses reasoning summary (chat:
+                             * counted only); n == 0 when off */
     int tool_call;          /* text holds the JSON arguments of a call of call->tool */
     int truncated;          /* output capped by max_tokens */
     int64_t prompt, cached, completion, reasoning, cache_write_5m, cache_write_1h;
@@ -187,6 +192,8 @@ void mock_out_free(mock_out_t *out);
 /** Adds a response header (value formatted, cut at MOCK_HEADER_VALUE_MAX). */
 void mock_out_header(mock_out_t *out, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/** Replaces out's error body (status set) by a CDN's HTML error page, as text/html. */
+void mock_out_html_error(mock_out_t *out);
 /** Marks the end of one SSE event at the current body length. */
 void mock_out_event_end(mock_out_t *out);
 /** Re-cuts what out sends (up to its last event end, else the whole body) into pieces of n > 0

@@ -23,8 +23,11 @@ typedef struct st_oa_ctx_t {
     const mock_plan_t *plan;
     mock_out_t *out;
     char id[OA_ID_LEN_MAX];
-    char item_id[OA_ID_LEN_MAX];
-    int64_t seq; /* Responses sequence_number */
+    char item_id[OA_ID_LEN_MAX]; /* the message */
+    char rs_id[OA_ID_LEN_MAX];   /* Responses: the reasoning item */
+    char fc_id[OA_ID_LEN_MAX];   /* Responses: the function call item */
+    char call_id[OA_ID_LEN_MAX]; /* a tool call's id (chat) or call_id (Responses) */
+    int64_t seq;                 /* Responses sequence_number */
 } oa_ctx_t;
 
 static const char oa_server_error[] =
@@ -51,6 +54,12 @@ static void oa_ctx_init(oa_ctx_t *c, const mock_call_t *call, const mock_plan_t 
     snprintf(c->id, sizeof(c->id), "%s%016llx", prefix, (unsigned long long)call->id_hash);
     snprintf(c->item_id, sizeof(c->item_id), "msg_%016llx",
              (unsigned long long)(call->id_hash * 31 + 7));
+    snprintf(c->rs_id, sizeof(c->rs_id), "rs_%016llx",
+             (unsigned long long)(call->id_hash * 31 + 11));
+    snprintf(c->fc_id, sizeof(c->fc_id), "fc_%016llx",
+             (unsigned long long)(call->id_hash * 31 + 13));
+    snprintf(c->call_id, sizeof(c->call_id), "call_%016llx",
+             (unsigned long long)(call->id_hash * 17 + 3));
     mock_out_header(out, "x-request-id", "req_%016llx", (unsigned long long)call->id_hash);
     mock_out_header(out, "openai-version", "2020-10-01");
     mock_out_header(out, "openai-processing-ms", "%u", 120 + (unsigned)(call->id_hash % 300));
@@ -141,16 +150,13 @@ static const char *oa_finish(const mock_plan_t *p)
 static void jw_tool_calls(oa_ctx_t *c, rb_jw_t *w, int streamed, int first, const char *args,
                           size_t n)
 {
-    char id[40];
-
-    snprintf(id, sizeof(id), "call_%016llx", (unsigned long long)(c->call->id_hash * 17 + 3));
     rb_jw_key(w, "tool_calls");
     rb_jw_arr_begin(w);
     rb_jw_obj_begin(w);
     if (streamed)
         jw_kv_int(w, "index", 0);
     if (first) {
-        jw_kv_str(w, "id", id);
+        jw_kv_str(w, "id", c->call_id);
         jw_kv_str(w, "type", "function");
     }
     rb_jw_key(w, "function");
@@ -410,20 +416,78 @@ static void resp_part(oa_ctx_t *c, rb_jw_t *w, int with_text)
     rb_jw_obj_end(w);
 }
 
-/* The output message item; done = 0 while in progress (no content yet). */
-static void resp_item(oa_ctx_t *c, rb_jw_t *w, int done)
+/* A reasoning summary part: {"type":"summary_text","text":...}, empty until done. */
+static void resp_summary_part(oa_ctx_t *c, rb_jw_t *w, int with_text)
 {
     rb_jw_obj_begin(w);
-    jw_kv_str(w, "id", c->item_id);
-    jw_kv_str(w, "type", "message");
-    jw_kv_str(w, "status", !done ? "in_progress" : c->plan->truncated ? "incomplete" : "completed");
-    rb_jw_key(w, "content");
-    rb_jw_arr_begin(w);
-    if (done)
-        resp_part(c, w, 1);
-    rb_jw_arr_end(w);
-    jw_kv_str(w, "role", "assistant");
+    jw_kv_str(w, "type", "summary_text");
+    rb_jw_key(w, "text");
+    rb_jw_strn(w, with_text ? c->plan->thinking.text.base : "",
+               with_text ? c->plan->thinking.text.len : 0);
     rb_jw_obj_end(w);
+}
+
+/* The items of a Responses output, in order: a reasoning item when the model reasons, then the
+ * message, or the function call when a tool is called. */
+enum { RESP_REASONING, RESP_MESSAGE, RESP_FUNCTION_CALL };
+
+static int resp_has_reasoning(const oa_ctx_t *c)
+{
+    return c->plan->thinking.n > 0;
+}
+
+/* The output_index of the message or function call. */
+static int resp_main_index(const oa_ctx_t *c)
+{
+    return resp_has_reasoning(c) ? 1 : 0;
+}
+
+/* An output item; done = 0 while in progress (no content, summary or arguments yet). */
+static void resp_item(oa_ctx_t *c, rb_jw_t *w, int kind, int done)
+{
+    const mock_pieces_t *args = &c->plan->text;
+
+    rb_jw_obj_begin(w);
+    switch (kind) {
+    case RESP_REASONING: /* the summary is only sent when the request asks for one */
+        jw_kv_str(w, "id", c->rs_id);
+        jw_kv_str(w, "type", "reasoning");
+        rb_jw_key(w, "summary");
+        rb_jw_arr_begin(w);
+        if (done && c->call->reasoning_summary)
+            resp_summary_part(c, w, 1);
+        rb_jw_arr_end(w);
+        break;
+    case RESP_FUNCTION_CALL:
+        jw_kv_str(w, "id", c->fc_id);
+        jw_kv_str(w, "type", "function_call");
+        jw_kv_str(w, "status", done ? "completed" : "in_progress");
+        rb_jw_key(w, "arguments");
+        rb_jw_strn(w, done ? args->text.base : "", done ? args->text.len : 0);
+        jw_kv_str(w, "call_id", c->call_id);
+        jw_kv_str(w, "name", c->call->tool);
+        break;
+    default:
+        jw_kv_str(w, "id", c->item_id);
+        jw_kv_str(w, "type", "message");
+        jw_kv_str(w, "status",
+                  !done                ? "in_progress"
+                  : c->plan->truncated ? "incomplete"
+                                       : "completed");
+        rb_jw_key(w, "content");
+        rb_jw_arr_begin(w);
+        if (done)
+            resp_part(c, w, 1);
+        rb_jw_arr_end(w);
+        jw_kv_str(w, "role", "assistant");
+        break;
+    }
+    rb_jw_obj_end(w);
+}
+
+static int resp_main_kind(const oa_ctx_t *c)
+{
+    return c->plan->tool_call ? RESP_FUNCTION_CALL : RESP_MESSAGE;
 }
 
 /* The response object; status is in_progress, completed, incomplete or failed. */
@@ -453,8 +517,11 @@ static void resp_object(oa_ctx_t *c, rb_jw_t *w, const char *status)
     jw_kv_str(w, "model", c->call->model);
     rb_jw_key(w, "output");
     rb_jw_arr_begin(w);
-    if (final && !failed)
-        resp_item(c, w, 1);
+    if (final && !failed) {
+        if (resp_has_reasoning(c))
+            resp_item(c, w, RESP_REASONING, 1);
+        resp_item(c, w, resp_main_kind(c), 1);
+    }
     rb_jw_arr_end(w);
     jw_kv_raw(w, "parallel_tool_calls", "true");
     jw_kv_str(w, "previous_response_id", NULL);
@@ -492,23 +559,29 @@ static void resp_event_end(oa_ctx_t *c, rb_jw_t *w)
     sse_end(c->out);
 }
 
-/* An event about the message item: output_item.* or content_part.* / output_text.*. */
-static void resp_item_event(oa_ctx_t *c, const char *type, int part, int done)
+/* response.output_item.added / .done about the item of kind at output_index index. */
+static void resp_item_event(oa_ctx_t *c, const char *type, int kind, int index, int done)
 {
     rb_jw_t w;
 
     resp_event_begin(c, &w, type);
-    if (part)
-        jw_kv_str(&w, "item_id", c->item_id);
-    jw_kv_int(&w, "output_index", 0);
-    if (part) {
-        jw_kv_int(&w, "content_index", 0);
-        rb_jw_key(&w, "part");
-        resp_part(c, &w, done);
-    } else {
-        rb_jw_key(&w, "item");
-        resp_item(c, &w, done);
-    }
+    jw_kv_int(&w, "output_index", index);
+    rb_jw_key(&w, "item");
+    resp_item(c, &w, kind, done);
+    resp_event_end(c, &w);
+}
+
+/* response.content_part.added / .done about the message's text part. */
+static void resp_part_event(oa_ctx_t *c, const char *type, int done)
+{
+    rb_jw_t w;
+
+    resp_event_begin(c, &w, type);
+    jw_kv_str(&w, "item_id", c->item_id);
+    jw_kv_int(&w, "output_index", resp_main_index(c));
+    jw_kv_int(&w, "content_index", 0);
+    rb_jw_key(&w, "part");
+    resp_part(c, &w, done);
     resp_event_end(c, &w);
 }
 
@@ -520,7 +593,7 @@ static void resp_text_event(oa_ctx_t *c, const char *text, size_t n)
     resp_event_begin(c, &w,
                      text != NULL ? "response.output_text.delta" : "response.output_text.done");
     jw_kv_str(&w, "item_id", c->item_id);
-    jw_kv_int(&w, "output_index", 0);
+    jw_kv_int(&w, "output_index", resp_main_index(c));
     jw_kv_int(&w, "content_index", 0);
     if (text != NULL) {
         rb_jw_key(&w, "delta");
@@ -543,19 +616,108 @@ static void resp_lifecycle_event(oa_ctx_t *c, const char *type, const char *stat
     resp_event_end(c, &w);
 }
 
+/* response.reasoning_summary_text.delta (text != NULL) or .done, of summary part 0. */
+static void resp_summary_text_event(oa_ctx_t *c, const char *text, size_t n)
+{
+    const mock_pieces_t *t = &c->plan->thinking;
+    rb_jw_t w;
+
+    resp_event_begin(c, &w,
+                     text != NULL ? "response.reasoning_summary_text.delta"
+                                  : "response.reasoning_summary_text.done");
+    jw_kv_str(&w, "item_id", c->rs_id);
+    jw_kv_int(&w, "output_index", 0);
+    jw_kv_int(&w, "summary_index", 0);
+    rb_jw_key(&w, text != NULL ? "delta" : "text");
+    rb_jw_strn(&w, text != NULL ? text : t->text.base, text != NULL ? n : t->text.len);
+    resp_event_end(c, &w);
+}
+
+/* response.reasoning_summary_part.added / .done. */
+static void resp_summary_part_event(oa_ctx_t *c, const char *type, int done)
+{
+    rb_jw_t w;
+
+    resp_event_begin(c, &w, type);
+    jw_kv_str(&w, "item_id", c->rs_id);
+    jw_kv_int(&w, "output_index", 0);
+    jw_kv_int(&w, "summary_index", 0);
+    rb_jw_key(&w, "part");
+    resp_summary_part(c, &w, done);
+    resp_event_end(c, &w);
+}
+
+/* response.function_call_arguments.delta (args != NULL) or .done. */
+static void resp_args_event(oa_ctx_t *c, const char *args, size_t n)
+{
+    const mock_pieces_t *t = &c->plan->text;
+    rb_jw_t w;
+
+    resp_event_begin(c, &w,
+                     args != NULL ? "response.function_call_arguments.delta"
+                                  : "response.function_call_arguments.done");
+    jw_kv_str(&w, "item_id", c->fc_id);
+    jw_kv_int(&w, "output_index", resp_main_index(c));
+    rb_jw_key(&w, args != NULL ? "delta" : "arguments");
+    rb_jw_strn(&w, args != NULL ? args : t->text.base, args != NULL ? n : t->text.len);
+    resp_event_end(c, &w);
+}
+
+/* The stream's `error` event (the real API sends one, and no terminal event, when a response
+ * fails in some ways; error-event). */
+static void resp_error_event(oa_ctx_t *c)
+{
+    rb_jw_t w;
+
+    resp_event_begin(c, &w, "error");
+    jw_kv_str(&w, "code", "server_error");
+    jw_kv_str(&w, "message", oa_server_error);
+    jw_kv_str(&w, "param", NULL);
+    resp_event_end(c, &w);
+}
+
+/* The reasoning item's events: added, the summary (when asked for) in pieces, done. */
+static void resp_reasoning_events(oa_ctx_t *c)
+{
+    const mock_pieces_t *t = &c->plan->thinking;
+    const char *s;
+    size_t n;
+
+    resp_item_event(c, "response.output_item.added", RESP_REASONING, 0, 0);
+    if (c->call->reasoning_summary) {
+        resp_summary_part_event(c, "response.reasoning_summary_part.added", 0);
+        for (size_t i = 0; i < t->n; i++) {
+            mock_pieces_get(t, i, &s, &n);
+            resp_summary_text_event(c, s, n);
+        }
+        resp_summary_text_event(c, NULL, 0);
+        resp_summary_part_event(c, "response.reasoning_summary_part.done", 1);
+    }
+    resp_item_event(c, "response.output_item.done", RESP_REASONING, 0, 1);
+}
+
 static void responses_stream(oa_ctx_t *c)
 {
     const mock_pieces_t *t = &c->plan->text;
+    const mock_behavior_t *b = &c->call->bhv;
+    int kind = resp_main_kind(c), index = resp_main_index(c);
+    size_t at = t->n < MOCK_ERROR_MID_CHUNKS ? t->n : MOCK_ERROR_MID_CHUNKS;
     const char *s;
     size_t n;
 
     resp_lifecycle_event(c, "response.created", "in_progress");
     resp_lifecycle_event(c, "response.in_progress", "in_progress");
-    resp_item_event(c, "response.output_item.added", 0, 0);
-    resp_item_event(c, "response.content_part.added", 1, 0);
+    if (resp_has_reasoning(c))
+        resp_reasoning_events(c);
+    resp_item_event(c, "response.output_item.added", kind, index, 0);
+    if (kind == RESP_MESSAGE)
+        resp_part_event(c, "response.content_part.added", 0);
     for (size_t i = 0;; i++) {
-        if (c->call->bhv.error_mid &&
-            i == (t->n < MOCK_ERROR_MID_CHUNKS ? t->n : MOCK_ERROR_MID_CHUNKS)) {
+        if (i == at && b->error_event) {
+            resp_error_event(c);
+            return;
+        }
+        if (i == at && b->error_mid) {
             resp_lifecycle_event(c, "response.failed", "failed");
             return;
         }
@@ -564,11 +726,18 @@ static void responses_stream(oa_ctx_t *c)
         if (i == t->n)
             break;
         mock_pieces_get(t, i, &s, &n);
-        resp_text_event(c, s, n);
+        if (kind == RESP_MESSAGE)
+            resp_text_event(c, s, n);
+        else
+            resp_args_event(c, s, n);
     }
-    resp_text_event(c, NULL, 0);
-    resp_item_event(c, "response.content_part.done", 1, 1);
-    resp_item_event(c, "response.output_item.done", 0, 1);
+    if (kind == RESP_MESSAGE) {
+        resp_text_event(c, NULL, 0);
+        resp_part_event(c, "response.content_part.done", 1);
+    } else {
+        resp_args_event(c, NULL, 0);
+    }
+    resp_item_event(c, "response.output_item.done", kind, index, 1);
     if (c->plan->truncated)
         resp_lifecycle_event(c, "response.incomplete", "incomplete");
     else

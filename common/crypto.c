@@ -256,3 +256,53 @@ int rb_master_key_load(const char *value, const char *path, uint8_t key[RB_AES_K
     explicit_bzero(text, sizeof(text));
     return rc;
 }
+
+/* 1 when text[0..len) is a token: printable ASCII without spaces, of an allowed length. */
+static int token_ok(const char *text, size_t len)
+{
+    if (len < RB_TOKEN_LEN_MIN || len > RB_TOKEN_LEN_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (text[i] <= ' ' || text[i] > '~')
+            return 0;
+    return 1;
+}
+
+int rb_token_load(const char *value, const char *path, char *out, size_t cap)
+{
+    char text[RB_TOKEN_LEN_MAX + 64];
+    size_t len = 0, start = 0;
+    FILE *f;
+
+    RB_ASSERT(out != NULL && cap > RB_TOKEN_LEN_MAX);
+    out[0] = '\0';
+    if (value != NULL) {
+        len = strlen(value);
+        if (len >= sizeof(text))
+            return -1;
+        memcpy(text, value, len);
+    } else {
+        if (path == NULL)
+            return 0;
+        if ((f = fopen(path, "r")) == NULL)
+            return errno == ENOENT ? 0 : -1; /* configured but unreadable: not "none" */
+        len = fread(text, 1, sizeof(text), f);
+        fclose(f);
+        if (len == sizeof(text))
+            return -1;
+    }
+    while (start < len && (text[start] == ' ' || text[start] == '\t' || text[start] == '\n' ||
+                           text[start] == '\r'))
+        start++;
+    while (len > start && (text[len - 1] == ' ' || text[len - 1] == '\t' || text[len - 1] == '\n' ||
+                           text[len - 1] == '\r'))
+        len--;
+    if (!token_ok(text + start, len - start)) {
+        explicit_bzero(text, sizeof(text));
+        return -1;
+    }
+    memcpy(out, text + start, len - start);
+    out[len - start] = '\0';
+    explicit_bzero(text, sizeof(text));
+    return 1;
+}

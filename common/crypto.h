@@ -15,10 +15,12 @@
 #define RB_AES_KEY_LEN         32
 #define RB_AES_NONCE_LEN       12
 #define RB_AES_TAG_LEN         16
-#define RB_ID_SUFFIX_LEN       8  /* "ws-" + 8 base36 characters */
-#define RB_SECRET_BODY_LEN     40 /* random characters after the "rb_"/"rbw_" prefix */
-#define RB_SORTABLE_TIME_LEN   9  /* base62 ms since 1970: 62^9 ms is 428,000 years */
-#define RB_SORTABLE_RANDOM_LEN 23 /* base62 random characters after the time: ~137 bits */
+#define RB_ID_SUFFIX_LEN       8   /* "ws-" + 8 base36 characters */
+#define RB_SECRET_BODY_LEN     40  /* random characters after the "rb_"/"rbw_" prefix */
+#define RB_SORTABLE_TIME_LEN   9   /* base62 ms since 1970: 62^9 ms is 428,000 years */
+#define RB_SORTABLE_RANDOM_LEN 23  /* base62 random characters after the time: ~137 bits */
+#define RB_TOKEN_LEN_MIN       16  /* a configured bearer token (the metrics token): shortest */
+#define RB_TOKEN_LEN_MAX       128 /* and longest */
 
 /** Fills buf with n bytes from the kernel's CSPRNG; aborts if the kernel refuses (never silently
  * weak). */
@@ -64,5 +66,12 @@ rb_err_t rb_master_key_parse(const char *text, size_t len, uint8_t key[RB_AES_KE
  *  The text is wiped from memory after parsing. */
 int rb_master_key_load(const char *value, const char *path, uint8_t key[RB_AES_KEY_LEN],
                        char *key_id, size_t cap);
+
+/** Loads a configured bearer token (printable ASCII, no spaces, RB_TOKEN_LEN_MIN to
+ *  RB_TOKEN_LEN_MAX characters; whitespace around it ignored) into out (cap > RB_TOKEN_LEN_MAX):
+ *  from value (an environment variable's text) if not NULL, else from the file at path (may be
+ *  NULL). Returns 1 when loaded, 0 when none is configured or the file does not exist, -1 when it
+ *  is malformed or cannot be read. */
+int rb_token_load(const char *value, const char *path, char *out, size_t cap);
 
 #endif

@@ -5,10 +5,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "common/crypto.h"
 #include "common/http.h"
 #include "common/log.h"
 
@@ -39,6 +42,8 @@ struct st_rb_server_t {
 typedef struct st_builtin_handler_t {
     h2o_handler_t super;
     rb_server_t *server;
+    int has_token;                     /* /metrics: a token is configured */
+    uint8_t token_hash[RB_SHA256_LEN]; /* its SHA-256 (compared in constant time) */
 } builtin_handler_t;
 
 rb_server_t *rb_server_create(const rb_server_conf_t *conf)
@@ -239,11 +244,40 @@ static int on_healthz(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
+/* 1 when req carries "Authorization: Bearer <the metrics token>". */
+static int metrics_authorized(const builtin_handler_t *h, h2o_req_t *req)
+{
+    static const char scheme[] = "Bearer ";
+    uint8_t got[RB_SHA256_LEN];
+    size_t len = 0;
+    const char *v = rb_http_header(req, "authorization", &len);
+
+    if (v == NULL || len <= sizeof(scheme) - 1 || strncasecmp(v, scheme, sizeof(scheme) - 1) != 0)
+        return 0;
+    rb_sha256(v + sizeof(scheme) - 1, len - (sizeof(scheme) - 1), got);
+    return rb_ct_equal(got, h->token_hash, RB_SHA256_LEN);
+}
+
 static int on_metrics(h2o_handler_t *self, h2o_req_t *req)
 {
+    static const char off[] =
+        "{\"error\":{\"code\":\"metrics_off\",\"message\":\"no metrics token is configured "
+        "(RIGBOX_METRICS_TOKEN or secrets.metrics_token_file)\",\"details\":{}}}";
+    static const char denied[] = "{\"error\":{\"code\":\"unauthorized\",\"message\":\"/metrics "
+                                 "needs Authorization: Bearer <metrics token>\",\"details\":{}}}";
     builtin_handler_t *h = (builtin_handler_t *)self;
     rb_buf_t out;
 
+    if (!h->has_token) {
+        rb_http_send(req, 403, "application/json", off, sizeof(off) - 1);
+        return 0;
+    }
+    if (!metrics_authorized(h, req)) {
+        h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_WWW_AUTHENTICATE, NULL,
+                       H2O_STRLIT("Bearer"));
+        rb_http_send(req, 401, "application/json", denied, sizeof(denied) - 1);
+        return 0;
+    }
     rb_buf_init(&out, 0);
     rb_metrics_render(h->server->metrics, &out);
     rb_http_send(req, 200, "text/plain; version=0.0.4", out.base != NULL ? out.base : "", out.len);
@@ -251,8 +285,12 @@ static int on_metrics(h2o_handler_t *self, h2o_req_t *req)
     return 0;
 }
 
-void rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *prefix)
+int rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *prefix,
+                           const char *token_value, const char *token_path)
 {
+    char token[RB_TOKEN_LEN_MAX + 1];
+    int loaded = rb_token_load(token_value, token_path, token, sizeof(token));
+
     char path[256];
     builtin_handler_t *h;
 
@@ -262,6 +300,20 @@ void rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *pref
     snprintf(path, sizeof(path), "%s/metrics", prefix);
     h = (builtin_handler_t *)rb_server_route(hc, path, on_metrics, sizeof(*h));
     h->server = s;
+    if (loaded == 1) {
+        h->has_token = 1;
+        rb_sha256(token, strlen(token), h->token_hash);
+        explicit_bzero(token, sizeof(token));
+    } else if (loaded == 0) {
+        rb_log_warn("metrics_token_missing", "file=%s metrics=off (GET %s answers 403)",
+                    token_path != NULL ? token_path : "-", path);
+    } else {
+        rb_log_error("metrics_token_invalid",
+                     "expected=\"%d to %d printable characters, no spaces\" (%s)", RB_TOKEN_LEN_MIN,
+                     RB_TOKEN_LEN_MAX, token_value != NULL ? "RIGBOX_METRICS_TOKEN" : token_path);
+        return -1;
+    }
+    return 0;
 }
 
 rb_metrics_t *rb_server_metrics(rb_server_t *s)
@@ -274,15 +326,44 @@ rb_worker_t *rb_server_worker(h2o_req_t *req)
     return H2O_STRUCT_FROM_MEMBER(rb_worker_t, ctx, req->conn->ctx);
 }
 
+static void on_accept(h2o_socket_t *listener, const char *err);
+
+/* Starts (resume = 1) or stops accepting on every listener of the worker. */
+static void accept_all(rb_worker_t *w, int resume)
+{
+    for (unsigned i = 0; i < RB_SERVER_LISTENERS_MAX; i++) {
+        if (w->listeners[i].sock == NULL)
+            continue;
+        if (resume)
+            h2o_socket_read_start(w->listeners[i].sock, on_accept);
+        else
+            h2o_socket_read_stop(w->listeners[i].sock);
+    }
+}
+
+static void on_accept_resume(h2o_timeout_entry_t *te)
+{
+    accept_all(H2O_STRUCT_FROM_MEMBER(rb_worker_t, accept_resume, te), 1);
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     h2o_accept_ctx_t *actx = listener->data;
+    rb_worker_t *w = H2O_STRUCT_FROM_MEMBER(rb_worker_t, ctx, actx->ctx);
     h2o_socket_t *sock;
 
     if (err != NULL)
         return;
-    if ((sock = h2o_evloop_socket_accept(listener)) != NULL)
+    if ((sock = h2o_evloop_socket_accept(listener)) != NULL) {
         h2o_accept(actx, sock);
+    } else if ((errno == EMFILE || errno == ENFILE) && !h2o_timeout_is_linked(&w->accept_resume)) {
+        /* Out of descriptors: the connections wait in the backlog while calls end and free some;
+         * accepting again at once would spin on the readable listeners. */
+        accept_all(w, 0);
+        h2o_timeout_link(w->ctx.loop, &w->accept_pause, &w->accept_resume);
+        rb_log_warn("accept_paused", "worker=%u errno=%d pause_ms=%d (out of file descriptors)",
+                    w->index, errno, RB_SERVER_ACCEPT_PAUSE_MS);
+    }
 }
 
 static void on_wake(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
@@ -294,6 +375,8 @@ static void begin_shutdown(rb_worker_t *w)
 {
     rb_server_t *s = w->server;
     w->stopping = 1;
+    if (h2o_timeout_is_linked(&w->accept_resume))
+        h2o_timeout_unlink(&w->accept_resume);
     for (unsigned i = 0; i < s->nlisteners; i++) {
         if (w->listeners[i].sock != NULL) {
             h2o_socket_read_stop(w->listeners[i].sock);
@@ -334,6 +417,8 @@ static void *worker_main(void *arg)
         w->listeners[i].sock->data = actx;
         h2o_socket_read_start(w->listeners[i].sock, on_accept);
     }
+    h2o_timeout_init(w->ctx.loop, &w->accept_pause, RB_SERVER_ACCEPT_PAUSE_MS);
+    w->accept_resume.cb = on_accept_resume;
     for (;;) {
         int32_t wait = LOOP_WAIT_MAX_MS;
         if (s->conf.loop_wait_ms != NULL) {
@@ -390,6 +475,24 @@ void rb_server_block_signals(void)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
 }
 
+/* Raises the soft limit on open files to the hard one: every call holds two descriptors (the
+ * client's connection and the provider's), and services often start at a soft limit of 1024. */
+static void raise_fd_limit(const rb_server_t *s)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        rlim_t was = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? RB_SERVER_FD_LIMIT_UNBOUNDED : rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+            rl.rlim_cur = was;
+    }
+    rb_log_info("fd_limit", "server=%s open_files=%llu", s->conf.name,
+                (unsigned long long)rl.rlim_cur);
+}
+
 rb_err_t rb_server_run(rb_server_t *s)
 {
     sigset_t set;
@@ -397,6 +500,7 @@ rb_err_t rb_server_run(rb_server_t *s)
     RB_ASSERT(s->nlisteners > 0 && s->workers == NULL);
     rb_server_block_signals(); /* again, if main did not: workers inherit the mask */
     stop_signals(&set);
+    raise_fd_limit(s);
     s->workers = rb_calloc(s->conf.workers, sizeof(*s->workers));
     for (unsigned i = 0; i < s->nlisteners; i++) {
         char ip[INET_ADDRSTRLEN];

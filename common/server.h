@@ -28,6 +28,11 @@
 
 #define RB_SERVER_LISTENERS_MAX 4
 #define RB_SERVER_WORKERS_MAX   64
+/* How long a listener stops accepting when the process is out of file descriptors (EMFILE): the
+ * pending connection stays in the backlog, and the loop does not spin on the readable listener. */
+#define RB_SERVER_ACCEPT_PAUSE_MS 100
+/* The open-file limit taken when the hard limit is unlimited (Linux's default fs.nr_open). */
+#define RB_SERVER_FD_LIMIT_UNBOUNDED 1048576
 
 typedef struct st_rb_server_t rb_server_t;
 
@@ -44,6 +49,8 @@ typedef struct st_rb_worker_t {
         h2o_socket_t *sock;
         h2o_accept_ctx_t accept_ctx;
     } listeners[RB_SERVER_LISTENERS_MAX];
+    h2o_timeout_t accept_pause;        /* RB_SERVER_ACCEPT_PAUSE_MS */
+    h2o_timeout_entry_t accept_resume; /* linked while the listeners are paused */
 } rb_worker_t;
 
 typedef struct st_rb_server_conf_t {
@@ -83,8 +90,14 @@ typedef void (*rb_server_error_body_fn)(h2o_req_t *req, int status, rb_buf_t *ou
 /** Makes h2o's own error answers on hc JSON from fn (application/json, same status) instead of
  *  h2o's plain text, so every answer of a listener speaks its daemon's dialect. Before run. */
 void rb_server_error_body(h2o_hostconf_t *hc, rb_server_error_body_fn fn);
-/** Registers GET /healthz (200 {"status":"ok"}) and GET /metrics (Prometheus text) on hc. */
-void rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *prefix);
+/** Registers GET /healthz (200 {"status":"ok"}) and GET /metrics (Prometheus text) on hc.
+ *  /metrics answers only "Authorization: Bearer <the metrics token>" (compared in constant time;
+ *  401 otherwise): the token is token_value (RIGBOX_METRICS_TOKEN) if not NULL, else the content
+ *  of the file token_path (rb_token_load). With none configured /metrics answers 403 (logged).
+ *  Returns 0, or -1 (logged) when the token is malformed or unreadable: the daemon must not start.
+ */
+int rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *prefix,
+                           const char *token_value, const char *token_path);
 /** The server's metrics registry (owned by the server). */
 rb_metrics_t *rb_server_metrics(rb_server_t *s);
 /** Blocks SIGTERM and SIGINT in the calling thread and every thread it creates afterwards, and

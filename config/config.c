@@ -178,6 +178,7 @@ static const cfg_field_t main_schema[] = {
     SEC("secrets"),
     STR("secrets.master_key_file", M(secrets.master_key_file), 1, CFG_PATH_LEN_MAX, 0),
     STR("secrets.session_secret_file", M(secrets.session_secret_file), 1, CFG_PATH_LEN_MAX, 0),
+    STR("secrets.metrics_token_file", M(secrets.metrics_token_file), 1, CFG_PATH_LEN_MAX, 0),
     STR("models", offsetof(main_build_t, models), 1, CFG_PATH_LEN_MAX, 0),
     STR("templates", offsetof(main_build_t, templates), 1, CFG_PATH_LEN_MAX, 0),
 };
@@ -352,7 +353,8 @@ static void defaults_fill(cfg_t *c, cfg_arena_t *arena)
                 .console_log_max_bytes = 1 * MiB},
         .apps_domain = "localhost",
         .secrets = {.master_key_file = "var/secrets/master.key",
-                    .session_secret_file = "var/secrets/session.secret"},
+                    .session_secret_file = "var/secrets/session.secret",
+                    .metrics_token_file = "var/secrets/metrics.token"},
         .models_path = "models.yaml",
         .templates_dir = "templates",
     };
@@ -1096,6 +1098,7 @@ static rb_err_t env_apply(loader_t *L)
         {"RIGBOX_APPS_DOMAIN", &c->apps_domain, CFG_FL_HOST},
         {"RIGBOX_MASTER_KEY", &c->secrets.master_key, 0},
         {"RIGBOX_SESSION_SECRET", &c->secrets.session_secret, 0},
+        {"RIGBOX_METRICS_TOKEN", &c->secrets.metrics_token, 0},
     };
     const char *v, *bad;
 

@@ -172,12 +172,14 @@ typedef struct st_cfg_vmm_t {
     size_t console_log_max_bytes; /* serial console log before rotation; default 1 MiB */
 } cfg_vmm_t;
 
-/** secrets: where the master key and session secret come from. */
+/** secrets: where the master key, session secret and metrics token come from. */
 typedef struct st_cfg_secrets_t {
     const char *master_key_file;     /* default "var/secrets/master.key" */
     const char *session_secret_file; /* default "var/secrets/session.secret" */
+    const char *metrics_token_file;  /* default "var/secrets/metrics.token" */
     const char *master_key;          /* RIGBOX_MASTER_KEY's value, else NULL (read the file) */
     const char *session_secret;      /* RIGBOX_SESSION_SECRET's value, else NULL */
+    const char *metrics_token;       /* RIGBOX_METRICS_TOKEN's value, else NULL (read the file) */
 } cfg_secrets_t;
 
 /** A provider from the models file. */

@@ -173,7 +173,9 @@ static int serve(cfg_t *cfg)
         goto Exit;
     }
     ctl_api_register(server, hc, &app);
-    rb_server_add_builtins(server, hc, "");
+    if (rb_server_add_builtins(server, hc, "", cfg->secrets.metrics_token,
+                               cfg->secrets.metrics_token_file) != 0)
+        goto Exit;
     rc = rb_server_run(server) == RB_OK ? 0 : 1;
 Exit:
     ctl_supervisor_destroy(app.sup); /* running VMs keep running */

@@ -265,7 +265,9 @@ static int listen_all(rb_server_t *s, const cfg_t *cfg, gw_proxy_t *proxy)
         return -1;
     }
     gw_proxy_register(proxy, ai);
-    rb_server_add_builtins(s, ai, "");
+    if (rb_server_add_builtins(s, ai, "", cfg->secrets.metrics_token,
+                               cfg->secrets.metrics_token_file) != 0)
+        return -1;
     rb_server_route(apps, "/", on_apps_request, sizeof(h2o_handler_t));
     rb_log_info("listeners", "ai=%s apps=%s", cfg->gateway.ai_listen, cfg->gateway.apps_listen);
 #ifdef RB_MIMALLOC

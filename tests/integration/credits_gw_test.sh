@@ -177,7 +177,7 @@ wait "$LOCK_PID"
 cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser04' AND status = 'ok'" $((d_served + 1))
 check "d: every call served during the backlog is billed once, in full" cg_served_billed_once "$RB_TMP/d/served.ids"
 check "d: the refusals leave no usage row, and are counted in the requests metric" test \
-    "$(rb_sql "SELECT count(*) FROM usage_events WHERE error_code = 'ledger_backlog'"):$(curl -sS "http://127.0.0.1:$PC/metrics" |
+    "$(rb_sql "SELECT count(*) FROM usage_events WHERE error_code = 'ledger_backlog'"):$(rb_metrics "http://127.0.0.1:$PC/metrics" |
         awk '/^rigbox_gateway_requests_total\{.*status="503"/ { n += $NF } END { print n + 0 }')" = "0:$d_refused"
 st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
 check "d: once the ledger caught up, calls are served again" test "$st" = 200

@@ -46,6 +46,28 @@ rc=$?
 check "control: a malformed master key exits 1 ($rc), logged" \
     bash -c "[ $rc -eq 1 ] && grep -q 'event=master_key_invalid' '$RB_TMP/ctl-key.log'"
 
+# A metrics token that is malformed (here: too short) stops both daemons; with none configured,
+# /metrics answers 403 and the start says so.
+RIGBOX_METRICS_TOKEN=short timeout 10 "$gateway" --config "$src/config/rigbox.yaml" >"$RB_TMP/gw-mt.log" 2>&1
+rc=$?
+check "gateway: a malformed metrics token exits 1 ($rc), logged" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'event=metrics_token_invalid' '$RB_TMP/gw-mt.log' && ! grep -q short '$RB_TMP/gw-mt.log'"
+RIGBOX_METRICS_TOKEN=short timeout 10 "$control" --config "$src/config/rigbox.yaml" >"$RB_TMP/ctl-mt.log" 2>&1
+rc=$?
+check "control: a malformed metrics token exits 1 ($rc), logged" \
+    bash -c "[ $rc -eq 1 ] && grep -q 'event=metrics_token_invalid' '$RB_TMP/ctl-mt.log'"
+sed -e "s|metrics_token_file: .*|metrics_token_file: $RB_TMP/no-such.token|" -e "s|^models: .*|models: $src/config/models.yaml|" \
+    -e "s|^templates: .*|templates: $src/config/templates|" "$src/config/rigbox.yaml" >"$RB_TMP/notoken.yaml"
+nt_port=$(rb_free_port)
+RIGBOX_CONTROL_LISTEN=127.0.0.1:$nt_port rb_spawn control-notoken env -u RIGBOX_METRICS_TOKEN "$control" --config "$RB_TMP/notoken.yaml"
+nt_pid=$RB_LAST_PID
+rb_wait_http "http://127.0.0.1:$nt_port/api/v1/healthz"
+code=$(curl -s -o "$RB_TMP/m403.json" -w '%{http_code}' -H "Authorization: Bearer $RIGBOX_METRICS_TOKEN" "http://127.0.0.1:$nt_port/metrics")
+check "no metrics token configured: /metrics answers 403 metrics_off, and the start logs it" \
+    bash -c "[ $code = 403 ] && jq -e '.error.code == \"metrics_off\"' $RB_TMP/m403.json >/dev/null && grep -q 'event=metrics_token_missing' '$RB_TMP/control-notoken.log'"
+kill "$nt_pid" 2>/dev/null
+wait "$nt_pid" 2>/dev/null
+
 rb_spawn control "$control" --config "$src/config/rigbox.yaml"
 ctl_pid=$RB_LAST_PID
 check "control answers /api/v1/healthz" rb_wait_http "$api/healthz"
@@ -71,7 +93,16 @@ for id in base dev ai-agent-starter openclaw web-fullstack; do
          .floors.disk_size_mb > 0 and (.expected_apps | length) > 0' <<<"$t" >/dev/null
 done
 check "templates also under /api" bash -c "curl -fsS http://127.0.0.1:$ctl_port/api/templates | jq -e '.items|length==5' >/dev/null"
-check "metrics in Prometheus text" bash -c "curl -fsS http://127.0.0.1:$ai_port/metrics | grep -q '^# TYPE '"
+# /metrics is on the AI listener, which the workspaces' VMs reach: it needs the metrics token.
+check "gateway metrics in Prometheus text, with the metrics token" bash -c "rb_metrics http://127.0.0.1:$ai_port/metrics | grep -q '^# TYPE '"
+check "control metrics in Prometheus text, with the metrics token" bash -c "rb_metrics http://127.0.0.1:$ctl_port/metrics | grep -q '^# TYPE '"
+for m in "http://127.0.0.1:$ai_port/metrics" "http://127.0.0.1:$ctl_port/metrics"; do
+    code=$(curl -s -o "$RB_TMP/m.json" -D "$RB_TMP/m.hdr" -w '%{http_code}' "$m")
+    check "$m without a token: 401, no metric in the body" \
+        bash -c "[ $code = 401 ] && grep -qi '^www-authenticate: Bearer' $RB_TMP/m.hdr && jq -e '.error.code == \"unauthorized\"' $RB_TMP/m.json >/dev/null && ! grep -q rigbox_ $RB_TMP/m.json"
+    code=$(curl -s -o "$RB_TMP/m.json" -w '%{http_code}' -H "Authorization: Bearer ${RIGBOX_METRICS_TOKEN}x" "$m")
+    check "$m with a wrong token: 401" test "$code" = 401
+done
 code=$(curl -s -o "$RB_TMP/404.json" -w '%{http_code}' "$api/nope")
 check "unknown endpoint is 404 with the error shape" \
     bash -c "[ $code = 404 ] && jq -e '.error.code==\"not_found\" and .message' $RB_TMP/404.json >/dev/null"
@@ -116,6 +147,44 @@ rc=$?
 check "a taken port is refused with a clear message" \
     bash -c "[ $rc -ne 0 ] && grep -q 'cannot listen on 127.0.0.1:$ctl_port' $RB_TMP/control2.log"
 check "a restart applies no migration" grep -q "event=migrations applied=0" "$RB_TMP/control2.log"
+
+# Open files: the gateway raises its soft limit to the hard one (services often start at 1024;
+# every call holds two descriptors). Out of descriptors, it stops accepting for a moment instead of
+# spinning on the readable listener, and serves again once connections close.
+lim_port=$(rb_free_port)
+lim_apps=$(rb_free_port)
+(ulimit -S -n 40 && RIGBOX_AI_LISTEN=127.0.0.1:$lim_port RIGBOX_APPS_LISTEN=127.0.0.1:$lim_apps \
+    RIGBOX_SPOOL_DIR=$RB_TMP/spool-lim exec "$gateway" --config "$src/config/rigbox.yaml") >"$RB_TMP/gw-lim.log" 2>&1 &
+lim_pid=$!
+RB_PIDS+=("$lim_pid")
+rb_wait_http "http://127.0.0.1:$lim_port/healthz"
+check "a gateway started at a soft limit of 40 open files raises it to the hard limit ($(ulimit -H -n))" \
+    grep -q "event=fd_limit server=rigbox-gateway open_files=$(ulimit -H -n)" "$RB_TMP/gw-lim.log"
+kill "$lim_pid" 2>/dev/null
+wait "$lim_pid" 2>/dev/null
+(ulimit -n 40 && RIGBOX_AI_LISTEN=127.0.0.1:$lim_port RIGBOX_APPS_LISTEN=127.0.0.1:$lim_apps \
+    RIGBOX_SPOOL_DIR=$RB_TMP/spool-lim exec "$gateway" --config "$src/config/rigbox.yaml") >"$RB_TMP/gw-lim.log" 2>&1 &
+lim_pid=$!
+RB_PIDS+=("$lim_pid")
+rb_wait_http "http://127.0.0.1:$lim_port/healthz"
+cpu() { awk '{ print $14 + $15 }' "/proc/$lim_pid/stat"; } # clock ticks used so far
+python3 - "$lim_port" "$RB_TMP/held" <<'PY' &
+import socket, sys, time, os
+held = [socket.create_connection(("127.0.0.1", int(sys.argv[1]))) for _ in range(60)]
+open(sys.argv[2], "w").close()
+time.sleep(3)
+PY
+holder=$!
+for _ in $(seq 50); do [[ -f $RB_TMP/held ]] && break; sleep 0.1; done
+c0=$(cpu)
+sleep 2
+c1=$(cpu)
+check "out of descriptors (hard limit 40, 60 connections): accepting pauses, the loop does not spin ($((c1 - c0)) ticks in 2 s)" \
+    bash -c "[ $((c1 - c0)) -lt $(($(getconf CLK_TCK) / 2)) ] && grep -q 'event=accept_paused' '$RB_TMP/gw-lim.log'"
+wait "$holder"
+check "and it serves again once they closed" rb_wait_http "http://127.0.0.1:$lim_port/healthz"
+kill "$lim_pid" 2>/dev/null
+wait "$lim_pid" 2>/dev/null
 
 kill -TERM "$ctl_pid" "$gw_pid"
 wait "$ctl_pid"

@@ -430,7 +430,7 @@ for i in 1 2 3 4; do codes+=$(post /v1/chat/completions $TOK "$CHAT"); done
 check "provider restarted: every request served on a new connection ($codes)" test "$codes" = 200200200200
 
 # ---- 10. metrics, apps listener, shutdown flush ----------------------------------------------------
-curl -sS "$GW/metrics" >"$RB_TMP/metrics"
+rb_metrics "$GW/metrics" >"$RB_TMP/metrics"
 check "metrics: requests_total by route/model/status" grep -q 'rigbox_gateway_requests_total{route="chat",model="t-chat",status="200"}' "$RB_TMP/metrics"
 check "metrics: drains counted" grep -Eq '^rigbox_gateway_drains_total [1-9]' "$RB_TMP/metrics"
 st=$(curl -sS -o /dev/null -w '%{http_code}' "http://127.0.0.1:$APPS_PORT/")

@@ -9,6 +9,11 @@ RB_FAILED=0
 RB_PIDS=()
 RB_TMP=$(mktemp -d /tmp/rigbox-it.XXXXXX)
 
+# The daemons started by a test read their /metrics token from here; rb_metrics URL fetches one.
+export RIGBOX_METRICS_TOKEN=rb-test-metrics-token-0123456789
+rb_metrics() { curl -fsS -H "Authorization: Bearer $RIGBOX_METRICS_TOKEN" "$1"; }
+export -f rb_metrics # for check ... bash -c
+
 ok() { RB_PASSED=$((RB_PASSED + 1)); echo "ok   - $*"; }
 fail() { RB_FAILED=$((RB_FAILED + 1)); echo "FAIL - $*"; }
 # check "description" command...: passes when the command succeeds (its stdout is dropped).

@@ -140,7 +140,7 @@ check "no QEMU left after the guest's poweroff" no_qemu
 curl -fsS -o /dev/null "${H[@]}" -X POST "$api/workspaces/$ws/start"
 check "it starts after its own poweroff" wait_status running
 metric() { # metric 'name{labels}': its value on control's /metrics (0 when absent)
-    curl -fsS "http://127.0.0.1:$ctl_port/metrics" | awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }'
+    rb_metrics "http://127.0.0.1:$ctl_port/metrics" | awk -v k="$1" '$1 == k { v = $2 } END { print v + 0 }'
 }
 check "control's metrics count the boots and how the VMs ended" test \
     "$(metric 'rigbox_control_vm_boots_total{result="running"}') $(metric 'rigbox_control_vm_ends_total{how="stop"}') $(metric 'rigbox_control_vm_ends_total{how="guest_reboot"}') $(metric 'rigbox_control_vm_ends_total{how="guest_poweroff"}')" = "4 1 1 1"

@@ -201,6 +201,35 @@ static void test_master_key_load(void)
     unlink(path);
 }
 
+static void test_token_load(void)
+{
+    char tok[RB_TOKEN_LEN_MAX + 1], path[] = "/tmp/rb-token-XXXXXX", long_tok[RB_TOKEN_LEN_MAX + 2];
+    int fd = mkstemp(path);
+    FILE *f = fdopen(fd, "w");
+
+    fputs("  metrics-token-0123456789\r\n", f); /* whitespace around it is not part of it */
+    fclose(f);
+    CHECK_INT_EQ(rb_token_load(NULL, path, tok, sizeof(tok)), 1);
+    CHECK_STR_EQ(tok, "metrics-token-0123456789");
+    CHECK_INT_EQ(rb_token_load("from-the-environment-1", path, tok, sizeof(tok)), 1); /* wins */
+    CHECK_STR_EQ(tok, "from-the-environment-1");
+    CHECK_INT_EQ(rb_token_load(NULL, "/nonexistent/token", tok, sizeof(tok)), 0);
+    CHECK_INT_EQ(rb_token_load(NULL, NULL, tok, sizeof(tok)), 0);
+    /* malformed: too short, empty, a space or a control character inside, too long */
+    CHECK_INT_EQ(rb_token_load("short", NULL, tok, sizeof(tok)), -1);
+    CHECK_INT_EQ(rb_token_load("", NULL, tok, sizeof(tok)), -1);
+    CHECK_INT_EQ(rb_token_load("metrics token 0123456789", NULL, tok, sizeof(tok)), -1);
+    CHECK_INT_EQ(rb_token_load("metrics-token\x01-0123456789", NULL, tok, sizeof(tok)), -1);
+    CHECK_INT_EQ(rb_token_load("metrics-tok\xc3\xa9n-0123456789", NULL, tok, sizeof(tok)), -1);
+    memset(long_tok, 'a', sizeof(long_tok) - 1);
+    long_tok[sizeof(long_tok) - 1] = '\0';
+    CHECK_INT_EQ(rb_token_load(long_tok, NULL, tok, sizeof(tok)), -1);
+    long_tok[RB_TOKEN_LEN_MAX] = '\0';
+    CHECK_INT_EQ(rb_token_load(long_tok, NULL, tok, sizeof(tok)), 1);
+    CHECK_INT_EQ(rb_token_load(NULL, "/tmp", tok, sizeof(tok)), -1); /* a directory: unreadable */
+    unlink(path);
+}
+
 TEST_MAIN(test_sha256_known_vector, test_ids_and_secrets, test_sortable_ids,
           test_sortable_ids_pooled, test_ct_equal_and_hex, test_aes_gcm_round_trip_and_tamper,
-          test_aes_gcm_known_vector, test_master_key_parse, test_master_key_load)
+          test_aes_gcm_known_vector, test_master_key_parse, test_master_key_load, test_token_load)

@@ -17,15 +17,25 @@
 enum { ERRBUF = 1024, TMP_PATH = 512 };
 
 static const char *const env_vars[] = {
-    "RIGBOX_DATABASE_URL",       "RIGBOX_MASTER_KEY",
-    "RIGBOX_SESSION_SECRET",     "RIGBOX_AI_LISTEN",
-    "RIGBOX_APPS_LISTEN",        "RIGBOX_CONTROL_LISTEN",
-    "RIGBOX_APPS_DOMAIN",        "RIGBOX_LOG_LEVEL",
-    "RIGBOX_OPENAI_API_KEY",     "RIGBOX_OPENAI_BASE_URL",
-    "RIGBOX_ANTHROPIC_API_KEY",  "RIGBOX_ANTHROPIC_BASE_URL",
-    "RIGBOX_OPENROUTER_API_KEY", "RIGBOX_LOCAL_API_KEY",
-    "RIGBOX_MY_LOCAL_API_KEY",   "OPENAI_API_KEY",
-    "ANTHROPIC_API_KEY",         "OPENROUTER_API_KEY",
+    "RIGBOX_DATABASE_URL",
+    "RIGBOX_MASTER_KEY",
+    "RIGBOX_SESSION_SECRET",
+    "RIGBOX_METRICS_TOKEN",
+    "RIGBOX_AI_LISTEN",
+    "RIGBOX_APPS_LISTEN",
+    "RIGBOX_CONTROL_LISTEN",
+    "RIGBOX_APPS_DOMAIN",
+    "RIGBOX_LOG_LEVEL",
+    "RIGBOX_OPENAI_API_KEY",
+    "RIGBOX_OPENAI_BASE_URL",
+    "RIGBOX_ANTHROPIC_API_KEY",
+    "RIGBOX_ANTHROPIC_BASE_URL",
+    "RIGBOX_OPENROUTER_API_KEY",
+    "RIGBOX_LOCAL_API_KEY",
+    "RIGBOX_MY_LOCAL_API_KEY",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OPENROUTER_API_KEY",
 };
 
 /* Tests must not depend on the developer's environment. */
@@ -255,7 +265,9 @@ static void test_defaults(void)
     CHECK(c->vmm.stop_timeout_ms > 0 && c->vmm.boot_timeout_ms > 0 && c->vmm.vms_max > 0);
     CHECK_STR_EQ(c->apps_domain, "localhost");
     CHECK_STR_EQ(c->secrets.master_key_file, "var/secrets/master.key");
-    CHECK(c->secrets.master_key == NULL && c->secrets.session_secret == NULL);
+    CHECK_STR_EQ(c->secrets.metrics_token_file, "var/secrets/metrics.token");
+    CHECK(c->secrets.master_key == NULL && c->secrets.session_secret == NULL &&
+          c->secrets.metrics_token == NULL);
     CHECK_STR_EQ(c->models_path, "models.yaml");
     CHECK_INT_EQ(c->models_len, 0);
     CHECK(cfg_model_find(c, "gpt-4o") == NULL);
@@ -543,6 +555,7 @@ static void test_env_overrides(void)
     setenv("RIGBOX_DATABASE_URL", "host=/tmp/pg dbname=t", 1);
     setenv("ANTHROPIC_API_KEY", "sk-ant-from-api-key-env", 1);
     setenv("RIGBOX_MASTER_KEY", "master-secret", 1);
+    setenv("RIGBOX_METRICS_TOKEN", "metrics-secret-0123", 1);
     setenv("RIGBOX_AI_LISTEN", "127.0.0.1:19090", 1);
     setenv("RIGBOX_LOG_LEVEL", "debug", 1);
     CHECK_INT_EQ(cfg_load("config/rigbox.yaml", &c, err, sizeof(err)), RB_OK);
@@ -555,6 +568,7 @@ static void test_env_overrides(void)
         CHECK_STR_EQ(cfg_provider_find(c, "anthropic")->base_url, "https://api.anthropic.com");
         CHECK(cfg_provider_find(c, "openrouter")->api_key == NULL);
         CHECK_STR_EQ(c->secrets.master_key, "master-secret");
+        CHECK_STR_EQ(c->secrets.metrics_token, "metrics-secret-0123");
         CHECK(c->secrets.session_secret == NULL);
         CHECK_STR_EQ(c->gateway.ai_listen, "127.0.0.1:19090");
         CHECK_INT_EQ(c->server.log_level, RB_LOG_DEBUG);

@@ -113,8 +113,9 @@ rb_err_t gw_inflight_open(const char *dir, gw_inflight_t **out, char *errbuf, si
     return RB_OK;
 }
 
-/* The record of a call the previous process left under way. */
-static void interrupted_row(const inflight_slot_t *s, gw_db_usage_row_t *row)
+/* The record of a call left under way. */
+static void interrupted_row(const inflight_slot_t *s, const char *error_code,
+                            gw_db_usage_row_t *row)
 {
     const gw_inflight_call_t *call = &s->call;
     gw_usage_t u = s->usage, est = gw_usage_estimate(call->input_bytes < 0 ? 0 : call->input_bytes,
@@ -126,7 +127,7 @@ static void interrupted_row(const inflight_slot_t *s, gw_db_usage_row_t *row)
     *row = call->row;
     row->status = "error";
     row->http_status = 0;
-    rb_copy_str(row->error_code, sizeof(row->error_code), GW_INFLIGHT_ERROR_CODE);
+    rb_copy_str(row->error_code, sizeof(row->error_code), error_code);
     /* the input as the provider stated it (Anthropic's message_start: cache reads apart), else
      * estimated; the output so far, at least what the bytes received show (a cumulative count
      * stated mid-stream is not the final one) */
@@ -153,12 +154,11 @@ static void interrupted_row(const inflight_slot_t *s, gw_db_usage_row_t *row)
     row->duration_ms = 0; /* when the process died is not known */
 }
 
-size_t gw_inflight_recover(gw_inflight_t *f, int (*emit)(void *ctx, const gw_db_usage_row_t *row),
-                           void *ctx)
+size_t gw_inflight_recover(gw_inflight_t *f, const char *error_code,
+                           int (*emit)(void *ctx, const gw_db_usage_row_t *row), void *ctx)
 {
     size_t n = 0;
 
-    RB_ASSERT(!f->begun);
     for (size_t i = 0; i < GW_INFLIGHT_SLOTS; i++) {
         inflight_slot_t *s = &f->slots[i];
         gw_db_usage_row_t *r = &s->call.row, row;
@@ -176,7 +176,7 @@ size_t gw_inflight_recover(gw_inflight_t *f, int (*emit)(void *ctx, const gw_db_
         r->upstream_model[sizeof(r->upstream_model) - 1] = '\0';
         r->lease_id[sizeof(r->lease_id) - 1] = '\0';
         if (r->request_id[0] != '\0' && r->user_id[0] != '\0') {
-            interrupted_row(s, &row);
+            interrupted_row(s, error_code, &row);
             if (emit(ctx, &row) != 0)
                 continue; /* not kept: the next process tries again */
             n++;

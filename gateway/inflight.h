@@ -39,8 +39,10 @@
 
 /* Calls journaled at once per process; one past it is served without a slot (and counted). */
 #define GW_INFLIGHT_SLOTS 4096
-/* The error_code of an interrupted call's record. */
+/* The error_code of the record of a call the previous process left under way (a crash, a kill). */
 #define GW_INFLIGHT_ERROR_CODE "gateway_restarted"
+/* The error_code of the record of a call still under way when this process stopped (SIGTERM). */
+#define GW_INFLIGHT_STOPPED_CODE "gateway_stopped"
 
 typedef struct st_gw_inflight_t gw_inflight_t;
 
@@ -59,11 +61,13 @@ typedef struct st_gw_inflight_call_t {
  *  locked. A file of another layout (another version) is renamed inflight.unreadable and logged,
  *  and a new one made. Owned in *out (gw_inflight_close). */
 rb_err_t gw_inflight_open(const char *dir, gw_inflight_t **out, char *errbuf, size_t cap);
-/** Calls emit once for each slot a previous process left held, with the interrupted call's record,
- *  and frees the slot when emit returns 0 (the record is kept elsewhere); one emit refused (-1)
- *  stays held, for the next process. Returns the number of records kept. Before any begin. */
-size_t gw_inflight_recover(gw_inflight_t *f, int (*emit)(void *ctx, const gw_db_usage_row_t *row),
-                           void *ctx);
+/** Calls emit once for each held slot, with the interrupted call's record (its error_code is
+ *  error_code, its usage estimated), and frees the slot when emit returns 0 (the record is kept
+ *  elsewhere); one emit refused (-1) stays held, for the next process. Returns the number of
+ *  records kept. Only while no call begins or ends: at open (the slots a previous process left), or
+ *  once every loop thread stopped (the calls this process leaves). */
+size_t gw_inflight_recover(gw_inflight_t *f, const char *error_code,
+                           int (*emit)(void *ctx, const gw_db_usage_row_t *row), void *ctx);
 /** Takes a slot for call; returns its index, or -1 when all GW_INFLIGHT_SLOTS are taken. */
 int gw_inflight_begin(gw_inflight_t *f, const gw_inflight_call_t *call);
 /** The answer so far: its bytes (the output estimate if the process dies) and what the provider has

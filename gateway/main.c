@@ -345,6 +345,7 @@ int main(int argc, char **argv)
     if (listen_all(s, cfg, proxy) != 0)
         goto Exit;
     rb_server_run(s);
+    gw_recorder_record_unfinished(rec); /* the calls the stop cut, before their leases close */
     rc = 0;
 Exit:
     gw_credits_stop(credits); /* waits for the costs to be posted, returns the leases */

@@ -519,7 +519,7 @@ static rb_err_t inflight_recover(gw_recorder_t *r, char *errbuf, size_t cap)
 
     if (err != RB_OK)
         return err;
-    n = gw_inflight_recover(r->inflight, recover_emit, r);
+    n = gw_inflight_recover(r->inflight, GW_INFLIGHT_ERROR_CODE, recover_emit, r);
     if (n > 0) {
         if (fdatasync(r->fd) != 0)
             rb_log_error("spool_fsync_failed", "errno=%d", errno);
@@ -529,6 +529,17 @@ static rb_err_t inflight_recover(gw_recorder_t *r, char *errbuf, size_t cap)
                     n);
     }
     return RB_OK;
+}
+
+void gw_recorder_record_unfinished(gw_recorder_t *r)
+{
+    size_t n = gw_inflight_recover(r->inflight, GW_INFLIGHT_STOPPED_CODE, recover_emit, r);
+
+    if (n > 0)
+        rb_log_warn("unfinished_recorded",
+                    "records=%zu (calls under way when the gateway stopped: "
+                    "error_code=" GW_INFLIGHT_STOPPED_CODE ", usage estimated)",
+                    n);
 }
 
 gw_inflight_t *gw_recorder_inflight(gw_recorder_t *r)

@@ -95,6 +95,10 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int calle
 gw_inflight_t *gw_recorder_inflight(gw_recorder_t *r);
 /** The position up to which every submitted record is committed in PostgreSQL. */
 uint64_t gw_recorder_committed(gw_recorder_t *r);
+/** Records the calls still under way once the loop threads stopped (their slots in the inflight
+ *  journal: error_code gateway_stopped, usage estimated), so a stop leaves none for the next start
+ *  to find; the writer posts them before gw_recorder_stop returns. */
+void gw_recorder_record_unfinished(gw_recorder_t *r);
 /** 1 when GW_RECORDER_ADMIT_PCT percent of queue_max or more records wait: refuse new calls. Lock
  *  free. */
 int gw_recorder_backlogged(gw_recorder_t *r);

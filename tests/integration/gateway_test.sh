@@ -439,6 +439,13 @@ N_BEFORE=$(rb_sql "SELECT count(*) FROM usage_events")
 # The writer posts within writer_flush_ms (50 ms) on its own, before SIGTERM. So: a lock held for 3 s
 # blocks the INSERT of one first record (it commits once the lock goes, whatever the gateway does),
 # and the 5 records queued behind it can only reach PostgreSQL if the stop posts them.
+# A call still under way at the stop's deadline (drain_timeout_ms + 2 s) is cut and recorded by
+# this process (gateway_stopped, usage estimated): not left in the journal for a next start.
+curl -sS -N -o "$RB_TMP/long.out" -D "$RB_TMP/long.hdr" "$GW/v1/chat/completions" -H "Authorization: Bearer $TOK" \
+    -H 'content-type: application/json' -H 'X-Mock-Behavior: slow=500,chunks=60' \
+    -d '{"model":"t-chat","stream":true,"messages":[{"role":"user","content":"a long answer"}]}' 2>/dev/null &
+LONG_PID=$!
+sleep 1
 rb_sql "BEGIN; LOCK TABLE usage_events IN SHARE MODE; SELECT pg_sleep(3); COMMIT" >/dev/null &
 LOCK_PID=$!
 for i in $(seq 1 50); do
@@ -460,6 +467,11 @@ kill -TERM $GW_PID
 wait $GW_PID 2>/dev/null
 wait $LOCK_PID
 check "shutdown flushes the queue: every request recorded ($(posted) of 6)" test "$(posted)" = 6
+wait $LONG_PID
+long_rid=$(grep -i '^x-rigbox-request-id:' "$RB_TMP/long.hdr" | cut -d' ' -f2 | tr -d '\r')
+check "shutdown: a stream still under way at the deadline is cut, and recorded before the gateway exits" \
+    test "$(rb_sql "SELECT status, error_code, usage_source, input_uncached > 0, output > 0 FROM usage_events WHERE request_id = '$long_rid'")" = "error|gateway_stopped|estimate|t|t"
+check "shutdown: it was logged as recorded at the stop" grep -q 'event=unfinished_recorded records=1 ' "$RB_TMP/gateway.log"
 # common/server.c never disposes h2o's per-worker contexts (leaks inside libh2o only): a leak
 # counts as ours only when one of its frames is in gateway/.
 if grep -q 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP/gateway.log" ||

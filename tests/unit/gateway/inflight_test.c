@@ -99,7 +99,8 @@ static void test_crash_leaves_the_call(void)
     setup();
     f = open_dir();
 
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 0); /* a new file holds nothing */
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got),
+                 0); /* a new file holds nothing */
     sa = gw_inflight_begin(f, &a);
     sb = gw_inflight_begin(f, &b);
     sc = gw_inflight_begin(f, &cu);
@@ -113,7 +114,7 @@ static void test_crash_leaves_the_call(void)
     gw_inflight_close(f); /* as a dead process leaves it: a and c still held */
 
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 2);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 2);
     CHECK_STR_EQ(got.rows[0].request_id, "req-a");
     CHECK_STR_EQ(got.rows[1].request_id, "req-c");
     CHECK_STR_EQ(got.rows[0].user_id, "u-aaaaaaaa");
@@ -139,10 +140,12 @@ static void test_crash_leaves_the_call(void)
     CHECK_INT_EQ(got.rows[1].cost_micro, 0); /* unpriced */
     CHECK_INT_EQ(got.rows[1].billed, 0);
     got.n = 0;
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 0); /* recovered once, then freed */
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got),
+                 0); /* recovered once, then freed */
     gw_inflight_close(f);
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 0); /* and freed in the file too */
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got),
+                 0); /* and freed in the file too */
     gw_inflight_close(f);
     teardown();
 }
@@ -171,7 +174,7 @@ static void test_stated_usage(void)
     gw_inflight_progress(f, slot, 80, &said); /* ceil(80 / 4) = 20 tokens received */
     gw_inflight_close(f);
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 1);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 1);
     CHECK_INT_EQ(got.rows[0].input_uncached, 12); /* not ceil(401 / 4) = 101 */
     CHECK_INT_EQ(got.rows[0].cache_read, 90000);
     CHECK_INT_EQ(got.rows[0].cache_write_5m, 300);
@@ -209,7 +212,7 @@ static void test_sigkill(void)
     CHECK(pid > 0 && waitpid(pid, &status, 0) == pid);
     CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 1);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 1);
     CHECK_STR_EQ(got.rows[0].request_id, "req-killed");
     CHECK_INT_EQ(got.rows[0].output, 10);
     gw_inflight_close(f);
@@ -240,7 +243,7 @@ static void test_full(void)
     CHECK_INT_EQ(gw_inflight_used(f), 0);
     gw_inflight_close(f);
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 0);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 0);
     gw_inflight_close(f);
     teardown();
 }
@@ -260,7 +263,7 @@ static void test_unterminated(void)
     CHECK(gw_inflight_begin(f, &c) >= 0);
     gw_inflight_close(f);
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 1);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 1);
     CHECK_INT_EQ(strlen(got.rows[0].request_id), sizeof(c.row.request_id) - 1);
     CHECK_INT_EQ(strlen(got.rows[0].subject), sizeof(c.row.subject) - 1);
     gw_inflight_close(f);
@@ -290,11 +293,11 @@ static void test_unreadable(void)
     }
     f = open_dir();
     CHECK(stat(aside, &st) == 0 && st.st_size == 100000);
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 0);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 0);
     CHECK(gw_inflight_begin(f, &c) >= 0);
     gw_inflight_close(f);
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 1);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 1);
     CHECK_STR_EQ(got.rows[0].request_id, "req-new");
     gw_inflight_close(f);
     unlink(aside);
@@ -314,18 +317,51 @@ static void test_refused_kept(void)
     CHECK(gw_inflight_begin(f, &c) >= 0);
     gw_inflight_close(f);
     f = open_dir();
-    CHECK_INT_EQ(gw_inflight_recover(f, refuse, &got), 0);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, refuse, &got), 0);
     CHECK_INT_EQ(got.n, 1);
     CHECK_INT_EQ(gw_inflight_used(f), 1); /* still held */
     gw_inflight_close(f);
     f = open_dir();
     got.n = 0;
-    CHECK_INT_EQ(gw_inflight_recover(f, collect, &got), 1);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 1);
     CHECK_STR_EQ(got.rows[0].request_id, "req-kept");
     CHECK_INT_EQ(gw_inflight_used(f), 0);
     gw_inflight_close(f);
     teardown();
 }
 
+/* A stop records, in the same process, the calls still under way (gateway_stopped), and only those;
+ * their slots are free again and the next process finds nothing. */
+static void test_stop_records_unfinished(void)
+{
+    gw_inflight_t *f;
+    gw_inflight_call_t a = call("req-open", 1), b = call("req-ended", 1);
+    got_t got = {0};
+    int sa, sb;
+
+    setup();
+    f = open_dir();
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 0);
+    sa = gw_inflight_begin(f, &a);
+    sb = gw_inflight_begin(f, &b);
+    CHECK(sa >= 0 && sb >= 0);
+    gw_inflight_progress(f, sa, 400, NULL); /* 100 tokens of output seen */
+    gw_inflight_end(f, sb);
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_STOPPED_CODE, collect, &got), 1);
+    CHECK_STR_EQ(got.rows[0].request_id, "req-open");
+    CHECK_STR_EQ(got.rows[0].error_code, "gateway_stopped");
+    CHECK_STR_EQ(got.rows[0].usage_source, "estimate");
+    CHECK_INT_EQ(got.rows[0].input_uncached, 101);
+    CHECK_INT_EQ(got.rows[0].output, 100);
+    CHECK(got.rows[0].cost_micro > 0);
+    CHECK_INT_EQ(gw_inflight_used(f), 0);
+    gw_inflight_close(f);
+    f = open_dir();
+    got.n = 0;
+    CHECK_INT_EQ(gw_inflight_recover(f, GW_INFLIGHT_ERROR_CODE, collect, &got), 0);
+    gw_inflight_close(f);
+    teardown();
+}
+
 TEST_MAIN(test_crash_leaves_the_call, test_refused_kept, test_stated_usage, test_sigkill, test_full,
-          test_unterminated, test_unreadable)
+          test_unterminated, test_unreadable, test_stop_records_unfinished)

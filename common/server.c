@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <string.h>
 #include <strings.h>
@@ -355,6 +356,10 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     if (err != NULL)
         return;
     if ((sock = h2o_evloop_socket_accept(listener)) != NULL) {
+        unsigned ms = w->server->conf.client_send_timeout_ms;
+        if (ms > 0 && setsockopt(h2o_socket_get_fd(sock), IPPROTO_TCP, TCP_USER_TIMEOUT, &ms,
+                                 sizeof(ms)) != 0)
+            rb_log_warn("tcp_user_timeout_failed", "errno=%d", errno);
         h2o_accept(actx, sock);
     } else if ((errno == EMFILE || errno == ENFILE) && !h2o_timeout_is_linked(&w->accept_resume)) {
         /* Out of descriptors: the connections wait in the backlog while calls end and free some;

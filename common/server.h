@@ -58,6 +58,11 @@ typedef struct st_rb_server_conf_t {
     unsigned workers;        /* 1..RB_SERVER_WORKERS_MAX */
     size_t max_request_body; /* bytes; bigger bodies get 413 */
     unsigned shutdown_timeout_ms;
+    /* TCP_USER_TIMEOUT on accepted connections: a client that takes none of the answer (or
+     * acknowledges nothing) this long is cut, as nginx's send_timeout does; h2o has no write
+     * timeout, so without it a client that stops reading holds its request forever. 0 = the
+     * kernel's default (none). */
+    unsigned client_send_timeout_ms;
     void *user; /* passed back to the hooks */
     /** Runs on the worker thread before it accepts. */
     void (*on_worker_start)(rb_worker_t *w, void *user);

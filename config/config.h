@@ -98,6 +98,8 @@ typedef struct st_cfg_gateway_limits_t {
     size_t stream_high_water_bytes;     /* pause upstream above this; default 256 KiB */
     size_t stream_low_water_bytes;      /* resume below this; default 64 KiB */
     int keepalive_interval_ms;          /* SSE keep-alive comment interval; default 15000 */
+    int client_send_timeout_ms;         /* a client that takes none of the answer this long
+                                         * is cut (TCP_USER_TIMEOUT); default 60000 */
     int drain_timeout_ms;               /* draining after a client left; default 30000 */
     size_t drain_bytes_max;             /* default 8 MiB */
     int drains_max;                     /* concurrent drains; default 64 */

@@ -333,6 +333,7 @@ int main(int argc, char **argv)
         .workers = (unsigned)cfg->server.workers,
         .max_request_body = cfg->gateway.limits.body_max_bytes,
         .shutdown_timeout_ms = (unsigned)cfg->gateway.limits.drain_timeout_ms + SHUTDOWN_GRACE_MS,
+        .client_send_timeout_ms = (unsigned)cfg->gateway.limits.client_send_timeout_ms,
         .user = &proxy,
         .on_worker_start = on_worker_start,
         .on_worker_stop = on_worker_stop,

@@ -29,7 +29,7 @@ cat >"$RB_TMP/rigbox.yaml" <<YAML
 gateway:
   ai_listen: 127.0.0.1:$ai_port
   apps_listen: 127.0.0.1:$(rb_free_port)
-  limits: {body_max_bytes: 4096, sse_line_max_bytes: 2048, drain_bytes_max: 2000, drain_timeout_ms: 3000, keepalive_interval_ms: 500}
+  limits: {body_max_bytes: 4096, sse_line_max_bytes: 2048, drain_bytes_max: 2000, drain_timeout_ms: 3000, keepalive_interval_ms: 500, client_send_timeout_ms: 2000}
 database: {url: "$RB_DB_URL"}
 models: models.yaml
 templates: templates
@@ -241,6 +241,29 @@ curl -sS --rate 1/s -o "$RB_TMP/s0" --limit-rate 2M -H "Authorization: Bearer $t
 answers=$(for f in t1 t2; do jq -r '.id[0:9]' "$RB_TMP/$f" 2>/dev/null || echo bad; done | tr '\n' ' ')
 check "unsolicited bytes after a paused stream never answer a later call ($answers)" \
     bash -c "grep -q '^data: \[DONE\]' $RB_TMP/s0 && [ '$answers' = 'chatcmpl- chatcmpl- ' ]"
+
+# A client that stops reading, but keeps its connection: past client_send_timeout_ms (2 s here)
+# with none of the answer taken, the connection is cut and the call ends (recorded, its hold and
+# slot freed) while the client still holds its socket. h2o alone never times out a write.
+python3 - "$ai_port" "$tok" "$BIGS" <<'PY' &
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.connect(("127.0.0.1", int(sys.argv[1])))
+body = sys.argv[3].encode()
+s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + sys.argv[2].encode() +
+          b"\r\nContent-Type: application/json\r\nX-Rigbox-Subject: stalled-reader\r\n"
+          b"X-Rigbox-Provider-Key: sk-own\r\nX-Mock-Behavior: big=8000000\r\nContent-Length: " +
+          str(len(body)).encode() + b"\r\n\r\n" + body)
+time.sleep(30)  # reads nothing, closes nothing
+PY
+stalled=$!
+stalled_row() { rb_sql "SELECT status, usage_source FROM usage_events WHERE subject = 'stalled-reader'"; }
+for _ in $(seq 150); do [[ -n $(stalled_row) ]] && break; sleep 0.1; done
+check "a client that reads nothing of an 8 MB stream: cut after client_send_timeout_ms, recorded while it still holds its socket ($(stalled_row))" \
+    bash -c "kill -0 $stalled && [ '$(stalled_row)' = 'client_gone|estimate' ]"
+kill "$stalled" 2>/dev/null
+wait "$stalled" 2>/dev/null
 
 # Upstreams that misbehave must not take the gateway down.
 # (on the caller's own key: x-ratelimit-* headers reach the caller only then)

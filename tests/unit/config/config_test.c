@@ -237,6 +237,7 @@ static void test_defaults(void)
     CHECK_INT_EQ(g->stream_high_water_bytes, 256 << 10);
     CHECK_INT_EQ(g->stream_low_water_bytes, 64 << 10);
     CHECK_INT_EQ(g->keepalive_interval_ms, 15000);
+    CHECK_INT_EQ(g->client_send_timeout_ms, 60000);
     CHECK_INT_EQ(g->drain_timeout_ms, 30000);
     CHECK_INT_EQ(g->drain_bytes_max, 8 << 20);
     CHECK_INT_EQ(g->drains_max, 64);

@@ -551,6 +551,27 @@ int rb_json_index(const rb_json_t *doc, int arr, size_t i)
     return e;
 }
 
+int rb_json_elem_next(const rb_json_t *doc, int arr, int *el)
+{
+    const jsmntok_t *t = tok_at(doc, arr);
+    int e;
+
+    RB_ASSERT(el != NULL);
+    if (t == NULL || t->type != JSMN_ARRAY)
+        return 0;
+    if (*el == -1) {
+        e = arr + 1;
+    } else {
+        RB_ASSERT(*el > arr && *el < doc->ntok && doc->tok[*el].parent == arr);
+        e = doc->next[*el];
+    }
+    if (e >= doc->next[arr])
+        return 0;
+    RB_ASSERT(doc->tok[e].parent == arr);
+    *el = e;
+    return 1;
+}
+
 int rb_json_next(const rb_json_t *doc, int obj, int *key, int *val)
 {
     const jsmntok_t *t = tok_at(doc, obj);

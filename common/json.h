@@ -80,6 +80,9 @@ int rb_json_find(const rb_json_t *doc, int v, const char *path);
 size_t rb_json_count(const rb_json_t *doc, int v);
 /** The i-th element of array arr, or -1. */
 int rb_json_index(const rb_json_t *doc, int arr, size_t i);
+/** Iterates an array: pass *el = -1 first; each call sets *el to the next element and returns 1,
+ *  or returns 0 at the end (or when arr is not an array). */
+int rb_json_elem_next(const rb_json_t *doc, int arr, int *el);
 /** Iterates an object: pass *key = -1 first; each call sets *key and *val to the next member and
  *  returns 1, or returns 0 at the end. */
 int rb_json_next(const rb_json_t *doc, int obj, int *key, int *val);

@@ -55,6 +55,10 @@ static const char *const adapter_unique_keys[] = {
     "n",
     "best_of",
     "background",
+    "service_tier",
+    "models",
+    "tools",
+    "web_search_options",
 };
 #define ADAPTER_KEYS (sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]))
 
@@ -252,6 +256,45 @@ static rb_err_t adapter_background(const adapter_root_t *root, gw_request_info_t
     return RB_OK;
 }
 
+/* 1 when the Responses tool t is one the provider bills by itself (per call, per session, per
+ * search): any but a plain function or custom tool. */
+static int adapter_tool_billed_apart(const rb_json_t *doc, int t)
+{
+    int type = rb_json_member(doc, t, "type");
+
+    return rb_json_type(doc, type) == RB_JSON_STRING && !rb_json_str_eq(doc, type, "function") &&
+           !rb_json_str_eq(doc, type, "custom");
+}
+
+/* Finds the first option the caller sets that makes the provider charge other than the model's
+ * prices (gw_request_info_t.priced_option): an OpenAI service tier but auto/default (priority costs
+ * up to twice the standard price), OpenRouter's fallback "models" (the call is priced at whichever
+ * model answered), chat's web search, a Responses tool billed apart. The caller refuses them on the
+ * operator's key. */
+static void adapter_priced_option(const adapter_root_t *root, gw_request_info_t *info)
+{
+    const rb_json_t *doc = root->doc;
+    int tier = adapter_root_value(root, "service_tier"), tools = adapter_root_value(root, "tools");
+    int t = -1;
+
+    info->priced_option = NULL;
+    if (gw_route_dialect(info->route) != GW_DIALECT_OPENAI)
+        return;
+    if (rb_json_type(doc, tier) == RB_JSON_STRING && !rb_json_str_eq(doc, tier, "auto") &&
+        !rb_json_str_eq(doc, tier, "default"))
+        info->priced_option = "service_tier";
+    else if (rb_json_type(doc, adapter_root_value(root, "models")) == RB_JSON_ARRAY)
+        info->priced_option = "models";
+    else if (rb_json_type(doc, adapter_root_value(root, "web_search_options")) == RB_JSON_OBJECT)
+        info->priced_option = "web_search_options";
+    else if (info->route == GW_ROUTE_RESPONSES && rb_json_type(doc, tools) == RB_JSON_ARRAY)
+        while (rb_json_elem_next(doc, tools, &t))
+            if (adapter_tool_billed_apart(doc, t)) {
+                info->priced_option = "tools";
+                break;
+            }
+}
+
 static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t *r,
                                gw_request_info_t *info, char *errmsg, size_t errcap)
 {
@@ -347,6 +390,7 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
         (err = adapter_background(&root, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_content(&root, r, info, errmsg, errcap)) != RB_OK)
         goto Exit;
+    adapter_priced_option(&root, info);
     RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');
 Exit:
     rb_json_free(doc);

@@ -1026,6 +1026,24 @@ static int beta_refused(gw_call_t *c)
     return 0;
 }
 
+/* On the operator's key, an option that changes the provider's price (the adapter's
+ * priced_option) is refused: it would be billed at the model's own prices (a priority tier at
+ * standard, a fallback model at the asked one's, a built-in tool's calls at nothing). 1 when
+ * refused (answered). */
+static int priced_option_refused(gw_call_t *c)
+{
+    char msg[256];
+
+    if (c->info.priced_option == NULL)
+        return 0;
+    snprintf(msg, sizeof(msg),
+             "'%s' as sent changes what the provider charges, which this gateway's prices do not "
+             "cover: not allowed on the gateway's key (leave it out, or use your own key)",
+             c->info.priced_option);
+    call_fail(c, 400, "priced_option_not_allowed", "rejected", msg, c->info.priced_option);
+    return 1;
+}
+
 static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
 {
     const cfg_provider_t *prov = c->model->provider;
@@ -1328,7 +1346,7 @@ static void call_forward(gw_call_t *c)
         call_fail(c, 413, "request_too_large", "rejected", "the request is too large", NULL);
         return;
     }
-    if (!c->byok && beta_refused(c)) {
+    if (!c->byok && (beta_refused(c) || priced_option_refused(c))) {
         up_release(c);
         return;
     }

@@ -167,6 +167,19 @@ check "messages: one it does not list is 400 beta_not_allowed, nothing sent upst
 st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: context-1m-2025-08-07' -H 'X-Rigbox-Provider-Key: sk-ant-own')
 check "messages: on the caller's own key any anthropic-beta passes" \
     test "$st:$(last_mock_headers | jq -r '.["anthropic-beta"]')" = "200:context-1m-2025-08-07"
+# Options that change what the provider charges are refused on the operator's key (they would be
+# billed at the model's standard prices): OpenAI's priority tier, a Responses built-in tool.
+n_mock=$(curl -sS "$MOCK/mock/requests" | jq '.requests | length')
+st=$(post /v1/chat/completions $TOK '{"model":"t-chat","service_tier":"priority","messages":[{"role":"user","content":"x"}]}')
+check "service_tier priority on the operator's key: 400 priced_option_not_allowed naming it, nothing sent upstream" \
+    bash -c "[ $st = 400 ] && jq -e '.error.code == \"priced_option_not_allowed\" and .error.param == \"service_tier\"' $RB_TMP/out >/dev/null &&
+        [ \"\$(curl -sS $MOCK/mock/requests | jq '.requests | length')\" = $n_mock ]"
+check "service_tier priority: a rejected row" test "$(row "$(rid)" "status, http_status, error_code, billed")" = "rejected|400|priced_option_not_allowed|f"
+st=$(post /v1/responses $TOK '{"model":"t-chat","input":"x","tools":[{"type":"web_search"}]}')
+check "a Responses web_search tool on the operator's key: 400" test "$st:$(jq -r .error.param "$RB_TMP/out")" = "400:tools"
+st=$(post /v1/chat/completions $TOK '{"model":"t-chat","service_tier":"priority","messages":[{"role":"user","content":"x"}]}' -H 'X-Rigbox-Provider-Key: sk-own')
+check "service_tier priority on the caller's own key: sent" \
+    test "$st:$(last_mock_headers | jq -r .authorization)" = "200:Bearer sk-own"
 st=$(post_ant /v1/messages $TOK "$MSG")
 check "messages: the provider's request-id, not the operator account's rate-limit headers" \
     bash -c "grep -qi '^request-id: req_' $RB_TMP/hdr && ! grep -qi '^anthropic-ratelimit-' $RB_TMP/hdr"

@@ -721,6 +721,17 @@ static void test_iteration(void)
     k = -1;
     CHECK_INT_EQ(rb_json_next(doc, rb_json_find(doc, 0, "b.c"), &k, &v), 0); /* empty */
     CHECK_INT_EQ(rb_json_count(doc, rb_json_member(doc, 0, "d")), 0);
+    /* arrays: each element once, in order, nested values skipped whole */
+    int e = -1, n = 0;
+    while (rb_json_elem_next(doc, a, &e)) {
+        CHECK_INT_EQ(e, rb_json_index(doc, a, (size_t)n));
+        n++;
+    }
+    CHECK_INT_EQ(n, 2);
+    e = -1;
+    CHECK_INT_EQ(rb_json_elem_next(doc, 0, &e), 0); /* not an array */
+    e = -1;
+    CHECK_INT_EQ(rb_json_elem_next(doc, rb_json_find(doc, 0, "a[1].x"), &e), 0); /* empty */
     rb_json_free(doc);
 }
 

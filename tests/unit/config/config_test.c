@@ -90,7 +90,9 @@ static void check_prices(const cfg_t *c, const char *name, int64_t in, int64_t c
     CHECK_INT_EQ(m->prices.cache_write_5m_micro, w5);
     CHECK_INT_EQ(m->prices.cache_write_1h_micro, w1);
     CHECK_INT_EQ(m->prices.output_micro, out);
-    CHECK_INT_EQ(m->prices.per_request_micro, 0);
+    /* Anthropic's models price the web search tool: $10 per 1,000 searches */
+    CHECK_INT_EQ(m->prices.per_request_micro,
+                 m->provider->kind == CFG_PROVIDER_ANTHROPIC ? 1000000 : 0);
 }
 
 static void test_shipped_config(void)

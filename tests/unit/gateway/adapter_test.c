@@ -418,5 +418,58 @@ static void test_cap_name(void)
     }
 }
 
-TEST_MAIN(test_cap_name, test_inspect_table, test_inspect_choices, test_inspect_limits,
-          test_rewrite_table, test_rewrite_limit, test_usage_chunk, test_add_cost, test_routes)
+/* The options that change what the provider charges (refused on the operator's key). */
+static void test_priced_option(void)
+{
+    static const struct {
+        gw_route_t route;
+        const char *body, *option; /* NULL: none */
+    } cases[] = {
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"priority\"}",
+         "service_tier"},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"flex\"}",
+         "service_tier"},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"auto\"}", NULL},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"default\"}", NULL},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":null}", NULL},
+        {GW_ROUTE_RESPONSES, "{\"model\":\"m\",\"input\":\"x\",\"service_tier\":\"priority\"}",
+         "service_tier"},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"models\":[\"a\",\"b\"]}", "models"},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"web_search_options\":{}}",
+         "web_search_options"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"},"
+         "{\"type\":\"web_search\"}]}",
+         "tools"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"code_interpreter\"}]}", "tools"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\"},"
+         "{\"type\":\"custom\",\"name\":\"g\"}]}",
+         NULL},
+        /* chat tools are functions (billed as tokens); Anthropic's server tools are metered */
+        {GW_ROUTE_CHAT,
+         "{\"model\":\"m\",\"messages\":[],\"tools\":[{\"type\":\"function\",\"function\":{}}]}",
+         NULL},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"messages\":[],\"max_tokens\":9,\"service_tier\":\"auto\","
+         "\"tools\":[{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}]}",
+         NULL},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        gw_request_info_t info;
+        char msg[GW_ADAPTER_ERRMSG_MAX];
+        CHECK_INT_EQ(gw_adapter_inspect(cases[i].route, cases[i].body, strlen(cases[i].body), NULL,
+                                        &info, msg, sizeof(msg)),
+                     RB_OK);
+        if (cases[i].option == NULL)
+            CHECK(info.priced_option == NULL);
+        else
+            CHECK(info.priced_option != NULL && strcmp(info.priced_option, cases[i].option) == 0);
+    }
+}
+
+TEST_MAIN(test_priced_option, test_cap_name, test_inspect_table, test_inspect_choices,
+          test_inspect_limits, test_rewrite_table, test_rewrite_limit, test_usage_chunk,
+          test_add_cost, test_routes)

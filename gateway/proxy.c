@@ -87,7 +87,8 @@ typedef struct st_gw_call_t {
     gw_dialect_t dialect;
     char request_id[GW_PROXY_REQUEST_ID_MAX];
     char subject[GW_LIMITS_SUBJECT_MAX + 1];
-    uint64_t start_ms;
+    uint64_t start_ms;   /* wall clock: created_at, the request id */
+    uint64_t start_mono; /* monotonic: ttfb and duration (a clock step cannot make them < 0) */
     int64_t ttfb_ms;
     /* identity and routing */
     gw_identity_job_t *job;
@@ -154,11 +155,17 @@ typedef struct st_anchor_t {
     gw_call_t *call;
 } anchor_t;
 
-static uint64_t now_ms(void)
+static uint64_t clock_ms(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(clock, &ts);
     return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Milliseconds since the call started, on the monotonic clock. */
+static int64_t call_elapsed_ms(const gw_call_t *c)
+{
+    return (int64_t)(clock_ms(CLOCK_MONOTONIC) - c->start_mono);
 }
 
 static const char *route_path(int route)
@@ -218,6 +225,17 @@ static int64_t call_max_output(const gw_call_t *c)
            c->info.choices;
 }
 
+/* An output the provider did not state, whose bytes do not show it either, is billed at the call's
+ * cap (what its hold covered), not at the little seen: a stream that could not be read to its
+ * usage (an event past sse_line_max_bytes), and any call of a reasoning model (its reasoning
+ * tokens, often many times the visible text, are never streamed; a caller who leaves while it
+ * reasons would get them free). */
+static void call_output_unseen(gw_call_t *c, gw_usage_t *u)
+{
+    if (!(u->reported & GW_USAGE_OUTPUT) && u->output < call_max_output(c))
+        u->output = call_max_output(c);
+}
+
 /* Usage and its source for the row: the provider's numbers, completed by estimates if needed. */
 static const char *call_usage(gw_call_t *c, gw_usage_t *u)
 {
@@ -231,6 +249,8 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
          * drain's bound passed), or the provider did not answer in time. It had the whole
          * request, so it is estimated (DESIGN.md §3), not free */
         gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, 0, c->cfg->credits.chars_per_token);
+        if (c->model->reasoning)
+            call_output_unseen(c, u);
         return "estimate";
     }
     if (c->up_status / 100 != 2)
@@ -244,12 +264,8 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
         return "provider";
     estimated = gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, call_out_bytes(c),
                                        c->cfg->credits.chars_per_token);
-    if (c->sse_failed && !(u->reported & GW_USAGE_OUTPUT) && u->output < call_max_output(c)) {
-        /* the stream could not be read to its usage (an event past sse_line_max_bytes): its
-         * output is billed at the call's cap, which its hold covered, not at the little seen */
-        u->output = call_max_output(c);
-        estimated = 1;
-    }
+    if (c->sse_failed || (estimated && c->model->reasoning))
+        call_output_unseen(c, u);
     return estimated ? "estimate" : "provider";
 }
 
@@ -277,7 +293,7 @@ static void call_record(gw_call_t *c)
 {
     gw_db_usage_row_t row_s = {0}, *row = &row_s; /* on the stack: no allocation per request */
     gw_usage_t u;
-    uint64_t end = now_ms(), seq = 0;
+    uint64_t seq = 0;
     int kept;
 
     if (c->recorded)
@@ -306,7 +322,7 @@ static void call_record(gw_call_t *c)
         }
     }
     row->ttfb_ms = c->ttfb_ms;
-    row->duration_ms = (int64_t)(end - c->start_ms);
+    row->duration_ms = call_elapsed_ms(c);
     if (row->ttfb_ms > row->duration_ms)
         row->ttfb_ms = row->duration_ms;
     if (strcmp(row->status, "ok") != 0)
@@ -378,7 +394,7 @@ static void call_metrics(gw_call_t *c)
     rb_metric_add(p->m_bytes_out, c->bytes_out);
     if (c->called && c->route != GW_ROUTE_MODELS) {
         upstream_metrics(c, &duration, &ttfb);
-        rb_metric_observe_us(duration, (int64_t)(now_ms() - c->start_ms) * 1000);
+        rb_metric_observe_us(duration, call_elapsed_ms(c) * 1000);
         if (c->ttfb_ms >= 0)
             rb_metric_observe_us(ttfb, c->ttfb_ms * 1000);
     }
@@ -546,7 +562,7 @@ static void on_up_header(void *ctx, const char *line, size_t len)
     if (len == 0) {
         if (c->up_status >= 200 && !c->headers_done) {
             c->headers_done = 1;
-            c->ttfb_ms = (int64_t)(now_ms() - c->start_ms);
+            c->ttfb_ms = call_elapsed_ms(c);
         }
         return;
     }
@@ -1554,7 +1570,8 @@ static gw_call_t *call_new(gw_proxy_worker_t *pw, h2o_req_t *req, int route)
     c->super.stop = on_stop;
     c->ka_te.cb = on_keepalive;
     c->drain_te.cb = on_drain_timeout;
-    c->start_ms = now_ms();
+    c->start_ms = clock_ms(CLOCK_REALTIME);
+    c->start_mono = clock_ms(CLOCK_MONOTONIC);
     c->journal_slot = -1;
     c->ttfb_ms = -1;
     /* time-ordered: usage_events and credit_transfers are keyed by it */

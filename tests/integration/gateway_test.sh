@@ -30,6 +30,7 @@ models:
   t-cached: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", cached_input: "0.50", output: "2.00"}, max_output_default: 100}
   t-slow: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
   t-quiet: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
+  t-think: {provider: mockoai, upstream: o4-mini, reasoning: true, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
   t-ttfb: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
   t-429: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
   t-big: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
@@ -384,6 +385,20 @@ curl -sS -N -o /dev/null -D "$RB_TMP/hdr" --max-time 0.6 "$GW/v1/chat/completion
 R=$(rid)
 sleep 2.5
 check "client gone mid-stream: drained, provider usage recorded" test "$(row "$R" "status, usage_source, output")" = "client_gone|provider|12"
+# A client that leaves a stream longer than the drain (5 s here): no usage comes, the output is
+# estimated from the text seen; for a reasoning model, whose reasoning tokens are never streamed,
+# at the call's cap (100 tokens), what its hold covered.
+for m in t-slow t-think; do
+    curl -sS -N -o /dev/null -D "$RB_TMP/hdr" --max-time 0.6 "$GW/v1/chat/completions" -H "Authorization: Bearer $TOK" \
+        -H 'content-type: application/json' -d "{\"model\":\"$m\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}" \
+        -H 'X-Mock-Behavior: slow=1500,chunks=10' 2>/dev/null
+    eval "R_${m//-/_}=$(rid)"
+done
+sleep 5.5
+check "client gone, drain cut: the output estimated from the text seen" \
+    bash -c "[[ '$(row "$R_t_slow" "status, usage_source, output < 10")' == 'client_gone|estimate|t' ]]"
+check "client gone, drain cut, a reasoning model: the output billed at the call's cap" \
+    test "$(row "$R_t_think" "status, usage_source, output")" = "client_gone|estimate|100"
 # 16 MB of text takes 4M output tokens: a cap that large (t-big's default of 100 would cut the mock's
 # answer to 400 bytes), for the BYOK workspace (no 800-credit hold; and the 4M tokens fill its user's
 # token window, not the one of the user the next sections call for)

@@ -168,6 +168,11 @@ check "messages: one it does not list is 400 beta_not_allowed, nothing sent upst
 st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: context-1m-2025-08-07' -H 'X-Rigbox-Provider-Key: sk-ant-own')
 check "messages: on the caller's own key any anthropic-beta passes" \
     test "$st:$(last_mock_headers | jq -r '.["anthropic-beta"]')" = "200:context-1m-2025-08-07"
+# A final usage that states the output only (some OpenAI-compatible servers): the input is
+# estimated from the request, not billed 0.
+st=$(post /v1/chat/completions $TOK "$CHAT" -H 'X-Mock-Behavior: output-only-usage')
+check "a usage without prompt_tokens: the input estimated, the stated output kept" \
+    bash -c "[ $st = 200 ] && [ '$(row "$(rid)" "usage_source, input_uncached > 0, output > 0, cost_micro > 0")' = 'estimate|t|t|t' ]"
 # Options that change what the provider charges are refused on the operator's key (they would be
 # billed at the model's standard prices): OpenAI's priority tier, a Responses built-in tool.
 n_mock=$(curl -sS "$MOCK/mock/requests" | jq '.requests | length')

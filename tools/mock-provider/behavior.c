@@ -142,6 +142,8 @@ static rb_err_t parse_item(mock_behavior_t *b, mock_span_t item)
         b->fixed_time = 1;
     else if (span_eq(item, "force-stream"))
         b->force_stream = 1;
+    else if (span_eq(item, "output-only-usage"))
+        b->output_only_usage = 1;
     else
         return RB_ERR_PARSE;
     return RB_OK;

@@ -133,7 +133,9 @@ static void usage(FILE *f)
         "  force-stream   chat and completions answer as a stream, with usage, even to\n"
         "                 \"stream\": false\n"
         "  trailing=MS    MS after a whole answer, a second HTTP response nobody\n"
-        "                 asked for on the same connection\n",
+        "                 asked for on the same connection\n"
+        "  output-only-usage  chat: the usage states completion_tokens only (some\n"
+        "                 OpenAI-compatible servers)\n",
         f);
 }
 

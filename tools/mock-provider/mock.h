@@ -79,6 +79,7 @@ typedef struct st_mock_behavior_t {
     uint64_t big_bytes;     /* 0 = off; else the reply text has this many bytes */
     uint32_t pad_headers;   /* extra x-ratelimit-pad-I headers of MOCK_PAD_HEADER_BYTES */
     int force_stream;       /* chat, completions: stream (with usage) even when not asked to */
+    int output_only_usage;  /* chat: usage states completion_tokens only */
     uint32_t split_bytes;   /* 0 = off; else the body goes out in pieces of this many bytes */
     uint32_t trailing_ms;   /* 0 = off; else unsolicited bytes this long after the answer */
     mock_usage_override_t usage;

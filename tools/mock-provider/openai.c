@@ -105,9 +105,16 @@ static void jw_kv_raw(rb_jw_t *w, const char *key, const char *json)
     rb_jw_raw(w, json, strlen(json));
 }
 
-static void jw_chat_usage(rb_jw_t *w, const mock_plan_t *p)
+/* Chat usage; without_input (output-only-usage) leaves out the prompt counts, as some
+ * OpenAI-compatible servers do. */
+static void jw_chat_usage(rb_jw_t *w, const mock_plan_t *p, int without_input)
 {
     rb_jw_obj_begin(w);
+    if (without_input) {
+        jw_kv_int(w, "completion_tokens", p->completion);
+        rb_jw_obj_end(w);
+        return;
+    }
     jw_kv_int(w, "prompt_tokens", p->prompt);
     jw_kv_int(w, "completion_tokens", p->completion);
     jw_kv_int(w, "total_tokens", p->prompt + p->completion);
@@ -213,7 +220,7 @@ static void chat_chunk(oa_ctx_t *c, int kind, const char *text, size_t n)
     rb_jw_arr_end(&w);
     if (kind == 3) {
         rb_jw_key(&w, "usage");
-        jw_chat_usage(&w, c->plan);
+        jw_chat_usage(&w, c->plan, c->call->bhv.output_only_usage);
     } else if (oa_usage_wanted(c->call)) {
         jw_kv_str(&w, "usage", NULL);
     }
@@ -308,7 +315,7 @@ static void chat_plain(oa_ctx_t *c)
     rb_jw_arr_end(&w);
     if (!c->call->bhv.no_usage) {
         rb_jw_key(&w, "usage");
-        jw_chat_usage(&w, c->plan);
+        jw_chat_usage(&w, c->plan, c->call->bhv.output_only_usage);
     }
     rb_jw_obj_end(&w);
 }

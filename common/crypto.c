@@ -232,29 +232,44 @@ rb_err_t rb_master_key_parse(const char *text, size_t len, uint8_t key[RB_AES_KE
     return RB_OK;
 }
 
-int rb_master_key_load(const char *value, const char *path, uint8_t key[RB_AES_KEY_LEN],
-                       char *key_id, size_t cap)
+/* A configured secret's text into text (cap bytes): value (an environment variable's) if not NULL,
+ * else the file at path. 1 with *len set; 0 when none is configured (no value, no path, no such
+ * file); -1 when the file cannot be read or the text is not shorter than cap. */
+static int secret_text(const char *value, const char *path, char *text, size_t cap, size_t *len)
 {
-    char text[256];
-    size_t len = 0;
     FILE *f;
-    int rc;
 
     if (value != NULL) {
-        len = strlen(value);
-        return rb_master_key_parse(value, len, key, key_id, cap) == RB_OK ? 1 : -1;
+        if ((*len = strlen(value)) >= cap)
+            return -1;
+        memcpy(text, value, *len);
+        return 1;
     }
     if (path == NULL)
         return 0;
     if ((f = fopen(path, "r")) == NULL)
         return errno == ENOENT ? 0 : -1; /* configured but unreadable: not "none" */
-    len = fread(text, 1, sizeof(text), f);
+    *len = fread(text, 1, cap, f);
     fclose(f);
-    rc = len > 0 && len < sizeof(text) && rb_master_key_parse(text, len, key, key_id, cap) == RB_OK
-             ? 1
-             : -1;
+    return *len < cap ? 1 : -1;
+}
+
+int rb_master_key_load(const char *value, const char *path, uint8_t key[RB_AES_KEY_LEN],
+                       char *key_id, size_t cap)
+{
+    char text[256];
+    size_t len = 0;
+    int rc = secret_text(value, path, text, sizeof(text), &len);
+
+    if (rc == 1)
+        rc = rb_master_key_parse(text, len, key, key_id, cap) == RB_OK ? 1 : -1;
     explicit_bzero(text, sizeof(text));
     return rc;
+}
+
+static int is_blank(char c)
+{
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
 }
 
 /* 1 when text[0..len) is a token: printable ASCII without spaces, of an allowed length. */
@@ -272,37 +287,21 @@ int rb_token_load(const char *value, const char *path, char *out, size_t cap)
 {
     char text[RB_TOKEN_LEN_MAX + 64];
     size_t len = 0, start = 0;
-    FILE *f;
+    int rc;
 
     RB_ASSERT(out != NULL && cap > RB_TOKEN_LEN_MAX);
     out[0] = '\0';
-    if (value != NULL) {
-        len = strlen(value);
-        if (len >= sizeof(text))
-            return -1;
-        memcpy(text, value, len);
-    } else {
-        if (path == NULL)
-            return 0;
-        if ((f = fopen(path, "r")) == NULL)
-            return errno == ENOENT ? 0 : -1; /* configured but unreadable: not "none" */
-        len = fread(text, 1, sizeof(text), f);
-        fclose(f);
-        if (len == sizeof(text))
-            return -1;
-    }
-    while (start < len && (text[start] == ' ' || text[start] == '\t' || text[start] == '\n' ||
-                           text[start] == '\r'))
+    rc = secret_text(value, path, text, sizeof(text), &len);
+    while (rc == 1 && start < len && is_blank(text[start]))
         start++;
-    while (len > start && (text[len - 1] == ' ' || text[len - 1] == '\t' || text[len - 1] == '\n' ||
-                           text[len - 1] == '\r'))
+    while (rc == 1 && len > start && is_blank(text[len - 1]))
         len--;
-    if (!token_ok(text + start, len - start)) {
-        explicit_bzero(text, sizeof(text));
-        return -1;
+    if (rc == 1 && !token_ok(text + start, len - start))
+        rc = -1;
+    if (rc == 1) {
+        memcpy(out, text + start, len - start);
+        out[len - start] = '\0';
     }
-    memcpy(out, text + start, len - start);
-    out[len - start] = '\0';
     explicit_bzero(text, sizeof(text));
-    return 1;
+    return rc;
 }

@@ -289,10 +289,8 @@ static int on_metrics(h2o_handler_t *self, h2o_req_t *req)
 int rb_server_add_builtins(rb_server_t *s, h2o_hostconf_t *hc, const char *prefix,
                            const char *token_value, const char *token_path)
 {
-    char token[RB_TOKEN_LEN_MAX + 1];
+    char token[RB_TOKEN_LEN_MAX + 1], path[256];
     int loaded = rb_token_load(token_value, token_path, token, sizeof(token));
-
-    char path[256];
     builtin_handler_t *h;
 
     snprintf(path, sizeof(path), "%s/healthz", prefix);

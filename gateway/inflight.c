@@ -37,7 +37,6 @@ struct st_gw_inflight_t {
     pthread_mutex_t mu; /* guards the free stack */
     int free_stack[GW_INFLIGHT_SLOTS];
     size_t free_len;
-    int begun; /* a slot was taken: recovering is over */
 };
 
 static size_t file_len(void)
@@ -193,7 +192,6 @@ int gw_inflight_begin(gw_inflight_t *f, const gw_inflight_call_t *call)
     int slot;
 
     pthread_mutex_lock(&f->mu);
-    f->begun = 1;
     slot = f->free_len > 0 ? f->free_stack[--f->free_len] : -1;
     pthread_mutex_unlock(&f->mu);
     if (slot < 0)

@@ -260,9 +260,10 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
         gw_usage_from_body((gw_route_t)c->route, c->body.base, c->body.len, NULL, &c->usage);
     }
     *u = c->sse_on ? c->obs.usage : c->usage;
+    /* a final usage that states the input; one that states only the output (some compatible
+     * servers) has its input estimated below, not free */
     if (u->terminal && (u->reported & GW_USAGE_INPUT_ANY))
-        return "provider"; /* a final usage without the input (some compatible servers): the
-                            * input is estimated below, not free */
+        return "provider";
     estimated = gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, call_out_bytes(c),
                                        c->cfg->credits.chars_per_token);
     if (c->sse_failed || (estimated && c->model->reasoning))

@@ -486,9 +486,10 @@ static void raise_fd_limit(const rb_server_t *s)
 
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
-    if (rl.rlim_cur < rl.rlim_max) {
-        rlim_t was = rl.rlim_cur;
-        rl.rlim_cur = rl.rlim_max == RLIM_INFINITY ? RB_SERVER_FD_LIMIT_UNBOUNDED : rl.rlim_max;
+    rlim_t was = rl.rlim_cur,
+           want = rl.rlim_max == RLIM_INFINITY ? RB_SERVER_FD_LIMIT_UNBOUNDED : rl.rlim_max;
+    if (want > was) {
+        rl.rlim_cur = want;
         if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
             rl.rlim_cur = was;
     }

@@ -59,6 +59,7 @@ static const char *const adapter_unique_keys[] = {
     "models",
     "tools",
     "web_search_options",
+    "plugins",
 };
 #define ADAPTER_KEYS (sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]))
 
@@ -256,21 +257,30 @@ static rb_err_t adapter_background(const adapter_root_t *root, gw_request_info_t
     return RB_OK;
 }
 
-/* 1 when the Responses tool t is one the provider bills by itself (per call, per session, per
- * search): any but a plain function or custom tool. */
+/* 1 when the Responses tool t is one OpenAI bills by itself, per call, search or container
+ * session: web search (any version), file search, code interpreter, image generation. Tools the
+ * client runs or that cost tokens only (function, custom, local_shell, apply_patch, mcp,
+ * computer use) are not. */
 static int adapter_tool_billed_apart(const rb_json_t *doc, int t)
 {
-    int type = rb_json_member(doc, t, "type");
+    static const char *const billed[] = {"web_search", "file_search", "code_interpreter",
+                                         "image_generation"};
+    char type[64];
 
-    return rb_json_type(doc, type) == RB_JSON_STRING && !rb_json_str_eq(doc, type, "function") &&
-           !rb_json_str_eq(doc, type, "custom");
+    if (rb_json_str(doc, rb_json_member(doc, t, "type"), type, sizeof(type), NULL) != RB_OK)
+        return 0;
+    for (size_t i = 0; i < sizeof(billed) / sizeof(billed[0]); i++)
+        if (strncmp(type, billed[i], strlen(billed[i])) == 0) /* web_search_preview_2025_03_11 */
+            return 1;
+    return 0;
 }
 
-/* Finds the first option the caller sets that makes the provider charge other than the model's
- * prices (gw_request_info_t.priced_option): an OpenAI service tier but auto/default (priority costs
- * up to twice the standard price), OpenRouter's fallback "models" (the call is priced at whichever
- * model answered), chat's web search, a Responses tool billed apart. The caller refuses them on the
- * operator's key. */
+/* Finds the first option the caller sets that makes the provider charge more than the model's
+ * prices (gw_request_info_t.priced_option): OpenAI's priority or scale tier (priority costs up to
+ * twice the standard price; flex costs less and passes), OpenRouter's fallback "models" (the call
+ * is priced at whichever model answered) and its plugins (web results are priced per result),
+ * chat's web search, a Responses tool billed apart. The caller refuses them on the operator's
+ * key. */
 static void adapter_priced_option(const adapter_root_t *root, gw_request_info_t *info)
 {
     const rb_json_t *doc = root->doc;
@@ -280,11 +290,13 @@ static void adapter_priced_option(const adapter_root_t *root, gw_request_info_t 
     info->priced_option = NULL;
     if (gw_route_dialect(info->route) != GW_DIALECT_OPENAI)
         return;
-    if (rb_json_type(doc, tier) == RB_JSON_STRING && !rb_json_str_eq(doc, tier, "auto") &&
-        !rb_json_str_eq(doc, tier, "default"))
+    if (rb_json_str_eq(doc, tier, "priority") || rb_json_str_eq(doc, tier, "scale"))
         info->priced_option = "service_tier";
     else if (rb_json_type(doc, adapter_root_value(root, "models")) == RB_JSON_ARRAY)
         info->priced_option = "models";
+    else if (rb_json_type(doc, adapter_root_value(root, "plugins")) == RB_JSON_ARRAY &&
+             rb_json_count(doc, adapter_root_value(root, "plugins")) > 0)
+        info->priced_option = "plugins";
     else if (rb_json_type(doc, adapter_root_value(root, "web_search_options")) == RB_JSON_OBJECT)
         info->priced_option = "web_search_options";
     else if (info->route == GW_ROUTE_RESPONSES && rb_json_type(doc, tools) == RB_JSON_ARRAY)

@@ -81,9 +81,9 @@ typedef struct st_gw_request_info_t {
     int64_t choices;       /* answers generated (n, best_of): each may reach the cap; 1 default */
     size_t input_bytes;    /* request size used for the input-token estimate */
     const char *err_param; /* on a validation error: the offending field (static), or NULL */
-    const char *priced_option; /* a field that changes the provider's price (service_tier other
-                                * than auto/default, models, web_search_options, a Responses
-                                * tool billed apart), static; NULL when none */
+    const char *priced_option; /* a field that raises the provider's price (service_tier
+                                * priority/scale, models, plugins, web_search_options, a
+                                * Responses tool billed apart), static; NULL when none */
     /* private: splice points for gw_adapter_rewrite */
     size_t root_open; /* offset of the root '{' (the root always has a member: model) */
     size_t model_start, model_end; /* the model string, quotes included */

@@ -227,9 +227,9 @@ static int64_t call_max_output(const gw_call_t *c)
 
 /* An output the provider did not state, whose bytes do not show it either, is billed at the call's
  * cap (what its hold covered), not at the little seen: a stream that could not be read to its
- * usage (an event past sse_line_max_bytes), and any call of a reasoning model (its reasoning
- * tokens, often many times the visible text, are never streamed; a caller who leaves while it
- * reasons would get them free). */
+ * usage (an event past sse_line_max_bytes), and a reasoning model's call its client left (its
+ * reasoning tokens, often many times the visible text, are never streamed: a caller who leaves
+ * while it reasons would get them free). A provider's own failure is not billed so. */
 static void call_output_unseen(gw_call_t *c, gw_usage_t *u)
 {
     if (!(u->reported & GW_USAGE_OUTPUT) && u->output < call_max_output(c))
@@ -249,7 +249,7 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
          * drain's bound passed), or the provider did not answer in time. It had the whole
          * request, so it is estimated (DESIGN.md §3), not free */
         gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, 0, c->cfg->credits.chars_per_token);
-        if (c->model->reasoning)
+        if (c->model->reasoning && c->client_gone)
             call_output_unseen(c, u);
         return "estimate";
     }
@@ -266,7 +266,7 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
         return "provider";
     estimated = gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, call_out_bytes(c),
                                        c->cfg->credits.chars_per_token);
-    if (c->sse_failed || (estimated && c->model->reasoning))
+    if (c->sse_failed || (estimated && c->model->reasoning && c->client_gone))
         call_output_unseen(c, u);
     return estimated ? "estimate" : "provider";
 }

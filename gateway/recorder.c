@@ -535,6 +535,8 @@ void gw_recorder_record_unfinished(gw_recorder_t *r)
 {
     size_t n = gw_inflight_recover(r->inflight, GW_INFLIGHT_STOPPED_CODE, recover_emit, r);
 
+    if (n > 0 && fdatasync(r->fd) != 0) /* their slots are free: the records must last */
+        rb_log_error("spool_fsync_failed", "errno=%d", errno);
     if (n > 0)
         rb_log_warn("unfinished_recorded",
                     "records=%zu (calls under way when the gateway stopped: "

@@ -404,6 +404,9 @@ check "client gone, drain cut: the output estimated from the text seen" \
     bash -c "[[ '$(row "$R_t_slow" "status, usage_source, output < 10")' == 'client_gone|estimate|t' ]]"
 check "client gone, drain cut, a reasoning model: the output billed at the call's cap" \
     test "$(row "$R_t_think" "status, usage_source, output")" = "client_gone|estimate|100"
+st=$(post /v1/chat/completions $TOK '{"model":"t-think","stream":true,"messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: reset')
+check "a reasoning model's stream the provider broke, its client still there: the text seen, not the cap" \
+    test "$(row "$(rid)" "status, usage_source, output < 10")" = "upstream_error|estimate|t"
 # 16 MB of text takes 4M output tokens: a cap that large (t-big's default of 100 would cut the mock's
 # answer to 400 bytes), for the BYOK workspace (no 800-credit hold; and the 4M tokens fill its user's
 # token window, not the one of the user the next sections call for)

@@ -427,8 +427,22 @@ static void test_priced_option(void)
     } cases[] = {
         {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"priority\"}",
          "service_tier"},
-        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"flex\"}",
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"scale\"}",
          "service_tier"},
+        /* cheaper (flex), or another server's own default tier: billed at the model's prices */
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"flex\"}", NULL},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"on_demand\"}", NULL},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"plugins\":[{\"id\":\"web\"}]}",
+         "plugins"},
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"plugins\":[]}", NULL},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"web_search_preview_2025_03_11\"}]"
+         "}",
+         "tools"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"local_shell\"},{\"type\":\"mcp\","
+         "\"server_label\":\"s\"},{\"type\":\"apply_patch\"},{\"type\":\"computer_use_preview\"}]}",
+         NULL},
         {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"auto\"}", NULL},
         {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":\"default\"}", NULL},
         {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"service_tier\":null}", NULL},

@@ -225,13 +225,15 @@ static int64_t call_max_output(const gw_call_t *c)
            c->info.choices;
 }
 
-/* An output the provider did not state, whose bytes do not show it either, is billed at the call's
- * cap (what its hold covered), not at the little seen: a stream that could not be read to its
- * usage (an event past sse_line_max_bytes), and a reasoning model's call its client left (its
+/* An output the provider did not state is billed at the call's cap (what its hold covered), not
+ * at the little its bytes show, when those bytes cannot tell: a stream that could not be read to
+ * its usage (an event past sse_line_max_bytes), and a reasoning model's call its client left (its
  * reasoning tokens, often many times the visible text, are never streamed: a caller who leaves
  * while it reasons would get them free). A provider's own failure is not billed so. */
 static void call_output_unseen(gw_call_t *c, gw_usage_t *u)
 {
+    if (!c->sse_failed && !(c->model->reasoning && c->client_gone))
+        return;
     if (!(u->reported & GW_USAGE_OUTPUT) && u->output < call_max_output(c))
         u->output = call_max_output(c);
 }
@@ -249,8 +251,7 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
          * drain's bound passed), or the provider did not answer in time. It had the whole
          * request, so it is estimated (DESIGN.md §3), not free */
         gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, 0, c->cfg->credits.chars_per_token);
-        if (c->model->reasoning && c->client_gone)
-            call_output_unseen(c, u);
+        call_output_unseen(c, u);
         return "estimate";
     }
     if (c->up_status / 100 != 2)
@@ -266,8 +267,7 @@ static const char *call_usage(gw_call_t *c, gw_usage_t *u)
         return "provider";
     estimated = gw_usage_fill_estimate(u, (int64_t)c->info.input_bytes, call_out_bytes(c),
                                        c->cfg->credits.chars_per_token);
-    if (c->sse_failed || (estimated && c->model->reasoning && c->client_gone))
-        call_output_unseen(c, u);
+    call_output_unseen(c, u); /* only ever raises an output fill_estimate counted as estimated */
     return estimated ? "estimate" : "provider";
 }
 

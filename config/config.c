@@ -236,6 +236,7 @@ static const cfg_field_t model_schema[] = {
     PRICE("prices.per_request", MO(prices.per_request_micro)),
     NUM("max_output_default", CFG_T_INT, MO(max_output_default), 1, 10000000),
     NUM("max_output", CFG_T_INT, MO(max_output), 0, 10000000),
+    NUM("context_window", CFG_T_INT, MO(context_window), 0, 100000000),
 };
 #define MODEL_N (sizeof(model_schema) / sizeof(model_schema[0]))
 
@@ -846,6 +847,11 @@ static rb_err_t model_parse(loader_t *L, yaml_document_t *doc, yaml_node_pair_t 
                              cfg_schema_line(model_schema, MODEL_N, lines, "max_output_default"),
                              path, "max_output_default (%d) is larger than max_output (%d)",
                              mb.m.max_output_default, mb.m.max_output);
+    if (mb.m.context_window > 0 && mb.m.max_output_default >= mb.m.context_window)
+        return cfg_fail_line(&L->ctx,
+                             cfg_schema_line(model_schema, MODEL_N, lines, "context_window"), path,
+                             "max_output_default (%d) leaves no input in context_window (%d)",
+                             mb.m.max_output_default, mb.m.context_window);
     if ((err = model_names_unique(L, &mb, models, i, key, path, lines)) != RB_OK)
         return err;
     models[i] = mb.m;

@@ -221,6 +221,7 @@ typedef struct st_cfg_model_t {
     cfg_prices_t prices;    /* all zero when !priced */
     int max_output_default; /* cap written upstream when the request has none */
     int max_output;         /* hard cap on a request's max tokens; 0 = none */
+    int context_window;     /* input + output tokens the model takes; 0 = not stated */
 } cfg_model_t;
 
 /** A template's environment variable. */

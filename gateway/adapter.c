@@ -60,6 +60,9 @@ static const char *const adapter_unique_keys[] = {
     "tools",
     "web_search_options",
     "plugins",
+    "previous_response_id",
+    "conversation",
+    "mcp_servers",
 };
 #define ADAPTER_KEYS (sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]))
 
@@ -307,6 +310,88 @@ static void adapter_priced_option(const adapter_root_t *root, gw_request_info_t 
             }
 }
 
+/* 1 when the content part (or Responses input item) p names input stored elsewhere: a file by
+ * id or URL (Responses input_file, chat's file part, an Anthropic document from a URL or the
+ * Files API), or a Responses item_reference. Inline files and images (bounded, a few thousand
+ * tokens) are not. */
+static int adapter_part_elsewhere(const rb_json_t *doc, int p)
+{
+    int type = rb_json_member(doc, p, "type"), src;
+
+    if (rb_json_type(doc, p) != RB_JSON_OBJECT)
+        return 0;
+    if (rb_json_str_eq(doc, type, "item_reference"))
+        return 1;
+    if (rb_json_str_eq(doc, type, "input_file"))
+        return rb_json_member(doc, p, "file_id") >= 0 || rb_json_member(doc, p, "file_url") >= 0;
+    if (rb_json_str_eq(doc, type, "file"))
+        return rb_json_find(doc, p, "file.file_id") >= 0;
+    if (rb_json_str_eq(doc, type, "document")) {
+        src = rb_json_member(doc, p, "source");
+        return rb_json_str_eq(doc, rb_json_member(doc, src, "type"), "url") ||
+               rb_json_str_eq(doc, rb_json_member(doc, src, "type"), "file");
+    }
+    return 0;
+}
+
+/* 1 when an element of the messages or input array arr, or a content part of one, names input
+ * stored elsewhere. */
+static int adapter_items_elsewhere(const rb_json_t *doc, int arr)
+{
+    int e = -1, p;
+
+    while (rb_json_elem_next(doc, arr, &e)) {
+        if (adapter_part_elsewhere(doc, e))
+            return 1;
+        p = -1;
+        while (rb_json_elem_next(doc, rb_json_member(doc, e, "content"), &p))
+            if (adapter_part_elsewhere(doc, p))
+                return 1;
+    }
+    return 0;
+}
+
+/* Finds the first field that brings the provider input the body does not hold
+ * (gw_request_info_t.input_elsewhere): a Responses previous_response_id, conversation or stored
+ * prompt, files by id or URL, item references, and Anthropic's web search and fetch tools and MCP
+ * servers, whose results join the input. */
+static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_route_t *r,
+                                    gw_request_info_t *info)
+{
+    static const char *const stored[] = {"previous_response_id", "conversation", "prompt"};
+    const rb_json_t *doc = root->doc;
+    int tools = adapter_root_value(root, "tools"), t = -1;
+    rb_json_type_t ty;
+
+    info->input_elsewhere = NULL;
+    if (info->route == GW_ROUTE_RESPONSES)
+        for (size_t i = 0; i < sizeof(stored) / sizeof(stored[0]); i++) {
+            ty = rb_json_type(doc, adapter_root_value(root, stored[i]));
+            if (ty != RB_JSON_ABSENT && ty != RB_JSON_NULL) {
+                info->input_elsewhere = stored[i];
+                return;
+            }
+        }
+    if ((info->route == GW_ROUTE_CHAT || info->route == GW_ROUTE_RESPONSES ||
+         info->route == GW_ROUTE_MESSAGES) &&
+        adapter_items_elsewhere(doc, adapter_root_value(root, r->required))) {
+        info->input_elsewhere = r->required;
+        return;
+    }
+    if (info->route != GW_ROUTE_MESSAGES)
+        return;
+    while (rb_json_elem_next(doc, tools, &t)) {
+        char type[64]; /* web_search_20250305, web_fetch_20250910 */
+        if (rb_json_str(doc, rb_json_member(doc, t, "type"), type, sizeof(type), NULL) == RB_OK &&
+            (strncmp(type, "web_search_", 11) == 0 || strncmp(type, "web_fetch_", 10) == 0)) {
+            info->input_elsewhere = "tools";
+            return;
+        }
+    }
+    if (rb_json_count(doc, adapter_root_value(root, "mcp_servers")) > 0)
+        info->input_elsewhere = "mcp_servers";
+}
+
 static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t *r,
                                gw_request_info_t *info, char *errmsg, size_t errcap)
 {
@@ -403,6 +488,7 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
         (err = adapter_content(&root, r, info, errmsg, errcap)) != RB_OK)
         goto Exit;
     adapter_priced_option(&root, info);
+    adapter_input_elsewhere(&root, r, info);
     RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');
 Exit:
     rb_json_free(doc);

@@ -22,8 +22,12 @@
  * stripping would mean buffering and re-writing every event instead of forwarding upstream reads as
  * they arrive. Only the extra usage chunk (which breaks clients indexing choices[0]) is removed.
  * - A key the gateway reads (model, stream, stream_options, include_usage, the cap fields,
- * messages, input, prompt) that appears twice is refused: the gateway would read one `model` while
- * many upstreams honour the last, letting a client be billed for one model and served another.
+ * messages, input, prompt, the priced options, previous_response_id, conversation, mcp_servers)
+ * that appears twice is refused: the gateway would read one `model` while many upstreams honour
+ * the last, letting a client be billed for one model and served another.
+ * - input_elsewhere names input the provider reads from somewhere other than the body, so the
+ *   body's size says nothing of its cost: it is held at the model's context window. Images by URL
+ *   are not counted (a few thousand tokens at most), nor a tool's output written inline.
  * - Legacy completions without `max_tokens` are bounded by the API's default of 16 tokens: inspect
  *   reports max_output = 16 and the rewrite writes nothing, so the request keeps its meaning.
  * - Responses requests need `input` or a stored `prompt`; chat/messages/count_tokens need a
@@ -81,9 +85,12 @@ typedef struct st_gw_request_info_t {
     int64_t choices;       /* answers generated (n, best_of): each may reach the cap; 1 default */
     size_t input_bytes;    /* request size used for the input-token estimate */
     const char *err_param; /* on a validation error: the offending field (static), or NULL */
-    const char *priced_option; /* a field that raises the provider's price (service_tier
-                                * priority/scale, models, plugins, web_search_options, a
-                                * Responses tool billed apart), static; NULL when none */
+    const char *priced_option;   /* a field that raises the provider's price (service_tier
+                                  * priority/scale, models, plugins, web_search_options, a
+                                  * Responses tool billed apart), static; NULL when none */
+    const char *input_elsewhere; /* a field that brings input the body does not hold (a stored
+                                  * response, conversation or prompt, a file by id or URL, web
+                                  * search or fetch, MCP servers), static; NULL when none */
     /* private: splice points for gw_adapter_rewrite */
     size_t root_open; /* offset of the root '{' (the root always has a member: model) */
     size_t model_start, model_end; /* the model string, quotes included */

@@ -82,6 +82,13 @@ rb_err_t gw_pricing_hold(const gw_price_t *p, int64_t input_estimate_tokens,
     return RB_OK;
 }
 
+int64_t gw_pricing_hold_input(int64_t estimate, int elsewhere, int64_t context_window, int64_t cap)
+{
+    if (!elsewhere || context_window <= 0 || cap >= context_window)
+        return estimate;
+    return context_window - cap > estimate ? context_window - cap : estimate;
+}
+
 int gw_pricing_format_credits(int64_t micro, char *buf, size_t cap)
 {
     /* the magnitude as unsigned, so INT64_MIN has one too */

@@ -45,6 +45,12 @@ rb_err_t gw_pricing_cost(const gw_price_t *p, const gw_usage_t *u, int64_t *cost
 rb_err_t gw_pricing_hold(const gw_price_t *p, int64_t input_estimate_tokens,
                          int64_t max_output_tokens, int64_t *hold_micro);
 
+/** The input tokens a hold counts: estimate (from the body's size), or, for a request that brings
+ *  input its body does not hold (gw_request_info_t.input_elsewhere) on a model whose context
+ *  window is stated (> 0), the most input that window leaves beside one answer's output cap
+ *  (never less than estimate). */
+int64_t gw_pricing_hold_input(int64_t estimate, int elsewhere, int64_t context_window, int64_t cap);
+
 /** Writes micro as credits with six decimals ("0.000125", "-1.500000") into buf. Returns the length
  *  written (excluding the NUL), or -1 when cap is too small (buf then holds ""). */
 int gw_pricing_format_credits(int64_t micro, char *buf, size_t cap);

@@ -1214,14 +1214,16 @@ static void on_admitted(void *ctx, gw_credits_result_t r, const gw_credits_hold_
 
 /* Holds the worst case before the call (DESIGN.md §3 Admission): the input estimate at the input
  * price plus the output cap (the client's, else the model default the rewrite wrote upstream)
- * for every choice asked for (n, best_of). */
+ * for every choice asked for (n, best_of). Input stored elsewhere (a previous response, a file by
+ * id) is held as the model's context window allows. */
 static void call_admit(gw_call_t *c)
 {
     gw_price_t p = model_price(c->model);
     int64_t cpt = c->cfg->credits.chars_per_token > 0 ? c->cfg->credits.chars_per_token : 1;
-    int64_t in_tokens = ((int64_t)c->info.input_bytes + cpt - 1) / cpt, hold = 0;
-    /* every choice may reach the cap */
-    int64_t max_out = call_max_output(c);
+    int64_t max_out = call_max_output(c), hold = 0; /* every choice may reach the cap */
+    int64_t in_tokens = gw_pricing_hold_input(((int64_t)c->info.input_bytes + cpt - 1) / cpt,
+                                              c->info.input_elsewhere != NULL,
+                                              c->model->context_window, max_out / c->info.choices);
     gw_credits_result_t r;
 
     if (gw_pricing_hold(&p, in_tokens, max_out, &hold) != RB_OK) {

@@ -14,8 +14,8 @@ providers:
   mockoai: {kind: openai, base_url: "$CG_MOCK"}
   mockant: {kind: anthropic, base_url: "$CG_MOCK"}
 models:
-  t-chat: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
-  t-claude: {provider: mockant, upstream: claude-sonnet-4-5, prices: {input: "1.00", output: "2.00"}, max_output_default: 100}
+  t-chat: {provider: mockoai, upstream: gpt-4o-mini, prices: {input: "1.00", output: "2.00"}, max_output_default: 100, context_window: 50000}
+  t-claude: {provider: mockant, upstream: claude-sonnet-4-5, prices: {input: "1.00", output: "2.00"}, max_output_default: 100, context_window: 50000}
 YAML
     mkdir -p "$RB_TMP/templates"
     cat >"$RB_TMP/$name.yaml" <<YAML

@@ -136,6 +136,25 @@ st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":1000,"m
 check "c: the same user with max_tokens 1000 is served" test "$st" = 200
 st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":1000,"n":8,"messages":[{"role":"user","content":"hi"}]}')
 check "c: eight choices of max_tokens 1000 are held eight times (1.6 credits > 0.8 left): 402" test "$st" = 402
+# Input the body does not hold (a stored response, a web search) is held as if it filled the model's
+# context window of 50000 tokens: 49000 input + 1000 output = 5.1 credits > 0.8 left. Before, such
+# a call was held by its bytes and its real input booked as overrun past the balance.
+N0=$(mock_count)
+st=$(post $PB /v1/responses $TOK3 '{"model":"t-chat","max_output_tokens":1000,"input":"hi","previous_response_id":"resp_1"}')
+check "c: a Responses call on a stored response is held at the context window: 402" test "$st:$(jq -r .error.code "$RB_TMP/out")" = 402:insufficient_credits
+st=$(post $PB /v1/messages $TOK3 '{"model":"t-claude","max_tokens":1000,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}')
+check "c: a Messages call with web search is held at the context window: 402" test "$st:$(jq -r .error.type "$RB_TMP/out")" = 402:billing_error
+check "c: nothing sent upstream for them" test "$(mock_count)" = "$N0"
+st=$(post $PB /v1/responses $TOK3 '{"model":"t-chat","max_output_tokens":1000,"input":"hi"}')
+check "c: the same Responses call with its input inline is served" test "$st" = 200
+cg_grant u-cguser03 10000000 g-c-3b
+sleep 1.1
+st=$(post $PB /v1/responses $TOK3 '{"model":"t-chat","max_output_tokens":1000,"input":"hi","previous_response_id":"resp_1"}')
+check "c: once the balance covers the window (10.7 credits) the stored-response call is served" test "$st" = 200
+R=$(rid)
+check "c: and forwarded upstream" test "$(curl -sS "$CG_MOCK/mock/requests" | jq -r '.requests[-1].path')" = /v1/responses
+cg_wait_sql "SELECT count(*) FROM credit_transfers WHERE request_id = '$R'" 1
+check "c: and billed its cost, not its hold" test "$(rb_sql "SELECT e.cost_micro > 0 AND e.cost_micro < 100000 AND t.amount_micro = e.cost_micro FROM credit_transfers t JOIN usage_events e USING (request_id) WHERE request_id = '$R'")" = t
 
 # ---- (d) backpressure: a ledger that falls behind refuses new calls ------------------------------
 # Gateway c keeps at most 8 records waiting for PostgreSQL (refusing new calls from 6 on). While a

@@ -151,6 +151,8 @@ static void test_shipped_config(void)
     CHECK_STR_EQ(cfg_model_find(c, "local-model")->provider->name, "local");
     CHECK_INT_EQ(cfg_model_find(c, "gpt-4o")->max_output, 16384);
     CHECK_INT_EQ(cfg_model_find(c, "gpt-4o")->max_output_default, 4096);
+    CHECK_INT_EQ(cfg_model_find(c, "gpt-4o")->context_window, 128000);
+    CHECK_INT_EQ(cfg_model_find(c, "local-model")->context_window, 0); /* not stated */
     cfg_free(c);
 }
 
@@ -478,6 +480,11 @@ static void test_errors_models(void)
              "    max_output: 100\n",
              prov);
     expect_error(NULL, y, NULL, C, "models.yaml:6: models.m:", "max_output", NULL);
+    snprintf(y, sizeof(y), "%s  m:\n    provider: openai\n    context_window: 4000\n", prov);
+    expect_error(NULL, y, NULL, C, "models.yaml:6: models.m:", "max_output_default (4096)",
+                 "context_window (4000)");
+    snprintf(y, sizeof(y), "%s  m:\n    provider: openai\n    context_window: -1\n", prov);
+    expect_error(NULL, y, NULL, C, "models.yaml:6: models.m.context_window:", NULL, NULL);
     expect_error(NULL, "providers:\n  x: {kind: openai-compatible}\n", NULL, C,
                  "models.yaml:2: providers.x:", "base_url", NULL);
     expect_error(NULL, "providers:\n  x:\n    kind: grpc\n", NULL, C,

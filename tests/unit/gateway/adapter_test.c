@@ -486,6 +486,93 @@ static void test_priced_option(void)
     }
 }
 
-TEST_MAIN(test_priced_option, test_cap_name, test_inspect_table, test_inspect_choices,
-          test_inspect_limits, test_rewrite_table, test_rewrite_limit, test_usage_chunk,
-          test_add_cost, test_routes)
+/* The fields that bring input the body does not hold (held at the model's context window). */
+static void test_input_elsewhere(void)
+{
+    static const struct {
+        gw_route_t route;
+        const char *body, *field; /* NULL: none */
+    } cases[] = {
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"previous_response_id\":\"resp_1\"}",
+         "previous_response_id"},
+        {GW_ROUTE_RESPONSES, "{\"model\":\"m\",\"input\":\"x\",\"previous_response_id\":null}",
+         NULL},
+        {GW_ROUTE_RESPONSES, "{\"model\":\"m\",\"input\":\"x\",\"conversation\":\"conv_1\"}",
+         "conversation"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"conversation\":{\"id\":\"conv_1\"}}", "conversation"},
+        {GW_ROUTE_RESPONSES, "{\"model\":\"m\",\"prompt\":{\"id\":\"pmpt_1\"}}", "prompt"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\","
+         "\"text\":\"x\"},{\"type\":\"input_file\",\"file_id\":\"file-1\"}]}]}",
+         "input"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_file\","
+         "\"file_url\":\"https://example.com/a.pdf\"}]}]}",
+         "input"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":[{\"type\":\"item_reference\",\"id\":\"msg_1\"}]}", "input"},
+        /* inline: a file's data, an image by URL (a bounded number of tokens), tool output */
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_file\","
+         "\"file_data\":\"data:application/pdf;base64,AA==\"},{\"type\":\"input_image\","
+         "\"image_url\":\"https://example.com/a.png\"}]},{\"type\":\"function_call_output\","
+         "\"call_id\":\"c\",\"output\":\"file_id\"}]}",
+         NULL},
+        {GW_ROUTE_CHAT,
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"file\","
+         "\"file\":{\"file_id\":\"file-1\"}}]}]}",
+         "messages"},
+        {GW_ROUTE_CHAT,
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"file\","
+         "\"file\":{\"file_data\":\"AA==\",\"filename\":\"a.pdf\"}}]}]}",
+         NULL},
+        /* previous_response_id is a Responses field: elsewhere it is the upstream's to refuse */
+        {GW_ROUTE_CHAT, "{\"model\":\"m\",\"messages\":[],\"previous_response_id\":\"r\"}", NULL},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
+         "\"type\":\"document\",\"source\":{\"type\":\"url\",\"url\":\"https://e.com/a.pdf\"}}]}]}",
+         "messages"},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
+         "\"type\":\"document\",\"source\":{\"type\":\"file\",\"file_id\":\"file_1\"}}]}]}",
+         "messages"},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
+         "\"type\":\"document\",\"source\":{\"type\":\"text\",\"media_type\":\"text/plain\","
+         "\"data\":\"x\"}}]}]}",
+         NULL},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[],\"tools\":[{\"name\":\"f\","
+         "\"input_schema\":{}},{\"type\":\"web_search_20250305\",\"name\":\"web_search\"}]}",
+         "tools"},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[],\"tools\":[{\"type\":"
+         "\"web_fetch_20250910\",\"name\":\"web_fetch\"}]}",
+         "tools"},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[],\"tools\":[{\"type\":"
+         "\"bash_20250124\",\"name\":\"bash\"},{\"type\":\"custom\",\"name\":\"web_search_x\"}]}",
+         NULL},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[],\"mcp_servers\":[{\"type\":\"url\","
+         "\"url\":\"https://e.com/mcp\",\"name\":\"e\"}]}",
+         "mcp_servers"},
+        {GW_ROUTE_MESSAGES, "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[],\"mcp_servers\":[]}",
+         NULL},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        gw_request_info_t info = inspect_ok(cases[i].route, cases[i].body);
+        if (cases[i].field == NULL)
+            CHECK(info.input_elsewhere == NULL);
+        else
+            CHECK(info.input_elsewhere != NULL &&
+                  strcmp(info.input_elsewhere, cases[i].field) == 0);
+    }
+}
+
+TEST_MAIN(test_priced_option, test_input_elsewhere, test_cap_name, test_inspect_table,
+          test_inspect_choices, test_inspect_limits, test_rewrite_table, test_rewrite_limit,
+          test_usage_chunk, test_add_cost, test_routes)

@@ -182,5 +182,16 @@ static void test_format(void)
     CHECK_STR_EQ(buf, "0.000125");
 }
 
+/* Input stored elsewhere is held as the context window's room beside the output cap. */
+static void test_hold_input(void)
+{
+    CHECK_INT_EQ(gw_pricing_hold_input(25, 0, 400000, 1000), 25);         /* all in the body */
+    CHECK_INT_EQ(gw_pricing_hold_input(25, 1, 400000, 1000), 399000);     /* the window's room */
+    CHECK_INT_EQ(gw_pricing_hold_input(25, 1, 0, 1000), 25);              /* window not stated */
+    CHECK_INT_EQ(gw_pricing_hold_input(500000, 1, 400000, 1000), 500000); /* never less */
+    CHECK_INT_EQ(gw_pricing_hold_input(25, 1, 4000, 4000), 25);           /* the cap fills it */
+    CHECK_INT_EQ(gw_pricing_hold_input(25, 1, 4000, 9000), 25);
+}
+
 TEST_MAIN(test_each_bucket_alone, test_sum_of_buckets, test_rounding, test_price_fallback,
-          test_overflow_and_invalid, test_hold, test_format)
+          test_overflow_and_invalid, test_hold, test_hold_input, test_format)

@@ -389,7 +389,6 @@ static void test_routes(void)
     CHECK_STR_EQ(gw_route_name(GW_ROUTE_COUNT_TOKENS), "count_tokens");
 }
 
-/* The cap's field, named in the error for a cap past the model's limit. */
 /* Inspects a body that must pass; returns what was learnt. */
 static gw_request_info_t inspect_ok(gw_route_t route, const char *body)
 {
@@ -402,6 +401,16 @@ static gw_request_info_t inspect_ok(gw_route_t route, const char *body)
     return info;
 }
 
+/* A field name inspect reported (NULL: none) is the one expected. */
+static void check_field(const char *got, const char *want)
+{
+    if (want == NULL)
+        CHECK(got == NULL);
+    else
+        CHECK(got != NULL && strcmp(got, want) == 0);
+}
+
+/* The cap's field, named in the error for a cap past the model's limit. */
 static void test_cap_name(void)
 {
     static const struct {
@@ -477,13 +486,8 @@ static void test_priced_option(void)
          NULL},
     };
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        gw_request_info_t info = inspect_ok(cases[i].route, cases[i].body);
-        if (cases[i].option == NULL)
-            CHECK(info.priced_option == NULL);
-        else
-            CHECK(info.priced_option != NULL && strcmp(info.priced_option, cases[i].option) == 0);
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        check_field(inspect_ok(cases[i].route, cases[i].body).priced_option, cases[i].option);
 }
 
 /* The fields that bring input the body does not hold (held at the model's context window). */
@@ -563,14 +567,8 @@ static void test_input_elsewhere(void)
          NULL},
     };
 
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        gw_request_info_t info = inspect_ok(cases[i].route, cases[i].body);
-        if (cases[i].field == NULL)
-            CHECK(info.input_elsewhere == NULL);
-        else
-            CHECK(info.input_elsewhere != NULL &&
-                  strcmp(info.input_elsewhere, cases[i].field) == 0);
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        check_field(inspect_ok(cases[i].route, cases[i].body).input_elsewhere, cases[i].field);
 }
 
 TEST_MAIN(test_priced_option, test_input_elsewhere, test_cap_name, test_inspect_table,

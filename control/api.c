@@ -260,6 +260,12 @@ void ctl_error_db(ctl_req_t *r, rb_err_t err)
     }
     rb_log_error("api_db_error", "path=%.*s err=%s sqlstate=%s", (int)r->req->path.len,
                  r->req->path.base, rb_err_name(err), r->db->sqlstate);
+    if (!ctl_db_connected(r->db)) { /* unreachable, not a failed statement */
+        rb_http_add_header(r->req, "retry-after", "1");
+        ctl_error(r, 503, "database_unavailable", "the database is unreachable; retry shortly",
+                  NULL);
+        return;
+    }
     ctl_error(r, 500, "internal", "internal error", NULL);
 }
 

@@ -18,10 +18,15 @@ void ctl_db_close(ctl_db_t *db)
     db->conn = NULL;
 }
 
+int ctl_db_connected(const ctl_db_t *db)
+{
+    return db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK;
+}
+
 static rb_err_t ensure_connected(ctl_db_t *db)
 {
     char err[256];
-    if (db->conn != NULL && PQstatus(db->conn) == CONNECTION_OK)
+    if (ctl_db_connected(db))
         return RB_OK;
     ctl_db_close(db);
     if (rb_pg_connect(db->conninfo, db->timeout_s, &db->conn, err, sizeof(err)) != RB_OK) {

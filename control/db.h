@@ -24,6 +24,8 @@ typedef struct st_ctl_db_t {
 
 /** Prepares db for lazy connection; borrows conninfo. */
 void ctl_db_init(ctl_db_t *db, const char *conninfo, int timeout_s);
+/** 1 when db holds a working connection (after a failure: whether the database was reached). */
+int ctl_db_connected(const ctl_db_t *db);
 /** Closes the connection. */
 void ctl_db_close(ctl_db_t *db);
 /** Runs sql with n text parameters (NULL = SQL NULL). On success *out (may be NULL to discard) is

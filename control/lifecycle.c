@@ -456,14 +456,18 @@ void ctl_lifecycle_capacity(ctl_req_t *r)
 {
     const char *params[1] = {ctl_supervisor_node(r->app->sup)};
     PGresult *res = NULL;
-    int64_t used = 0, total = r->app->cfg->vmm.vms_max;
+    int64_t used, total = r->app->cfg->vmm.vms_max;
     rb_buf_t b;
+    rb_err_t err;
 
-    if (ctl_db_query(r->db,
-                     "SELECT count(*) FROM workspaces WHERE node_id = $1 AND status IN "
-                     "('starting', 'running', 'stopping')",
-                     1, params, &res) == RB_OK)
-        used = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    if ((err = ctl_db_query(r->db,
+                            "SELECT count(*) FROM workspaces WHERE node_id = $1 AND status IN "
+                            "('starting', 'running', 'stopping')",
+                            1, params, &res)) != RB_OK) {
+        ctl_error_db(r, err); /* not a made-up "used": 0 */
+        return;
+    }
+    used = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
     PQclear(res);
     rb_buf_init(&b, 0);
     rb_buf_printf(&b, "{\"available\":%s,\"total\":%lld,\"used\":%lld}",

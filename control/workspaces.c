@@ -435,13 +435,19 @@ rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, const char
     rb_hex(digest, sizeof(digest), hex, sizeof(hex));
     snprintf(prefix, prefix_cap, "%.12s", secret);
     /* One statement: the old token of this kind is revoked and the new one inserted atomically
-     * (schema/0009: the other kind's token stays live). */
-    err = ctl_db_query(db,
-                       "WITH old AS (UPDATE workspace_tokens SET revoked_at = now() WHERE "
-                       "workspace_id = $1 AND kind = $4 AND revoked_at IS NULL RETURNING 1) "
-                       "INSERT INTO workspace_tokens (workspace_id, token_hash, prefix, kind) "
-                       "SELECT $1, decode($2, 'hex'), $3, $4 FROM (SELECT count(*) FROM old) AS o",
-                       4, params, NULL);
+     * (schema/0009: the other kind's token stays live). Two rotations at once both see the old
+     * token: the second one's insert then meets the first one's new token
+     * (workspace_tokens_one_live) and runs again, on a snapshot where that token is the old one. */
+    for (int i = 0; i < CTL_TOKEN_ROTATE_TRIES; i++)
+        if ((err =
+                 ctl_db_query(db,
+                              "WITH old AS (UPDATE workspace_tokens SET revoked_at = now() WHERE "
+                              "workspace_id = $1 AND kind = $4 AND revoked_at IS NULL RETURNING "
+                              "1) INSERT INTO workspace_tokens (workspace_id, token_hash, prefix, "
+                              "kind) SELECT $1, decode($2, 'hex'), $3, $4 FROM (SELECT count(*) "
+                              "FROM old) AS o",
+                              4, params, NULL)) != RB_ERR_CONFLICT)
+            break;
     if (err == RB_OK)
         ctl_db_exec(db, "NOTIFY rigbox_identity, 'workspace_token'");
     return err;
@@ -458,6 +464,8 @@ void ctl_workspaces_token_mint(ctl_req_t *r)
     if (res == NULL)
         return;
     PQclear(res);
+    if (ctl_reject_unknown(r, NULL, 0) != 0) /* no options: a "ttl_s" would be silently lost */
+        return;
     if ((err = ctl_workspaces_rotate_token(r->db, r->params[0], CTL_TOKEN_API, secret,
                                            sizeof(secret), prefix, sizeof(prefix))) != RB_OK) {
         ctl_error_db(r, err);
@@ -483,6 +491,8 @@ void ctl_workspaces_token_revoke(ctl_req_t *r)
     if (res == NULL)
         return;
     PQclear(res);
+    if (ctl_reject_unknown(r, NULL, 0) != 0) /* every kind is revoked: no "kind" to pick one */
+        return;
     /* every kind: revoking cuts the running VM off too, until its next boot */
     if ((err = ctl_workspaces_revoke_tokens(r->db, r->params[0], NULL, &n)) != RB_OK) {
         ctl_error_db(r, err);
@@ -597,23 +607,28 @@ void ctl_workspaces_ai_get(ctl_req_t *r)
 }
 
 /* The upsert of an AI config row of scope (SQL literal) on its conflict target ($1 workspace or
- * NULL, $2 user, $3 mode, $4 provider, $5 model, $6-$8 the sealed key in hex, $9 its key id) */
+ * NULL, $2 user, $3 mode, $4 provider, $5 model, $6-$8 the sealed key in hex, $9 its key id, $10
+ * what happens to the stored key: 'set' to the one given, 'keep', or 'clear'). The values are the
+ * stored row merged with the body (ai_merge). */
 #define AI_UPSERT(scope, target)                                                                   \
     "INSERT INTO ai_configs AS a (workspace_id, user_id, scope, mode, provider, model, "           \
     "key_ciphertext, key_nonce, key_tag, key_id) VALUES ($1, $2, " scope ", $3, $4, $5, "          \
     "decode($6, 'hex'), decode($7, 'hex'), decode($8, 'hex'), $9) ON CONFLICT " target " DO "      \
     "UPDATE SET mode = EXCLUDED.mode, provider = EXCLUDED.provider, model = EXCLUDED.model, "      \
-    "key_ciphertext = " AI_KEEP("key_ciphertext") ", key_nonce = " AI_KEEP(                        \
-        "key_nonce") ", key_tag = " AI_KEEP("key_tag") ", key_id = " AI_KEEP("key_id")
-/* a key given now replaces the stored one; without one the stored key stays for byok and the same
- * provider, else it goes (managed, or a key of another provider: never sent to this one) */
-#define AI_KEEP(col)                                                                               \
-    "CASE WHEN EXCLUDED.mode = 'managed' THEN NULL WHEN EXCLUDED.key_ciphertext IS NOT NULL THEN " \
-    "EXCLUDED." col " WHEN a.provider IS NOT DISTINCT FROM EXCLUDED.provider THEN a." col " END"
+    "key_ciphertext = " AI_KEY("key_ciphertext") ", key_nonce = " AI_KEY(                          \
+        "key_nonce") ", key_tag = " AI_KEY("key_tag") ", key_id = " AI_KEY("key_id")
+#define AI_KEY(col) "CASE $10 WHEN 'set' THEN EXCLUDED." col " WHEN 'keep' THEN a." col " END"
+/* The stored row of the same scope: mode, provider, model ('' for NULL), whether it has a key. */
+#define AI_STORED_SQL                                                                              \
+    "SELECT mode, coalesce(provider, ''), coalesce(model, ''), key_ciphertext IS NOT NULL "        \
+    "FROM ai_configs WHERE CASE WHEN $1::text IS NULL THEN user_id = $2 AND scope = "              \
+    "'user_default' ELSE workspace_id = $1 END"
 
 typedef struct st_ai_put_t {
     char mode[16], provider[CFG_NAME_LEN_MAX], model[201], key[CTL_PROVIDER_KEY_MAX + 1];
-    int has_key;
+    int has_mode, has_provider, has_model; /* present in the body (null included) */
+    int has_key, clear_key;                /* api_key given, or null */
+    const char *key_action;                /* 'set', 'keep' or 'clear' (ai_merge) */
     char ct_hex[2 * CTL_PROVIDER_KEY_MAX + 1], nonce_hex[2 * RB_AES_NONCE_LEN + 1],
         tag_hex[2 * RB_AES_TAG_LEN + 1];
 } ai_put_t;
@@ -623,41 +638,91 @@ typedef struct st_ai_names_t {
     const char *mode, *provider, *model, *api_key;
 } ai_names_t;
 
+/* Reads the optional string member name into buf: 1 when present (buf "" for null), 0 when
+ * absent, -1 when it is not a string or null or too long for cap. */
+static int ai_member(ctl_req_t *r, const char *name, char *buf, size_t cap)
+{
+    int v = rb_json_member(r->body, 0, name);
+
+    buf[0] = '\0';
+    if (v < 0)
+        return 0;
+    if (rb_json_type(r->body, v) == RB_JSON_NULL)
+        return 1;
+    return rb_json_get_str(r->body, 0, name, buf, cap) == RB_OK ? 1 : -1;
+}
+
+/* Parses a body (DESIGN.md §4: omitted = keep, null = clear, unknown = 400). */
 static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
 {
     const char *const allowed[] = {n->mode, n->provider, n->model, n->api_key};
-    int v;
+    int got;
 
     if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
         return -1;
-    if (rb_json_get_str(r->body, 0, n->mode, p->mode, sizeof(p->mode)) != RB_OK ||
-        (strcmp(p->mode, "managed") != 0 && strcmp(p->mode, "byok") != 0)) {
+    if ((p->has_mode = ai_member(r, n->mode, p->mode, sizeof(p->mode))) != 0 &&
+        strcmp(p->mode, "managed") != 0 && strcmp(p->mode, "byok") != 0) {
         ctl_error(r, 400, "invalid_request", "mode must be \"managed\" or \"byok\"", NULL);
         return -1;
     }
-    if ((v = rb_json_find(r->body, 0, n->provider)) >= 0 &&
-        rb_json_type(r->body, v) != RB_JSON_NULL &&
-        (rb_json_get_str(r->body, 0, n->provider, p->provider, sizeof(p->provider)) != RB_OK ||
-         cfg_provider_find(r->app->cfg, p->provider) == NULL)) {
+    if ((p->has_provider = ai_member(r, n->provider, p->provider, sizeof(p->provider))) < 0 ||
+        (p->provider[0] != '\0' && cfg_provider_find(r->app->cfg, p->provider) == NULL)) {
         ctl_error(r, 400, "unknown_provider", "provider is not configured", NULL);
         return -1;
     }
-    if ((v = rb_json_find(r->body, 0, n->model)) >= 0 && rb_json_type(r->body, v) != RB_JSON_NULL &&
-        (rb_json_get_str(r->body, 0, n->model, p->model, sizeof(p->model)) != RB_OK ||
-         cfg_model_find(r->app->cfg, p->model) == NULL)) {
+    if ((p->has_model = ai_member(r, n->model, p->model, sizeof(p->model))) < 0 ||
+        (p->model[0] != '\0' && cfg_model_find(r->app->cfg, p->model) == NULL)) {
         ctl_error(r, 400, "model_not_found", "model is not configured", NULL);
         return -1;
     }
-    if ((v = rb_json_find(r->body, 0, n->api_key)) >= 0 &&
-        rb_json_type(r->body, v) != RB_JSON_NULL) {
-        if (rb_json_get_str(r->body, 0, n->api_key, p->key, sizeof(p->key)) != RB_OK ||
-            p->key[0] == '\0') {
-            ctl_error(r, 400, "invalid_request", "api_key must be a string of at most 512 bytes",
-                      NULL);
+    if ((got = ai_member(r, n->api_key, p->key, sizeof(p->key))) < 0 ||
+        (got == 1 &&
+         rb_json_type(r->body, rb_json_member(r->body, 0, n->api_key)) == RB_JSON_STRING &&
+         p->key[0] == '\0')) {
+        ctl_error(r, 400, "invalid_request", "api_key must be a string of at most 512 bytes", NULL);
+        return -1;
+    }
+    p->has_key = p->key[0] != '\0';
+    p->clear_key = got == 1 && !p->has_key;
+    for (const char *c = p->key; *c != '\0'; c++)
+        if (*c <= ' ' || *c > '~') { /* it goes into an HTTP header: printable ASCII, no spaces */
+            ctl_error(r, 400, "invalid_request",
+                      "api_key must be printable ASCII without spaces or control characters", NULL);
             return -1;
         }
-        p->has_key = 1;
+    return 0;
+}
+
+/* Merges the body into the stored row (the values of a field the body omits stay), checks the
+ * result and decides what happens to the stored key: a key given replaces it, null or managed
+ * clears it, and so does another provider (its key is never sent to this one). */
+static int ai_merge(ctl_req_t *r, const char *ws_id, const char *user_id, ai_put_t *p)
+{
+    const char *params[2] = {ws_id, user_id};
+    const cfg_model_t *m;
+    PGresult *res = NULL;
+    int stored_key = 0;
+    rb_err_t err;
+
+    if ((err = ctl_db_query(r->db, AI_STORED_SQL, 2, params, &res)) != RB_OK) {
+        ctl_error_db(r, err);
+        return -1;
     }
+    if (PQntuples(res) == 1) {
+        if (!p->has_mode)
+            snprintf(p->mode, sizeof(p->mode), "%s", PQgetvalue(res, 0, 0));
+        if (p->has_provider && strcmp(p->provider, PQgetvalue(res, 0, 1)) != 0)
+            stored_key = 0; /* another provider: the stored key goes */
+        else
+            stored_key = PQgetvalue(res, 0, 3)[0] == 't';
+        if (!p->has_provider)
+            snprintf(p->provider, sizeof(p->provider), "%s", PQgetvalue(res, 0, 1));
+        if (!p->has_model)
+            snprintf(p->model, sizeof(p->model), "%s", PQgetvalue(res, 0, 2));
+    }
+    PQclear(res);
+    if (p->mode[0] == '\0')
+        snprintf(p->mode, sizeof(p->mode), "managed");
     if (p->has_key && strcmp(p->mode, "byok") != 0) {
         ctl_error(r, 400, "invalid_request", "api_key is only accepted with mode \"byok\"", NULL);
         return -1;
@@ -666,6 +731,16 @@ static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
         ctl_error(r, 400, "invalid_request", "api_key needs the provider it is for", NULL);
         return -1;
     }
+    if (strcmp(p->mode, "byok") == 0 && p->provider[0] != '\0' && p->model[0] != '\0' &&
+        (m = cfg_model_find(r->app->cfg, p->model)) != NULL &&
+        strcmp(m->provider->name, p->provider) != 0) { /* the key would never be used */
+        ctl_error(r, 400, "model_provider_mismatch",
+                  "model is served by another provider than the one whose key is used", NULL);
+        return -1;
+    }
+    p->key_action = p->has_key                                                    ? "set"
+                    : !p->clear_key && stored_key && strcmp(p->mode, "byok") == 0 ? "keep"
+                                                                                  : "clear";
     return 0;
 }
 
@@ -687,13 +762,11 @@ static int seal_key(ctl_req_t *r, ai_put_t *p)
     rb_hex(ct, len, p->ct_hex, sizeof(p->ct_hex));
     rb_hex(nonce, sizeof(nonce), p->nonce_hex, sizeof(p->nonce_hex));
     rb_hex(tag, sizeof(tag), p->tag_hex, sizeof(p->tag_hex));
-    memset(p->key, 0, sizeof(p->key));
     return 0;
 }
 
-/* Stores the body as the AI config of ws_id (NULL: user_id's default), then replies the config in
- * effect (the stored key: AI_KEEP).
- */
+/* Merges the body into the AI config of ws_id (NULL: user_id's default), then replies the config
+ * in effect. */
 static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
 {
     static const ai_names_t names = {"mode", "provider", "model", "api_key"},
@@ -707,23 +780,27 @@ static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
                                    rb_json_find(r->body, 0, "default_api_key") >= 0);
 
     if (parse_ai_put(r, hosted ? &default_names : &names, &p) != 0 ||
-        (p.has_key && seal_key(r, &p) != 0))
+        ai_merge(r, ws_id, user_id, &p) != 0 || (p.has_key && seal_key(r, &p) != 0)) {
+        explicit_bzero(p.key, sizeof(p.key));
         return;
-    const char *params[9] = {ws_id,
-                             user_id,
-                             p.mode,
-                             p.provider[0] != '\0' ? p.provider : NULL,
-                             p.model[0] != '\0' ? p.model : NULL,
-                             p.has_key ? p.ct_hex : NULL,
-                             p.has_key ? p.nonce_hex : NULL,
-                             p.has_key ? p.tag_hex : NULL,
-                             p.has_key ? r->app->master_key_id : NULL};
+    }
+    explicit_bzero(p.key, sizeof(p.key));
+    const char *params[10] = {ws_id,
+                              user_id,
+                              p.mode,
+                              p.provider[0] != '\0' ? p.provider : NULL,
+                              p.model[0] != '\0' ? p.model : NULL,
+                              p.has_key ? p.ct_hex : NULL,
+                              p.has_key ? p.nonce_hex : NULL,
+                              p.has_key ? p.tag_hex : NULL,
+                              p.has_key ? r->app->master_key_id : NULL,
+                              p.key_action};
     /* the conflict target is the workspace's row, or the user's one default row */
     err = ctl_db_query(r->db,
                        ws_id != NULL
                            ? AI_UPSERT("'workspace'", "(workspace_id)")
                            : AI_UPSERT("'user_default'", "(user_id) WHERE scope = 'user_default'"),
-                       9, params, NULL);
+                       10, params, NULL);
     if (err != RB_OK) {
         ctl_error_db(r, err);
         return;

@@ -28,9 +28,10 @@ void ctl_workspaces_token_mint(ctl_req_t *r);
 void ctl_workspaces_token_revoke(ctl_req_t *r);
 /** GET /workspaces/{id}/ai-config. */
 void ctl_workspaces_ai_get(ctl_req_t *r);
-/** PUT /workspaces/{id}/ai-config {mode, provider?, model?, api_key?}. Both answer the config in
- *  effect, as the gateway applies it: {mode, provider, model, has_api_key, status, source:
- *  workspace|user_default|default}. */
+/** PUT /workspaces/{id}/ai-config {mode?, provider?, model?, api_key?}, merged into the stored
+ *  config (omitted = keep, null = clear; the key goes with managed, null or another provider; a
+ *  byok model must be its provider's). Both answer the config in effect, as the gateway applies
+ *  it: {mode, provider, model, has_api_key, status, source: workspace|user_default|default}. */
 void ctl_workspaces_ai_put(ctl_req_t *r);
 /* The AI config in effect for workspace $1 (NULL: none) of user $2, in the gateway's order
  * (gateway/db.c): the workspace's row, else the user's default; no row: managed. Columns: mode,
@@ -43,7 +44,7 @@ void ctl_workspaces_ai_put(ctl_req_t *r);
 /** GET /users/{id|me}/ai-defaults: the user's default AI config, which workspaces without their
  *  own use (source user_default, else default: managed). */
 void ctl_workspaces_ai_defaults_get(ctl_req_t *r);
-/** PUT /users/{id|me}/ai-defaults {mode, provider?, model?, api_key?}: as ai-config; the hosted
+/** PUT /users/{id|me}/ai-defaults {mode?, provider?, model?, api_key?}: as ai-config; the hosted
  *  API's names (default_mode, default_provider, default_model, default_api_key) are taken too, and
  *  the answer has both. */
 void ctl_workspaces_ai_defaults_put(ctl_req_t *r);
@@ -51,6 +52,8 @@ void ctl_workspaces_ai_defaults_put(ctl_req_t *r);
 /* Kinds of workspace token (schema/0009): each kind has at most one live token. */
 #define CTL_TOKEN_API  "api"  /* minted by POST /workspaces/{id}/token, shown once */
 #define CTL_TOKEN_BOOT "boot" /* given to the guest at each boot */
+/* Times a rotation runs when a concurrent one inserted its token first. */
+#define CTL_TOKEN_ROTATE_TRIES 4
 
 /** Mints a new rbw_ token of kind for ws_id and revokes the previous one of that kind in one
  *  statement; writes the secret (cap >= 64) and its display prefix (cap >= 16). Announces it with

@@ -77,6 +77,24 @@ rb_sql "INSERT INTO workspace_tokens (workspace_id, token_hash, prefix, kind) VA
 req POST "/workspaces/$ws/token"
 check "rotation revokes the previous token" test "$(rb_sql "SELECT count(*) FROM workspace_tokens WHERE token_hash = sha256('$tok'::bytea) AND revoked_at IS NOT NULL")" = 1
 check "minting leaves the running VM's token live" test "$(rb_sql "SELECT count(*) FROM workspace_tokens WHERE token_hash = sha256('rbw_bootbootboot'::bytea) AND revoked_at IS NULL")" = 1
+req POST "/workspaces/$ws/token" '{"ttl_s":60}'
+check "a mint with an option it does not have is 400 (not a token that never expires)" test "$code" = 400
+req DELETE "/workspaces/$ws/token" '{"kind":"api"}'
+check "a revoke naming a kind is 400 (it revokes every kind)" test "$code" = 400
+# Mints at the same time: each sees the old token; the later insert meets the earlier one's new
+# token (one live per kind) and runs again (before: 500 now and then).
+codes=""
+for round in 1 2 3; do
+    mints=()
+    for i in 1 2 3 4 5 6 7 8; do
+        curl -s -o /dev/null -w '%{http_code}\n' "${U[@]}" -X POST "$api/workspaces/$ws/token" >"$RB_TMP/mint-$round-$i" &
+        mints+=($!)
+    done
+    wait "${mints[@]}"
+    codes+="$(cat "$RB_TMP"/mint-$round-* | sort | uniq -c | tr -s ' \n' ' ')"
+done
+check "24 mints, 8 at a time: all 201, one live token ($codes)" \
+    bash -c "[ \"\$(cat $RB_TMP/mint-* | sort -u)\" = 201 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT count(*) FROM workspace_tokens WHERE workspace_id='$ws' AND kind = 'api' AND revoked_at IS NULL\")\" = 1 ]"
 req DELETE "/workspaces/$ws/token"
 check "revoke leaves no live token" bash -c "[ $code = 200 ] && [ \"\$(psql -h $RB_TEST_PGHOST -U postgres -d $RB_DB -qAt -c \"SELECT count(*) FROM workspace_tokens WHERE workspace_id='$ws' AND revoked_at IS NULL\")\" = 0 ]"
 
@@ -89,8 +107,32 @@ check "byok with a key is active and the key is not echoed" \
     bash -c "jq -e '.status == \"byok_active\" and .has_api_key == true' <<<'$body' >/dev/null && ! grep -q sk-user-secret <<<'$body'"
 check "the key is stored encrypted" test "$(rb_sql "SELECT count(*) FROM ai_configs WHERE position('sk-user-secret' in encode(key_ciphertext,'escape')) = 0 AND octet_length(key_nonce) = 12")" = 1
 check "the key never reaches the log" bash -c "! grep -q sk-user-secret $RB_TMP/control.log"
+# PUT merges (DESIGN.md §4: omitted = keep, null = clear)
+req PUT "/workspaces/$ws/ai-config" '{"model":"gpt-4o"}'
+check "a PUT of the model alone keeps the mode, provider and key" \
+    jq -e '.mode == "byok" and .provider == "openai" and .model == "gpt-4o" and .status == "byok_active"' <<<"$body"
+req PUT "/workspaces/$ws/ai-config" '{"provider":"anthropic"}'
+check "a provider that does not serve the model is 400 model_provider_mismatch" \
+    bash -c "[ $code = 400 ] && jq -e '.error.code == \"model_provider_mismatch\"' <<<'$body' >/dev/null"
+req PUT "/workspaces/$ws/ai-config" '{"api_key":"sk-a\r\nX-Evil: 1"}'
+check "a key with control characters is 400 (it goes into a header)" test "$code" = 400
+req PUT "/workspaces/$ws/ai-config" '{"api_key":"sk bad"}'
+check "a key with a space is 400" test "$code" = 400
+req GET "/workspaces/$ws/ai-config"
+check "the refused PUTs changed nothing" jq -e '.provider == "openai" and .model == "gpt-4o" and .has_api_key' <<<"$body"
+req PUT "/workspaces/$ws/ai-config" '{"api_key":null}'
+check "api_key null clears the key, the rest stays" \
+    jq -e '.mode == "byok" and .provider == "openai" and .model == "gpt-4o" and .has_api_key == false and .status == "invalid_missing_key"' <<<"$body"
+req PUT "/workspaces/$ws/ai-config" '{"model":null,"api_key":"sk-user-secret-456"}'
+check "a key alone is for the stored provider; model null clears the model" \
+    jq -e '.provider == "openai" and .model == null and .status == "byok_active"' <<<"$body"
+req PUT "/workspaces/$ws/ai-config" '{"provider":null,"api_key":"sk-x"}'
+check "a key with no provider is 400" test "$code" = 400
 req PUT "/workspaces/$ws/ai-config" '{"mode":"managed","api_key":"sk-x"}'
 check "a key with mode managed is 400" test "$code" = 400
+req PUT "/workspaces/$ws/ai-config" '{"mode":"managed"}'
+req PUT "/workspaces/$ws/ai-config" '{"mode":"byok"}'
+check "switching to managed dropped the key" jq -e '.provider == "openai" and .has_api_key == false' <<<"$body"
 req PUT "/workspaces/$ws/ai-config" '{"mode":"byok","model":"no-such-model"}'
 check "an unknown model is 400" test "$code" = 400
 
@@ -143,8 +185,11 @@ check "ai-defaults take and give the hosted API's default_* names too" \
     jq -e '.default_mode == "byok" and .default_provider == "anthropic" and .default_model == "claude-haiku-4-5" and .provider == "anthropic"' <<<"$d"
 check "another provider without a key drops the stored one (an OpenAI key is never Anthropic's)" \
     jq -e '.has_api_key == false and .status == "invalid_missing_key"' <<<"$d"
-code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","api_key":"sk-for-whom"}')
+code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","provider":null,"api_key":"sk-for-whom"}')
 check "a key without its provider is 400" test "$code" = 400
+d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"default_model":"claude-sonnet-4-5"}')
+check "ai-defaults merge too (the hosted names)" \
+    jq -e '.default_mode == "byok" and .default_provider == "anthropic" and .default_model == "claude-sonnet-4-5"' <<<"$d"
 code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"default_mode":"byok","model":"gpt-4o-mini"}')
 check "the two namings do not mix (400)" test "$code" = 400
 
@@ -178,8 +223,8 @@ for route in "POST /workspaces" "POST /quick-deploy" "PUT /workspaces/$ws/ai-con
     codes+="$(curl -s -o /dev/null -w '%{http_code}' "${U[@]}" -X "$1" "$api$2") "
 done
 codes+="$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X POST "$api/users")"
-check "requests without a body are 400, the server lives ($codes)" \
-    bash -c "[ '$codes' = '400 400 400 400 400' ] && curl -fsS -o /dev/null $api/healthz"
+check "requests without a body are 400 (an ai-config PUT of nothing keeps all: 200), the server lives ($codes)" \
+    bash -c "[ '$codes' = '400 400 200 400 400' ] && curl -fsS -o /dev/null $api/healthz"
 # A field the endpoint does not know is 400, not silently ignored (a typo like "ram" for "ram_mb")
 codes=""
 for rb in "POST /workspaces {\"name\":\"t\",\"ram\":4096}" "POST /quick-deploy {\"template_id\":\"base\",\"bogus\":1}" \
@@ -334,6 +379,20 @@ wait "$nb_stream"
 nb_rc=$?
 check "logs stream of a deleted workspace that never booted ends with an end event (rc $nb_rc)" \
     bash -c "[ $nb_rc = 0 ] && grep -q '^event: end' '$RB_TMP/stream-nb.txt'"
+
+# The database out of reach: the API answers 503 database_unavailable (Retry-After) at once instead
+# of holding its workers in a connect-and-retry loop (~10 s a request, /healthz stuck behind it),
+# /capacity does not make up "used": 0, and the API serves again once the database is back.
+psql -h "$RB_TEST_PGHOST" -U postgres -d postgres -qAt -c "ALTER DATABASE $RB_DB ALLOW_CONNECTIONS false" \
+    -c "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = '$RB_DB'" >/dev/null
+# -m 3: a liveness bound, not a timing (before, a worker sat 5-10 s in a connect loop per request)
+code=$(curl -s -m 3 -D "$RB_TMP/down.hdr" -o "$RB_TMP/down.json" -w '%{http_code}' "${U[@]}" "$api/users/me")
+check "database down: 503 database_unavailable with Retry-After" \
+    bash -c "[ $code = 503 ] && jq -e '.error.code == \"database_unavailable\"' $RB_TMP/down.json >/dev/null && grep -qi '^retry-after: 1' $RB_TMP/down.hdr"
+check "database down: /capacity is 503, not a made-up count" test "$(curl -s -m 30 -o /dev/null -w '%{http_code}' "$api/capacity")" = 503
+check "database down: /healthz answers" test "$(curl -s -m 30 -o /dev/null -w '%{http_code}' "$api/healthz")" = 200
+psql -h "$RB_TEST_PGHOST" -U postgres -d postgres -qAt -c "ALTER DATABASE $RB_DB ALLOW_CONNECTIONS true" >/dev/null
+check "database back: served again" test "$(curl -s -m 30 -o /dev/null -w '%{http_code}' "${U[@]}" "$api/users/me")" = 200
 
 # A delete the previous control process accepted but did not finish (its job queue is in memory)
 # is done again at start: the row does not stay `deleting` forever, nor its files.

@@ -1,5 +1,6 @@
 #include "control/lifecycle.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <string.h>
@@ -66,6 +67,13 @@ static PGresult *transition(ctl_req_t *r, ctl_ws_event_t ev)
     if (ws == NULL)
         return NULL;
     RB_ASSERT(r->app->sup != NULL);
+    if (ctl_state_parse(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), &from) == 0 &&
+        from == CTL_WS_DELETING &&
+        ev == CTL_EV_DELETE) { /* a delete sent again (a client retrying): accepted, as before */
+        out = ws;
+        ws = NULL;
+        goto Exit;
+    }
     if (ctl_state_parse(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), &from) != 0 ||
         ctl_state_next(from, ev, PQgetvalue(ws, 0, CTL_WS_COL_FRETRY)[0] == 't', &to) != 0) {
         snprintf(msg, sizeof(msg), "cannot %s a workspace that is %s%s", ctl_event_name(ev),
@@ -224,7 +232,7 @@ static const char *const env_fields[] = {"env_vars"};
 
 void ctl_lifecycle_resources(ctl_req_t *r)
 {
-    PGresult *ws = ctl_workspaces_load(r), *res = NULL;
+    PGresult *ws = ctl_workspaces_load_mutable(r), *res = NULL;
     const cfg_template_t *t;
     int64_t ram, vcpu, disk, old_disk;
     char sram[24], svcpu[24], sdisk[24], sql[1280];
@@ -299,7 +307,7 @@ Exit:
 
 void ctl_lifecycle_env(ctl_req_t *r)
 {
-    PGresult *ws = ctl_workspaces_load(r), *res = NULL;
+    PGresult *ws = ctl_workspaces_load_mutable(r), *res = NULL;
     int env = rb_json_member(r->body, 0, "env_vars");
     const char *raw;
     size_t len;
@@ -568,6 +576,7 @@ void ctl_lifecycle_logs(ctl_req_t *r)
     PGresult *ws = ctl_workspaces_load(r);
     char dir[PATH_MAX], path[PATH_MAX + 16], arg[32], app[64] = "", cursor[32];
     int64_t offset = -1, lines = CTL_LOG_LINES_DEFAULT;
+    int got;
     lines_t *l;
     rb_buf_t data, b;
     rb_jw_t w;
@@ -575,20 +584,22 @@ void ctl_lifecycle_logs(ctl_req_t *r)
     if (ws == NULL)
         return;
     PQclear(ws);
-    if (rb_http_query(r->req, "lines", arg, sizeof(arg)) == 1) {
+    if ((got = rb_http_query(r->req, "lines", arg, sizeof(arg))) != 0) {
         char *end;
-        lines = strtoll(arg, &end, 10);
-        if (*end != '\0' || lines < 1 || lines > r->app->cfg->control.logs_lines_max ||
-            lines > CTL_LOG_LINES_DEFAULT * 50) {
+        errno = 0;
+        lines = got < 0 ? 0 : strtoll(arg, &end, 10); /* got < 0: too long for any count */
+        if (got < 0 || *end != '\0' || errno == ERANGE || lines < 1 ||
+            lines > r->app->cfg->control.logs_lines_max || lines > CTL_LOG_LINES_DEFAULT * 50) {
             ctl_error(r, 400, "invalid_request",
                       "lines must be a positive integer within the limit", NULL);
             return;
         }
     }
-    if (rb_http_query(r->req, "cursor", arg, sizeof(arg)) == 1) {
+    if ((got = rb_http_query(r->req, "cursor", arg, sizeof(arg))) != 0) {
         char *end;
-        offset = strtoll(arg, &end, 10);
-        if (*end != '\0' || offset < 0) {
+        errno = 0;
+        offset = got < 0 ? -1 : strtoll(arg, &end, 10);
+        if (got < 0 || *end != '\0' || errno == ERANGE || offset < 0) {
             ctl_error(r, 400, "invalid_request", "cursor is not one this API returned", NULL);
             return;
         }

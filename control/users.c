@@ -15,7 +15,9 @@ int ctl_email_valid(const char *email)
 
     if (len == 0 || len > CTL_EMAIL_LEN_MAX || at == NULL || at == email || at[1] == '\0')
         return 0;
-    if (strchr(at + 1, '@') != NULL || strchr(at + 1, '.') == NULL)
+    /* a domain of dot-separated labels, none empty ("a@.c", "a@b..c", "a@b.c.") */
+    if (strchr(at + 1, '@') != NULL || strchr(at + 1, '.') == NULL || at[1] == '.' ||
+        strstr(at + 1, "..") != NULL || email[len - 1] == '.')
         return 0;
     for (const char *p = email; *p != '\0'; p++)
         if (isspace((unsigned char)*p) || iscntrl((unsigned char)*p))

@@ -28,7 +28,8 @@ rb_err_t ctl_users_ensure(ctl_db_t *db, const char *email, const char *plan, con
 /** Creates an API key for user_id; writes the secret (cap >= 64) and the key id (cap >= 48). */
 rb_err_t ctl_keys_mint(ctl_db_t *db, const char *user_id, const char *role, const char *name,
                        char *secret, size_t secret_cap, char *key_id, size_t id_cap);
-/** 1 when email has the shape local@domain with no spaces and fits CTL_EMAIL_LEN_MAX. */
+/** 1 when email has the shape local@domain (a domain of two or more dot-separated labels, none
+ *  empty) with no spaces and fits CTL_EMAIL_LEN_MAX. */
 int ctl_email_valid(const char *email);
 
 #endif

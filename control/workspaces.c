@@ -143,6 +143,18 @@ PGresult *ctl_workspaces_load(ctl_req_t *r)
     return res;
 }
 
+PGresult *ctl_workspaces_load_mutable(ctl_req_t *r)
+{
+    PGresult *res = ctl_workspaces_load(r);
+
+    if (res != NULL && strcmp(PQgetvalue(res, 0, CTL_WS_COL_STATUS), "deleting") == 0) {
+        PQclear(res);
+        ctl_error(r, 409, "invalid_state", "cannot change a workspace that is deleting", NULL);
+        return NULL;
+    }
+    return res;
+}
+
 /* Reads an optional positive integer field; -1 and a 400 when malformed. */
 static int opt_int(ctl_req_t *r, const char *key, int64_t max, int64_t *out)
 {
@@ -455,7 +467,7 @@ rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, const char
 
 void ctl_workspaces_token_mint(ctl_req_t *r)
 {
-    PGresult *res = ctl_workspaces_load(r);
+    PGresult *res = ctl_workspaces_load_mutable(r);
     char secret[64], prefix[16];
     rb_buf_t b;
     rb_jw_t w;
@@ -578,10 +590,11 @@ static void reply_effective(ctl_req_t *r, const char *ws_id, const char *user_id
     PQclear(res);
 }
 
-/* The owner of the workspace {id} the caller may see into user_id; -1 when the answer is sent. */
-static int ws_owner(ctl_req_t *r, char *user_id, size_t cap)
+/* The owner of the workspace {id} the caller may see (and change, when mutable) into user_id; -1
+ * when the answer is sent. */
+static int ws_owner(ctl_req_t *r, int mutable, char *user_id, size_t cap)
 {
-    PGresult *res = ctl_workspaces_load(r);
+    PGresult *res = mutable ? ctl_workspaces_load_mutable(r) : ctl_workspaces_load(r);
 
     if (res == NULL)
         return -1;
@@ -602,7 +615,7 @@ void ctl_workspaces_ai_get(ctl_req_t *r)
 {
     char user_id[CTL_PARAM_LEN_MAX];
 
-    if (ws_owner(r, user_id, sizeof(user_id)) == 0)
+    if (ws_owner(r, 0, user_id, sizeof(user_id)) == 0)
         reply_effective(r, r->params[0], user_id);
 }
 
@@ -813,7 +826,7 @@ void ctl_workspaces_ai_put(ctl_req_t *r)
 {
     char user_id[CTL_PARAM_LEN_MAX];
 
-    if (ws_owner(r, user_id, sizeof(user_id)) == 0)
+    if (ws_owner(r, 1, user_id, sizeof(user_id)) == 0)
         ai_put(r, r->params[0], user_id);
 }
 

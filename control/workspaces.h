@@ -89,6 +89,8 @@ enum {
 /** Loads workspace r->params[0] if the caller may see it (owner or admin): an owned result
  * (PQclear) with the columns above; otherwise sends 404 (or 500) and returns NULL. */
 PGresult *ctl_workspaces_load(ctl_req_t *r);
+/** ctl_workspaces_load for a route that changes the workspace: one being deleted is 409. */
+PGresult *ctl_workspaces_load_mutable(ctl_req_t *r);
 /** Sends {vm, failure?} from row 0 of a ctl_workspaces_load-shaped result. */
 void ctl_workspaces_reply(ctl_req_t *r, int status, PGresult *res);
 /** Checks the body's env_vars object at token env: at most CTL_ENV_VARS_MAX variables whose names

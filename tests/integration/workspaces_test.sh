@@ -318,6 +318,12 @@ c1=$(jq -r .next_cursor <<<"$body") p1=$(jq -r '.lines | join(",")' <<<"$body")
 req GET "/workspaces/$ws/logs?cursor=$c1&lines=2&app=a"
 check "and with an app filter ($p1 / $(jq -r '.lines | join(",")' <<<"$body"))" \
     test "$p1/$(jq -r '.lines | join(",")' <<<"$body")" = "[app:a] a1,[app:a] a2/[app:a] a3"
+codes=""
+for q in "lines=5000000000000000000000000000000000000" "cursor=99999999999999999999" "lines=-1" "cursor=1x"; do
+    req GET "/workspaces/$ws/logs?$q"
+    codes+="$code "
+done
+check "logs: a count or cursor past any range is 400, not ignored or clamped ($codes)" test "$codes" = "400 400 400 400 "
 # A \r inside a line (a progress bar) ends an SSE line too: it is sent as another data line of the
 # same event, never as the start of a bare line the client would read as a field.
 printf 'step 10%%\rstep 50%%\rdone\nnext\n' >"$RB_TMP/vms/$ws/console.log"
@@ -397,6 +403,15 @@ check "database back: served again" test "$(curl -s -m 30 -o /dev/null -w '%{htt
 # A delete the previous control process accepted but did not finish (its job queue is in memory)
 # is done again at start: the row does not stay `deleting` forever, nor its files.
 rb_sql "UPDATE workspaces SET status = 'deleting' WHERE id = '$cws'" >/dev/null
+# A workspace being deleted takes no more changes (409), and a delete sent again is accepted (202),
+# not refused as an illegal transition (a client retrying after a timeout).
+codes=""
+for route in "POST /workspaces/$cws/token" "POST /workspaces/$cws/env" "PUT /workspaces/$cws/ai-config" "PUT /workspaces/$cws/resources" "DELETE /workspaces/$cws"; do
+    set -- $route
+    codes+="$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X "$1" "$api$2" -d '{}') "
+done
+check "deleting: token, env, ai-config, resources 409; delete again 202 ($codes)" test "$codes" = "409 409 409 409 202 "
+check "deleting: no token was minted for it" test "$(rb_sql "SELECT count(*) FROM workspace_tokens WHERE workspace_id = '$cws' AND revoked_at IS NULL")" = 0
 mkdir -p "$RB_TMP/vms/$cws" && echo leftover >"$RB_TMP/vms/$cws/disk.qcow2"
 kill -TERM "$control_pid"
 wait "$control_pid" 2>/dev/null

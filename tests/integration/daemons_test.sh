@@ -64,7 +64,7 @@ nt_pid=$RB_LAST_PID
 rb_wait_http "http://127.0.0.1:$nt_port/api/v1/healthz"
 code=$(curl -s -o "$RB_TMP/m403.json" -w '%{http_code}' -H "Authorization: Bearer $RIGBOX_METRICS_TOKEN" "http://127.0.0.1:$nt_port/metrics")
 check "no metrics token configured: /metrics answers 403 metrics_off, and the start logs it" \
-    bash -c "[ $code = 403 ] && jq -e '.error.code == \"metrics_off\"' $RB_TMP/m403.json >/dev/null && grep -q 'event=metrics_token_missing' '$RB_TMP/control-notoken.log'"
+    bash -c "[ $code = 403 ] && jq -e '.error.code == \"metrics_off\" and .error.details == null and .message == .error.message' $RB_TMP/m403.json >/dev/null && grep -q 'event=metrics_token_missing' '$RB_TMP/control-notoken.log'"
 kill "$nt_pid" 2>/dev/null
 wait "$nt_pid" 2>/dev/null
 

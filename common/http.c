@@ -92,6 +92,32 @@ const char *rb_http_header(h2o_req_t *req, const char *name, size_t *len_out)
     return req->headers.entries[i].value.base;
 }
 
+const char *rb_http_header_list(h2o_req_t *req, const char *name, size_t *len_out)
+{
+    size_t nlen = strlen(name), total = 0, n = 0;
+    ssize_t first = h2o_find_header_by_str(&req->headers, name, nlen, -1), i = first;
+    char *joined;
+
+    for (; i != -1; i = h2o_find_header_by_str(&req->headers, name, nlen, i), n++)
+        total += req->headers.entries[i].value.len + 2;
+    if (n <= 1)
+        return rb_http_header(req, name, len_out);
+    joined = h2o_mem_alloc_pool(&req->pool, total);
+    total = 0;
+    for (i = first; i != -1; i = h2o_find_header_by_str(&req->headers, name, nlen, i)) {
+        if (total > 0) {
+            memcpy(joined + total, ", ", 2);
+            total += 2;
+        }
+        memcpy(joined + total, req->headers.entries[i].value.base,
+               req->headers.entries[i].value.len);
+        total += req->headers.entries[i].value.len;
+    }
+    if (len_out != NULL)
+        *len_out = total;
+    return joined;
+}
+
 static int hexval(int c)
 {
     if (c >= '0' && c <= '9')

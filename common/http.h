@@ -23,6 +23,9 @@ void rb_http_add_header(h2o_req_t *req, const char *name, const char *value);
 /** The first value of request header name (case-insensitive), or NULL; len_out may be NULL.
  *  The value lives in req->pool and is not NUL-terminated. */
 const char *rb_http_header(h2o_req_t *req, const char *name, size_t *len_out);
+/** Every value of request header name, joined with ", " as RFC 9110 reads repeated lines of a
+ *  list header (one line: its value as it is; a join lives in req->pool), or NULL. */
+const char *rb_http_header_list(h2o_req_t *req, const char *name, size_t *len_out);
 /** Copies query parameter `name` (URL-decoded) into buf; returns 1 when present, 0 when absent,
  *  -1 when it does not fit or is malformed. */
 int rb_http_query(h2o_req_t *req, const char *name, char *buf, size_t cap);

@@ -202,6 +202,7 @@ static rb_err_t adapter_cap(const adapter_root_t *root, const adapter_route_t *r
     }
     if (has_cap == 0 && r->cap_required)
         return adapter_fail(info, errmsg, errcap, r->cap_field, "'%s' is required", r->cap_field);
+    info->cap_given = has_cap || has_alt;
     info->max_output = has_cap && has_alt ? (cap > alt ? cap : alt) : has_cap ? cap : alt;
     info->cap_name = has_alt && (!has_cap || alt > cap) ? r->cap_alt : r->cap_field;
     if (info->max_output == 0 && info->route == GW_ROUTE_COMPLETIONS)
@@ -392,6 +393,30 @@ static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_ro
         info->input_elsewhere = "mcp_servers";
 }
 
+/* The first of tools and the content field (messages, input) holding an object that names its
+ * "type" twice (a tool, an item, a content part or a part's source): the gateway reads the first,
+ * many upstreams the last, so a tool billed apart or a file by id would pass as something else.
+ * NULL when none does. */
+static const char *adapter_repeated_type(const adapter_root_t *root, const adapter_route_t *r)
+{
+    const rb_json_t *doc = root->doc;
+    int t = -1, e = -1, p;
+
+    while (rb_json_elem_next(doc, adapter_root_value(root, "tools"), &t))
+        if (adapter_key_count(doc, t, "type") > 1)
+            return "tools";
+    while (rb_json_elem_next(doc, adapter_root_value(root, r->required), &e)) {
+        if (adapter_key_count(doc, e, "type") > 1)
+            return r->required;
+        p = -1;
+        while (rb_json_elem_next(doc, rb_json_member(doc, e, "content"), &p))
+            if (adapter_key_count(doc, p, "type") > 1 ||
+                adapter_key_count(doc, rb_json_member(doc, p, "source"), "type") > 1)
+                return r->required;
+    }
+    return NULL;
+}
+
 static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t *r,
                                gw_request_info_t *info, char *errmsg, size_t errcap)
 {
@@ -487,6 +512,11 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
         (err = adapter_background(&root, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_content(&root, r, info, errmsg, errcap)) != RB_OK)
         goto Exit;
+    if ((dup = adapter_repeated_type(&root, r)) != NULL) {
+        err = adapter_fail(info, errmsg, errcap, dup, "an object in '%s' names its 'type' twice",
+                           dup);
+        goto Exit;
+    }
     adapter_priced_option(&root, info);
     adapter_input_elsewhere(&root, r, info);
     RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');
@@ -542,7 +572,7 @@ static void adapter_root_members(const gw_request_info_t *info, int64_t cap_to_w
     const char *field = adapter_routes[info->route].cap_field;
 
     *cap_len = 0;
-    if (cap_to_write > 0 && info->max_output == 0 && field != NULL) {
+    if (cap_to_write > 0 && !info->cap_given && field != NULL) {
         if (info->cap_null) { /* replace the null in place: a second key would be a duplicate */
             int k = snprintf(cap_text, cap_cap, "%lld", (long long)cap_to_write);
             RB_ASSERT(k > 0 && (size_t)k < cap_cap);

@@ -28,8 +28,9 @@
  * - input_elsewhere names input the provider reads from somewhere other than the body, so the
  *   body's size says nothing of its cost: it is held at the model's context window. Images by URL
  *   are not counted (a few thousand tokens at most), nor a tool's output written inline.
- * - Legacy completions without `max_tokens` are bounded by the API's default of 16 tokens: inspect
- *   reports max_output = 16 and the rewrite writes nothing, so the request keeps its meaning.
+ * - Legacy completions without `max_tokens` (or with null) keep the API's default of 16 tokens:
+ *   inspect reports max_output = 16 and the caller writes it upstream, so the bound is real on
+ *   servers whose own default is larger (vLLM and other compatible servers).
  * - Responses requests need `input` or a stored `prompt`; chat/messages/count_tokens need a
  * `messages` array; Anthropic messages need `max_tokens`.
  *
@@ -80,7 +81,8 @@ typedef struct st_gw_request_info_t {
     size_t model_len;
     int stream;            /* "stream": true */
     int include_usage;     /* the client itself set stream_options.include_usage=true */
-    int64_t max_output;    /* the client's output cap; 0 = none given */
+    int64_t max_output;    /* the client's output cap; 0 = none given (legacy completions: 16) */
+    int cap_given;         /* the client set a cap (not absent, not null) */
     const char *cap_name;  /* the field max_output came from (static; the route's own when none) */
     int64_t choices;       /* answers generated (n, best_of): each may reach the cap; 1 default */
     size_t input_bytes;    /* request size used for the input-token estimate */
@@ -117,9 +119,9 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
                             size_t errcap);
 
 /** Appends the upstream body to out: body (the one inspected into info) with the model replaced by
- *  upstream_model, cap_to_write written in the route's cap field when the client gave none (0 =
- * write nothing), and include_usage injected when force_include_usage is set on a streamed
- * chat/completions request. RB_ERR_LIMIT when out's len_max would be passed. */
+ *  upstream_model, cap_to_write written in the route's cap field when the client gave none (in
+ * place of a null; 0 = write nothing), and include_usage injected when force_include_usage is set
+ * on a streamed chat/completions request. RB_ERR_LIMIT when out's len_max would be passed. */
 rb_err_t gw_adapter_rewrite(const char *body, size_t len, const gw_request_info_t *info,
                             const char *upstream_model, int64_t cap_to_write,
                             int force_include_usage, rb_buf_t *out);

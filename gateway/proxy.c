@@ -214,15 +214,24 @@ static void call_fail(gw_call_t *c, int status, const char *code, const char *ro
 /* The answer's bytes that an output estimate counts. */
 static int64_t call_out_bytes(const gw_call_t *c)
 {
-    return c->sse_on ? c->obs.output_bytes : (int64_t)c->body.len;
+    if (c->sse_on)
+        return c->obs.output_bytes;
+    if (c->result != RB_OK || c->overflow) /* the client got an error, not this answer */
+        return 0;
+    return gw_usage_body_text_bytes((gw_route_t)c->route, c->body.base, c->body.len);
 }
 
-/* The most output tokens the call may bring: its cap (or the model's default one) for each choice.
- */
+/* One answer's output cap: the client's (legacy completions: the API's default of 16), else the
+ * model's default one, which the rewrite writes upstream. */
+static int64_t call_cap(const gw_call_t *c)
+{
+    return c->info.max_output > 0 ? c->info.max_output : c->model->max_output_default;
+}
+
+/* The most output tokens the call may bring: its cap for each choice. */
 static int64_t call_max_output(const gw_call_t *c)
 {
-    return (c->info.max_output > 0 ? c->info.max_output : c->model->max_output_default) *
-           c->info.choices;
+    return call_cap(c) * c->info.choices;
 }
 
 /* An output the provider did not state is billed at the call's cap (what its hold covered), not
@@ -691,8 +700,11 @@ static int on_up_body(void *ctx, const char *bytes, size_t len)
         if (rb_buf_append(&c->body, bytes, len) != 0)
             c->overflow = 1;
     }
+    /* a non-streamed answer counts its bytes so far (no scan per read): an estimate only a killed
+     * process uses */
     gw_inflight_progress(gw_recorder_inflight(c->pw->proxy->rec), c->journal_slot,
-                         call_out_bytes(c), c->sse_on ? &c->obs.usage : NULL);
+                         c->sse_on ? c->obs.output_bytes : (int64_t)c->body.len,
+                         c->sse_on ? &c->obs.usage : NULL);
     return 0;
 }
 
@@ -1014,7 +1026,7 @@ static int beta_refused(gw_call_t *c)
 {
     const cfg_provider_t *prov = c->model->provider;
     size_t vlen = 0, i = 0;
-    const char *v = rb_http_header(c->req, "anthropic-beta", &vlen);
+    const char *v = rb_http_header_list(c->req, "anthropic-beta", &vlen);
     char msg[GW_PROXY_HEADER_LINE_MAX];
 
     while (v != NULL && prov->kind == CFG_PROVIDER_ANTHROPIC && prov->betas_len > 0 && i < vlen) {
@@ -1077,7 +1089,7 @@ static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
         }
         if (add_up_header(c, "anthropic-version", v, vlen) != 0)
             return -1;
-        if ((v = rb_http_header(c->req, "anthropic-beta", &vlen)) != NULL &&
+        if ((v = rb_http_header_list(c->req, "anthropic-beta", &vlen)) != NULL &&
             add_up_header(c, "anthropic-beta", v, vlen) != 0)
             return -1;
     } else {
@@ -1223,9 +1235,13 @@ static void call_admit(gw_call_t *c)
     int64_t max_out = call_max_output(c), hold = 0; /* every choice may reach the cap */
     int64_t in_tokens = gw_pricing_hold_input(((int64_t)c->info.input_bytes + cpt - 1) / cpt,
                                               c->info.input_elsewhere != NULL,
-                                              c->model->context_window, max_out / c->info.choices);
+                                              c->model->context_window, call_cap(c));
     gw_credits_result_t r;
 
+    if (c->route == GW_ROUTE_COUNT_TOKENS) { /* never billed: nothing to hold */
+        call_send(c);
+        return;
+    }
     if (gw_pricing_hold(&p, in_tokens, max_out, &hold) != RB_OK) {
         call_refuse(c, GW_CREDITS_INSUFFICIENT); /* beyond int64: no balance covers it */
         return;
@@ -1354,7 +1370,7 @@ static void call_forward(gw_call_t *c)
         return;
     if (choose_model(c) != 0 || choose_key(c, &key, &key_len) != 0)
         return;
-    cap = !c->byok && c->info.max_output == 0 ? c->model->max_output_default : 0;
+    cap = !c->byok && !c->info.cap_given ? call_cap(c) : 0; /* the bound the hold counts on */
     force_usage = c->info.stream && !c->info.include_usage;
     c->strip_usage = force_usage;
     rb_buf_init(&c->upbody, lim->body_max_bytes + GW_PROXY_URL_MAX);
@@ -1452,13 +1468,11 @@ static void model_json(rb_jw_t *w, const cfg_model_t *m, int anthropic)
  * the Anthropic SDKs do; else in OpenAI's. */
 static void respond_models(gw_call_t *c)
 {
-    int anthropic = rb_http_header(c->req, "anthropic-version", NULL) != NULL;
+    int anthropic = c->dialect == GW_DIALECT_ANTHROPIC;
     const cfg_model_t *m = NULL, *first = NULL, *last = NULL;
     rb_buf_t out;
     rb_jw_t w;
 
-    if (anthropic)
-        c->dialect = GW_DIALECT_ANTHROPIC;
     if (c->info.model[0] != '\0' && ((m = cfg_model_find(c->cfg, c->info.model)) == NULL ||
                                      (anthropic && m->provider->kind != CFG_PROVIDER_ANTHROPIC))) {
         char msg[GW_MODEL_NAME_MAX + 64];
@@ -1548,13 +1562,17 @@ static const char *find_secret(h2o_req_t *req, size_t *len)
     if (v != NULL && *len > 7 && strncasecmp(v, "Bearer ", 7) == 0) {
         v += 7;
         *len -= 7;
-        while (*len > 0 && *v == ' ') {
-            v++;
-            (*len)--;
-        }
-        return v;
+    } else {
+        v = rb_http_header(req, "x-api-key", len);
     }
-    return rb_http_header(req, "x-api-key", len);
+    /* a field value's surrounding whitespace is not part of it (RFC 9110 5.5) */
+    while (v != NULL && *len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        (*len)--;
+    }
+    while (v != NULL && *len > 0 && (v[*len - 1] == ' ' || v[*len - 1] == '\t'))
+        (*len)--;
+    return v;
 }
 
 static gw_call_t *call_new(gw_proxy_worker_t *pw, h2o_req_t *req, int route)
@@ -1569,7 +1587,10 @@ static gw_call_t *call_new(gw_proxy_worker_t *pw, h2o_req_t *req, int route)
     c->cfg = pw->proxy->cfg;
     c->req = req;
     c->route = route;
-    c->dialect = route == GW_ROUTE_MODELS ? GW_DIALECT_OPENAI : gw_route_dialect((gw_route_t)route);
+    /* /v1/models speaks Anthropic's dialect to a caller that sends anthropic-version (its SDKs) */
+    c->dialect = route != GW_ROUTE_MODELS ? gw_route_dialect((gw_route_t)route)
+                 : rb_http_header(req, "anthropic-version", NULL) != NULL ? GW_DIALECT_ANTHROPIC
+                                                                          : GW_DIALECT_OPENAI;
     c->super.proceed = on_proceed;
     c->super.stop = on_stop;
     c->ka_te.cb = on_keepalive;

@@ -308,6 +308,23 @@ static int64_t usage_text_bytes(const char *data, size_t len, const char *key)
     return n;
 }
 
+int64_t gw_usage_body_text_bytes(gw_route_t route, const char *body, size_t len)
+{
+    static const char *const keys[GW_ROUTE__COUNT][4] = {
+        [GW_ROUTE_CHAT] = {"\"content\":", "\"arguments\":", "\"reasoning_content\":",
+                           "\"reasoning\":"},
+        [GW_ROUTE_COMPLETIONS] = {"\"text\":"},
+        [GW_ROUTE_RESPONSES] = {"\"text\":", "\"arguments\":"},
+        [GW_ROUTE_MESSAGES] = {"\"text\":", "\"thinking\":"},
+    };
+    int64_t n = 0;
+
+    RB_ASSERT(route < GW_ROUTE__COUNT && (body != NULL || len == 0));
+    for (size_t i = 0; i < 4 && keys[route][i] != NULL; i++)
+        n += usage_text_bytes(body, len, keys[route][i]);
+    return n;
+}
+
 /* Parses data; NULL (and sets malformed) when it is not a JSON object. */
 static rb_json_t *usage_parse(gw_usage_observer_t *obs, const char *data, size_t len)
 {

@@ -87,6 +87,10 @@ rb_err_t gw_usage_from_anthropic(const rb_json_t *doc, int v, gw_usage_t *u);
  *  RB_OK, RB_ERR_NOTFOUND (no usage, or count_tokens), RB_ERR_PARSE, RB_ERR_LIMIT. */
 rb_err_t gw_usage_from_body(gw_route_t route, const char *body, size_t len,
                             const rb_json_limits_t *limits, gw_usage_t *u);
+/** The completion text of a non-streamed answer body of route, in unescaped bytes (what an output
+ *  estimate is made of when no usage came): message content, tool arguments and reasoning text;
+ *  not the envelope (ids, roles, usage). A byte scan: the body need not be valid JSON. */
+int64_t gw_usage_body_text_bytes(gw_route_t route, const char *body, size_t len);
 /** gw_usage_from_body on a document the caller already parsed (borrowed): RB_OK or
  *  RB_ERR_NOTFOUND, RB_ERR_PARSE (a usage object of the wrong shape). */
 rb_err_t gw_usage_from_doc(gw_route_t route, const rb_json_t *doc, gw_usage_t *u);

@@ -35,8 +35,9 @@ static void fuzz_check_rewrite(gw_route_t route, const char *body, size_t len,
         if (rb_json_str(in, k, key, sizeof(key), &key_len) == RB_OK && strlen(key) == key_len)
             RB_ASSERT(rb_json_member(out_doc, 0, key) >= 0);
     }
-    added += cap != 0 && info->max_output == 0 && !info->cap_null &&
-             (route == GW_ROUTE_CHAT || route == GW_ROUTE_RESPONSES); /* the cap field */
+    added += cap != 0 && !info->cap_given && !info->cap_null &&
+             (route == GW_ROUTE_CHAT || route == GW_ROUTE_RESPONSES ||
+              route == GW_ROUTE_COMPLETIONS); /* the cap field */
     added += force && info->stream && !info->include_usage && info->so_kind == 0 &&
              (route == GW_ROUTE_CHAT || route == GW_ROUTE_COMPLETIONS); /* stream_options */
     RB_ASSERT(rb_json_count(out_doc, 0) == rb_json_count(in, 0) + added);

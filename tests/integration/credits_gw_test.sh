@@ -113,6 +113,8 @@ R=$(rid)
 st=$(post $PA /v1/messages $TOK2 "$MSG")
 check "c: no credit, Anthropic route: 402 billing_error" test "$st:$(jq -r '.type + "/" + .error.type' "$RB_TMP/out")" = "402:error/billing_error"
 check "c: nothing sent upstream for refused calls" test "$(mock_count)" = "$N0"
+st=$(post $PA /v1/messages/count_tokens $TOK2 '{"model":"t-claude","messages":[{"role":"user","content":"hi"}]}')
+check "c: no credit: count_tokens (never billed) is served, nothing held" test "$st" = 200
 cg_wait_sql "SELECT count(*) FROM usage_events WHERE request_id = '$R'" 1
 check "c: refused call recorded (rejected, 402, not billed)" test "$(rb_sql "SELECT status || http_status || billed FROM usage_events WHERE request_id = '$R'")" = "rejected402false"
 st=$(post $PA /v1/chat/completions $TOK2 "$CHAT" -H 'X-Rigbox-Provider-Key: sk-own')

@@ -161,6 +161,11 @@ check "messages: x-api-key is the operator key" test "$(jq -r '.["x-api-key"]' <
 st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: beta-b, beta-a')
 check "messages: anthropic-beta values the provider's betas list pass to the operator's key" \
     test "$st:$(last_mock_headers | jq -r '.["anthropic-beta"]')" = "200:beta-b, beta-a"
+st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: beta-b' -H 'anthropic-beta: beta-a')
+check "messages: anthropic-beta on two lines is one list (RFC 9110), checked and sent whole" \
+    test "$st:$(last_mock_headers | jq -r '.["anthropic-beta"]')" = "200:beta-b, beta-a"
+st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: beta-a' -H 'anthropic-beta: context-1m-2025-08-07')
+check "messages: a value it does not list on a second line is refused too" test "$st" = 400
 st=$(post_ant /v1/messages $TOK "$MSG" -H 'anthropic-beta: beta-a,context-1m-2025-08-07')
 check "messages: one it does not list is 400 beta_not_allowed, nothing sent upstream" \
     bash -c "[ $st = 400 ] && jq -e '.type == \"error\" and (.error.message | contains(\"context-1m-2025-08-07\"))' $RB_TMP/out >/dev/null &&
@@ -202,11 +207,25 @@ check "count_tokens: row with no usage" test "$(row "$(rid)" "route, usage_sourc
 # ---- 4. the other OpenAI routes -------------------------------------------------------------------
 st=$(post /v1/completions $TOK '{"model":"t-chat","prompt":"hello there"}')
 check "completions: 200 with cost" test "$st:$(jq '.usage.cost_micro > 0' "$RB_TMP/out")" = 200:true
+# Without max_tokens (or with null) a completion is held for the API's default of 16 tokens, and 16
+# is written upstream so a compatible server whose default is larger stops there too (before: a
+# big answer billed 10000 output tokens against a hold of 16).
+for cap in '' ',"max_tokens":null'; do
+    st=$(post /v1/completions $TOK "{\"model\":\"t-chat\",\"prompt\":\"hello there\"$cap}" -H 'X-Mock-Behavior: big=40000')
+    out=$(row "$(rid)" "output")
+    check "completions without a cap ('$cap'): 16 written upstream, output $out <= 16" bash -c "[ $st = 200 ] && [ $out -ge 1 ] && [ $out -le 16 ]"
+done
 st=$(post /v1/completions $TOK '{"model":"t-chat","prompt":"hello there","stream":true}')
 check "completions stream: no usage chunk, [DONE]" bash -c "grep -q '\[DONE\]' '$RB_TMP/out' && ! grep -q '\"choices\":\[\]' '$RB_TMP/out'"
 st=$(post /v1/chat/completions $TOK '{"model":"t-chat","messages":[{"role":"user","content":"x"}]}' -H 'X-Mock-Behavior: no-usage')
 check "chat without usage: 200, no usage added to the body, the row estimated" \
     test "$st:$(jq -c .usage "$RB_TMP/out"):$(row "$(rid)" "usage_source")" = "200:null:estimate"
+# the estimate counts the answer's text ("Mock reply to: x", 16 bytes: 4 tokens), not its envelope
+# of ids and roles (~300 bytes: 75 tokens before)
+check "chat without usage: output estimated from the answer's text" test "$(row "$(rid)" "output")" = 4
+st=$(post_ant /v1/messages $TOK "$MSG" -H 'X-Mock-Behavior: reset')
+check "messages cut mid-body: 502 to the client, billed its input but no output it never got" \
+    test "$st:$(row "$(rid)" "status, usage_source, output, input_uncached > 0")" = "502:upstream_error|estimate|0|t"
 st=$(post /v1/responses $TOK '{"model":"t-chat","input":"hello there"}')
 check "responses: 200 with cost" test "$st:$(jq '.usage.cost_micro > 0' "$RB_TMP/out")" = 200:true
 st=$(post /v1/responses $TOK '{"model":"t-chat","input":"hello there","stream":true}')
@@ -231,6 +250,11 @@ check "models: Anthropic's shape for an Anthropic client, its models only" \
 st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/models/t-chat" -H "x-api-key: $TOK" -H 'anthropic-version: 2023-06-01')
 check "models: an OpenAI model asked for by an Anthropic client: 404 in Anthropic's shape" \
     bash -c "[ $st = 404 ] && jq -e '.type == \"error\" and .error.type == \"not_found_error\"' $RB_TMP/out >/dev/null"
+st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/models" -H "x-api-key: rbw_bogusbogusbogus" -H 'anthropic-version: 2023-06-01')
+check "models: a bad token from an Anthropic client: 401 in Anthropic's shape" \
+    test "$st:$(jq -r '.type + "/" + .error.type' "$RB_TMP/out")" = "401:error/authentication_error"
+st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/models" -H "Authorization: Bearer $TOK  ")
+check "a token with trailing whitespace is the token (RFC 9110: not part of the value)" test "$st" = 200
 st=$(post /v1/chat/completions $UKEY "$CHAT")
 check "user API key: 200, row without workspace" test "$st:$(row "$(rid)" "user_id, coalesce(workspace_id, '-')")" = "200:u-aaaaaaaa|-"
 

@@ -75,6 +75,23 @@ static const inspect_case_t inspect_cases[] = {
      "\"include_usage\":true}}",
      RB_ERR_INVAL, "'stream_options.include_usage' appears more than once",
      "stream_options.include_usage", 0, 0, 0},
+    /* an object the gateway reads the type of, with two: upstreams read the last one */
+    {GW_ROUTE_RESPONSES,
+     "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\","
+     "\"type\":\"web_search\"}]}",
+     RB_ERR_INVAL, "an object in 'tools' names its 'type' twice", "tools", 0, 0, 0},
+    {GW_ROUTE_RESPONSES,
+     "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\","
+     "\"file_id\":\"f\",\"type\":\"input_file\"}]}]}",
+     RB_ERR_INVAL, "an object in 'input' names its 'type' twice", "input", 0, 0, 0},
+    {GW_ROUTE_MESSAGES,
+     "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
+     "\"type\":\"document\",\"source\":{\"type\":\"text\",\"data\":\"x\",\"type\":\"url\"}}]}]}",
+     RB_ERR_INVAL, "an object in 'messages' names its 'type' twice", "messages", 0, 0, 0},
+    {GW_ROUTE_CHAT,
+     "{\"model\":\"m\",\"messages\":[{\"type\":\"a\",\"role\":\"user\",\"type\":\"b\","
+     "\"content\":\"x\"}]}",
+     RB_ERR_INVAL, "an object in 'messages' names its 'type' twice", "messages", 0, 0, 0},
     {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"Say\"}", RB_OK, "i", NULL, 0, 0, 16},
     {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":[\"a\"],\"max_tokens\":5,\"stream\":true}",
      RB_OK, "i", NULL, 1, 0, 5},
@@ -269,9 +286,15 @@ static const rewrite_case_t rewrite_cases[] = {
      "\"user\",\"content\":\"h\\u00e9\"}], \"metadata\":{\"user_id\":\"u\"} }"},
     {GW_ROUTE_RESPONSES, "{\"model\":\"o3\",\"input\":\"hi\",\"stream\":true}", "o3-2025", 2048, 1,
      "{\"max_output_tokens\":2048,\"model\":\"o3-2025\",\"input\":\"hi\",\"stream\":true}"},
-    {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"x\",\"stream\":true}", "j", 2048, 1,
-     "{\"stream_options\":{\"include_usage\":true},\"model\":\"j\",\"prompt\":\"x\",\"stream\":"
-     "true}"},
+    /* legacy completions without a cap: the API's default of 16, written so compatible servers
+     * with a larger default keep the bound the hold counts on */
+    {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"x\",\"stream\":true}", "j", 16, 1,
+     "{\"max_tokens\":16,\"stream_options\":{\"include_usage\":true},\"model\":\"j\",\"prompt\":"
+     "\"x\",\"stream\":true}"},
+    {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"x\",\"max_tokens\":null}", "j", 16, 0,
+     "{\"model\":\"j\",\"prompt\":\"x\",\"max_tokens\":16}"},
+    {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"x\",\"max_tokens\":9}", "j", 16, 0,
+     "{\"model\":\"j\",\"prompt\":\"x\",\"max_tokens\":9}"},
     {GW_ROUTE_EMBEDDINGS, "{\"input\":\"x\",\"model\":\"e\"}", "text-embedding-3-small", 2048, 1,
      "{\"input\":\"x\",\"model\":\"text-embedding-3-small\"}"},
     {GW_ROUTE_CHAT, "{\"model\":\"a\",\"messages\":[]}", "we\"ird\\\n", 0, 0,

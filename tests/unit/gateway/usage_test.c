@@ -464,5 +464,31 @@ static void test_estimates(void)
     CHECK_INT_EQ(u.output, 500);
 }
 
-TEST_MAIN(test_bodies, test_chat_stream, test_chat_stream_errors, test_anthropic_stream,
-          test_anthropic_restating_delta, test_responses_stream, test_estimates)
+/* The text of a non-streamed answer, which an output estimate counts: not its envelope. */
+static void test_body_text_bytes(void)
+{
+    static const char chat[] =
+        "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"choices\":[{\"index\":0,"
+        "\"message\":{\"role\":\"assistant\",\"content\":\"h\\u00e9llo\",\"tool_calls\":[{"
+        "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"a\\\":1}\"}}]},\"finish_reason\":"
+        "\"stop\"}]}";
+    static const char responses[] =
+        "{\"id\":\"resp_1\",\"instructions\":null,\"text\":{\"format\":{\"type\":\"text\"}},"
+        "\"output\":[{\"type\":\"message\",\"content\":[{\"type\":\"output_text\",\"text\":"
+        "\"abc\"}]}]}";
+    static const char messages[] =
+        "{\"id\":\"msg_1\",\"content\":[{\"type\":\"thinking\",\"thinking\":\"hmm\"},{\"type\":"
+        "\"text\",\"text\":\"ok\"}],\"stop_reason\":\"end_turn\"}";
+
+    /* "héllo" (6 bytes) + {"a":1} (7) */
+    CHECK_INT_EQ(gw_usage_body_text_bytes(GW_ROUTE_CHAT, chat, strlen(chat)), 13);
+    CHECK_INT_EQ(gw_usage_body_text_bytes(GW_ROUTE_RESPONSES, responses, strlen(responses)), 3);
+    /* "thinking" the type is a string too: only values after the key count ("hmm", "ok") */
+    CHECK_INT_EQ(gw_usage_body_text_bytes(GW_ROUTE_MESSAGES, messages, strlen(messages)), 5);
+    CHECK_INT_EQ(gw_usage_body_text_bytes(GW_ROUTE_EMBEDDINGS, chat, strlen(chat)), 0);
+    CHECK_INT_EQ(gw_usage_body_text_bytes(GW_ROUTE_CHAT, "", 0), 0);
+}
+
+TEST_MAIN(test_body_text_bytes, test_bodies, test_chat_stream, test_chat_stream_errors,
+          test_anthropic_stream, test_anthropic_restating_delta, test_responses_stream,
+          test_estimates)

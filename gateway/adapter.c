@@ -14,75 +14,87 @@
 /* Most splices one rewrite applies: model, cap, stream_options (+ one spare). */
 #define ADAPTER_SPLICES_MAX 4
 
+/* The root members inspect reads, also those whose duplicates would make the gateway and the
+ * upstream read different requests (refused): their ids (AK_*) and names. */
+#define ADAPTER_KEY_LIST(X)                                                                        \
+    X(MODEL, "model")                                                                              \
+    X(STREAM, "stream")                                                                            \
+    X(STREAM_OPTIONS, "stream_options")                                                            \
+    X(MAX_TOKENS, "max_tokens")                                                                    \
+    X(MAX_COMPLETION_TOKENS, "max_completion_tokens")                                              \
+    X(MAX_OUTPUT_TOKENS, "max_output_tokens")                                                      \
+    X(MESSAGES, "messages")                                                                        \
+    X(INPUT, "input")                                                                              \
+    X(PROMPT, "prompt")                                                                            \
+    X(N, "n")                                                                                      \
+    X(BEST_OF, "best_of")                                                                          \
+    X(BACKGROUND, "background")                                                                    \
+    X(SERVICE_TIER, "service_tier")                                                                \
+    X(MODELS, "models")                                                                            \
+    X(TOOLS, "tools")                                                                              \
+    X(WEB_SEARCH_OPTIONS, "web_search_options")                                                    \
+    X(PLUGINS, "plugins")                                                                          \
+    X(PREVIOUS_RESPONSE_ID, "previous_response_id")                                                \
+    X(CONVERSATION, "conversation")                                                                \
+    X(MCP_SERVERS, "mcp_servers")
+
+typedef enum {
+    AK_NONE = -1,
+#define ADAPTER_KEY_ID(id, name) AK_##id,
+    ADAPTER_KEY_LIST(ADAPTER_KEY_ID)
+#undef ADAPTER_KEY_ID
+        AK__COUNT
+} adapter_key_t;
+
+static const char *const adapter_key_names[AK__COUNT] = {
+#define ADAPTER_KEY_NAME(id, name) name,
+    ADAPTER_KEY_LIST(ADAPTER_KEY_NAME)
+#undef ADAPTER_KEY_NAME
+};
+
+/* The name of key k; NULL for AK_NONE. */
+static const char *adapter_key_name(adapter_key_t k)
+{
+    return k == AK_NONE ? NULL : adapter_key_names[k];
+}
+
 typedef struct st_adapter_route_t {
     const char *name;
     gw_dialect_t dialect;
     int can_stream;
-    const char *cap_field;   /* where the cap is written; NULL = the route has none */
-    const char *cap_alt;     /* another cap field the client may use (chat's max_tokens) */
-    const char *required;    /* the content field that must be present */
+    adapter_key_t cap;       /* where the cap is written; AK_NONE = the route has none */
+    adapter_key_t cap_alt;   /* another cap field the client may use (chat's max_tokens) */
+    adapter_key_t required;  /* the content field that must be present */
     rb_json_type_t req_type; /* its type (RB_JSON_ABSENT = string or array) */
     int cap_required;        /* Anthropic: max_tokens is mandatory */
 } adapter_route_t;
 
 static const adapter_route_t adapter_routes[GW_ROUTE__COUNT] = {
-    [GW_ROUTE_CHAT] = {"chat", GW_DIALECT_OPENAI, 1, "max_completion_tokens", "max_tokens",
-                       "messages", RB_JSON_ARRAY, 0},
-    [GW_ROUTE_COMPLETIONS] = {"completions", GW_DIALECT_OPENAI, 1, "max_tokens", NULL, "prompt",
-                              RB_JSON_ABSENT, 0},
-    [GW_ROUTE_RESPONSES] = {"responses", GW_DIALECT_OPENAI, 1, "max_output_tokens", NULL, "input",
-                            RB_JSON_ABSENT, 0},
-    [GW_ROUTE_EMBEDDINGS] = {"embeddings", GW_DIALECT_OPENAI, 0, NULL, NULL, "input",
+    [GW_ROUTE_CHAT] = {"chat", GW_DIALECT_OPENAI, 1, AK_MAX_COMPLETION_TOKENS, AK_MAX_TOKENS,
+                       AK_MESSAGES, RB_JSON_ARRAY, 0},
+    [GW_ROUTE_COMPLETIONS] = {"completions", GW_DIALECT_OPENAI, 1, AK_MAX_TOKENS, AK_NONE,
+                              AK_PROMPT, RB_JSON_ABSENT, 0},
+    [GW_ROUTE_RESPONSES] = {"responses", GW_DIALECT_OPENAI, 1, AK_MAX_OUTPUT_TOKENS, AK_NONE,
+                            AK_INPUT, RB_JSON_ABSENT, 0},
+    [GW_ROUTE_EMBEDDINGS] = {"embeddings", GW_DIALECT_OPENAI, 0, AK_NONE, AK_NONE, AK_INPUT,
                              RB_JSON_ABSENT, 0},
-    [GW_ROUTE_MESSAGES] = {"messages", GW_DIALECT_ANTHROPIC, 1, "max_tokens", NULL, "messages",
+    [GW_ROUTE_MESSAGES] = {"messages", GW_DIALECT_ANTHROPIC, 1, AK_MAX_TOKENS, AK_NONE, AK_MESSAGES,
                            RB_JSON_ARRAY, 1},
-    [GW_ROUTE_COUNT_TOKENS] = {"count_tokens", GW_DIALECT_ANTHROPIC, 0, NULL, NULL, "messages",
-                               RB_JSON_ARRAY, 0},
+    [GW_ROUTE_COUNT_TOKENS] = {"count_tokens", GW_DIALECT_ANTHROPIC, 0, AK_NONE, AK_NONE,
+                               AK_MESSAGES, RB_JSON_ARRAY, 0},
 };
 
-/* Keys whose duplicates would make the gateway and the upstream read different requests; also
- * every root member inspect reads. */
-static const char *const adapter_unique_keys[] = {
-    "model",
-    "stream",
-    "stream_options",
-    "max_tokens",
-    "max_completion_tokens",
-    "max_output_tokens",
-    "messages",
-    "input",
-    "prompt",
-    "n",
-    "best_of",
-    "background",
-    "service_tier",
-    "models",
-    "tools",
-    "web_search_options",
-    "plugins",
-    "previous_response_id",
-    "conversation",
-    "mcp_servers",
-};
-#define ADAPTER_KEYS (sizeof(adapter_unique_keys) / sizeof(adapter_unique_keys[0]))
-
-/* The root members of a request, found in one pass: each of adapter_unique_keys' value (-1 when
- * absent; a duplicate is refused before any is read). */
+/* The root members of a request, found in one pass: each key's value (-1 when absent; a
+ * duplicate is refused before any is read). */
 typedef struct st_adapter_root_t {
     const rb_json_t *doc;
-    int v[ADAPTER_KEYS];
+    int v[AK__COUNT];
 } adapter_root_t;
 
-/* The value of root member key (one of adapter_unique_keys; NULL gives -1). */
-static int adapter_root_value(const adapter_root_t *root, const char *key)
+/* The value of root member k (-1 when absent or AK_NONE). */
+static int adapter_root_value(const adapter_root_t *root, adapter_key_t k)
 {
-    if (key == NULL)
-        return -1;
-    for (size_t i = 0; i < ADAPTER_KEYS; i++) {
-        if (strcmp(adapter_unique_keys[i], key) == 0)
-            return root->v[i];
-    }
-    RB_UNREACHABLE(); /* a key inspect reads is missing from adapter_unique_keys */
+    return k == AK_NONE ? -1 : root->v[k];
 }
 
 gw_dialect_t gw_route_dialect(gw_route_t route)
@@ -124,30 +136,30 @@ static size_t adapter_key_count(const rb_json_t *doc, int obj, const char *key)
     return n;
 }
 
-/* Fills root in one pass over the root's members; returns the first of adapter_unique_keys (in
- * their order) that the root holds twice, or NULL. */
+/* Fills root in one pass over the root's members; returns the first of the keys (in their order)
+ * that the root holds twice, or NULL. */
 static const char *adapter_root_scan(const rb_json_t *doc, adapter_root_t *root)
 {
-    unsigned seen[ADAPTER_KEYS] = {0};
+    unsigned seen[AK__COUNT] = {0};
     int k = -1, v = -1;
 
     root->doc = doc;
-    for (size_t i = 0; i < ADAPTER_KEYS; i++)
+    for (size_t i = 0; i < AK__COUNT; i++)
         root->v[i] = -1;
     while (rb_json_next(doc, 0, &k, &v)) {
-        for (size_t i = 0; i < ADAPTER_KEYS; i++) {
-            if (rb_json_str_eq(doc, k, adapter_unique_keys[i])) {
+        for (size_t i = 0; i < AK__COUNT; i++) {
+            if (rb_json_str_eq(doc, k, adapter_key_names[i])) {
                 if (seen[i]++ == 0)
                     root->v[i] = v;
                 break; /* the keys differ: a name is at most one of them */
             }
         }
     }
-    for (size_t i = 0; i < ADAPTER_KEYS; i++) {
+    for (size_t i = 0; i < AK__COUNT; i++) {
         if (seen[i] > 1)
-            return adapter_unique_keys[i];
+            return adapter_key_names[i];
     }
-    if (adapter_key_count(doc, adapter_root_value(root, "stream_options"), "include_usage") > 1)
+    if (adapter_key_count(doc, adapter_root_value(root, AK_STREAM_OPTIONS), "include_usage") > 1)
         return "stream_options.include_usage";
     return NULL;
 }
@@ -156,7 +168,7 @@ static rb_err_t adapter_model(const adapter_root_t *root, gw_request_info_t *inf
                               size_t errcap)
 {
     const rb_json_t *doc = root->doc;
-    int v = adapter_root_value(root, "model");
+    int v = adapter_root_value(root, AK_MODEL);
     rb_err_t err;
 
     if (rb_json_type(doc, v) == RB_JSON_ABSENT || rb_json_type(doc, v) == RB_JSON_NULL)
@@ -174,7 +186,7 @@ static rb_err_t adapter_model(const adapter_root_t *root, gw_request_info_t *inf
 }
 
 /* Reads one cap field: 0 absent/null, 1 valid (into *cap), -1 invalid. */
-static int adapter_cap_value(const adapter_root_t *root, const char *field, int64_t *cap)
+static int adapter_cap_value(const adapter_root_t *root, adapter_key_t field, int64_t *cap)
 {
     int v = adapter_root_value(root, field);
     rb_json_type_t t = rb_json_type(root->doc, v);
@@ -191,23 +203,24 @@ static rb_err_t adapter_cap(const adapter_root_t *root, const adapter_route_t *r
 {
     const rb_json_t *doc = root->doc;
     int64_t cap = 0, alt = 0;
-    int has_cap = adapter_cap_value(root, r->cap_field, &cap);
+    int has_cap = adapter_cap_value(root, r->cap, &cap);
     int has_alt = adapter_cap_value(root, r->cap_alt, &alt);
     int v;
 
     if (has_cap < 0 || has_alt < 0) {
-        const char *field = has_cap < 0 ? r->cap_field : r->cap_alt;
+        const char *field = adapter_key_name(has_cap < 0 ? r->cap : r->cap_alt);
         return adapter_fail(info, errmsg, errcap, field, "'%s' must be an integer between 1 and %d",
                             field, GW_ADAPTER_CAP_MAX);
     }
     if (has_cap == 0 && r->cap_required)
-        return adapter_fail(info, errmsg, errcap, r->cap_field, "'%s' is required", r->cap_field);
+        return adapter_fail(info, errmsg, errcap, adapter_key_name(r->cap), "'%s' is required",
+                            adapter_key_name(r->cap));
     info->cap_given = has_cap || has_alt;
     info->max_output = has_cap && has_alt ? (cap > alt ? cap : alt) : has_cap ? cap : alt;
-    info->cap_name = has_alt && (!has_cap || alt > cap) ? r->cap_alt : r->cap_field;
+    info->cap_name = adapter_key_name(has_alt && (!has_cap || alt > cap) ? r->cap_alt : r->cap);
     if (info->max_output == 0 && info->route == GW_ROUTE_COMPLETIONS)
         info->max_output = GW_ADAPTER_COMPLETIONS_DEFAULT_CAP;
-    v = adapter_root_value(root, r->cap_field);
+    v = adapter_root_value(root, r->cap);
     if (rb_json_type(doc, v) == RB_JSON_NULL) {
         info->cap_null = 1;
         RB_ASSERT(rb_json_span(doc, v, &info->cap_start, &info->cap_end) == 0);
@@ -220,7 +233,7 @@ static rb_err_t adapter_cap(const adapter_root_t *root, const adapter_route_t *r
 static rb_err_t adapter_choices(const adapter_root_t *root, gw_request_info_t *info, char *errmsg,
                                 size_t errcap)
 {
-    static const char *const fields[] = {"n", "best_of"};
+    static const adapter_key_t fields[] = {AK_N, AK_BEST_OF};
 
     info->choices = 1;
     if (info->route != GW_ROUTE_CHAT && info->route != GW_ROUTE_COMPLETIONS)
@@ -232,9 +245,9 @@ static rb_err_t adapter_choices(const adapter_root_t *root, gw_request_info_t *i
         if (t == RB_JSON_ABSENT || t == RB_JSON_NULL)
             continue;
         if (rb_json_int64(root->doc, v, &k) != 0 || k < 1 || k > GW_ADAPTER_CHOICES_MAX)
-            return adapter_fail(info, errmsg, errcap, fields[i],
-                                "'%s' must be an integer between 1 and %d", fields[i],
-                                GW_ADAPTER_CHOICES_MAX);
+            return adapter_fail(info, errmsg, errcap, adapter_key_name(fields[i]),
+                                "'%s' must be an integer between 1 and %d",
+                                adapter_key_name(fields[i]), GW_ADAPTER_CHOICES_MAX);
         if (k > info->choices)
             info->choices = k;
     }
@@ -247,7 +260,7 @@ static rb_err_t adapter_choices(const adapter_root_t *root, gw_request_info_t *i
 static rb_err_t adapter_background(const adapter_root_t *root, gw_request_info_t *info,
                                    char *errmsg, size_t errcap)
 {
-    int v = adapter_root_value(root, "background"), on = 0;
+    int v = adapter_root_value(root, AK_BACKGROUND), on = 0;
     rb_json_type_t t = rb_json_type(root->doc, v);
 
     if (info->route != GW_ROUTE_RESPONSES || t == RB_JSON_ABSENT || t == RB_JSON_NULL)
@@ -288,7 +301,9 @@ static int adapter_tool_billed_apart(const rb_json_t *doc, int t)
 static void adapter_priced_option(const adapter_root_t *root, gw_request_info_t *info)
 {
     const rb_json_t *doc = root->doc;
-    int tier = adapter_root_value(root, "service_tier"), tools = adapter_root_value(root, "tools");
+    int tier = adapter_root_value(root, AK_SERVICE_TIER),
+        tools = adapter_root_value(root, AK_TOOLS);
+    int plugins = adapter_root_value(root, AK_PLUGINS);
     int t = -1;
 
     info->priced_option = NULL;
@@ -296,12 +311,11 @@ static void adapter_priced_option(const adapter_root_t *root, gw_request_info_t 
         return;
     if (rb_json_str_eq(doc, tier, "priority") || rb_json_str_eq(doc, tier, "scale"))
         info->priced_option = "service_tier";
-    else if (rb_json_type(doc, adapter_root_value(root, "models")) == RB_JSON_ARRAY)
+    else if (rb_json_type(doc, adapter_root_value(root, AK_MODELS)) == RB_JSON_ARRAY)
         info->priced_option = "models";
-    else if (rb_json_type(doc, adapter_root_value(root, "plugins")) == RB_JSON_ARRAY &&
-             rb_json_count(doc, adapter_root_value(root, "plugins")) > 0)
+    else if (rb_json_type(doc, plugins) == RB_JSON_ARRAY && rb_json_count(doc, plugins) > 0)
         info->priced_option = "plugins";
-    else if (rb_json_type(doc, adapter_root_value(root, "web_search_options")) == RB_JSON_OBJECT)
+    else if (rb_json_type(doc, adapter_root_value(root, AK_WEB_SEARCH_OPTIONS)) == RB_JSON_OBJECT)
         info->priced_option = "web_search_options";
     else if (info->route == GW_ROUTE_RESPONSES && rb_json_type(doc, tools) == RB_JSON_ARRAY)
         while (rb_json_elem_next(doc, tools, &t))
@@ -359,9 +373,9 @@ static int adapter_items_elsewhere(const rb_json_t *doc, int arr)
 static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_route_t *r,
                                     gw_request_info_t *info)
 {
-    static const char *const stored[] = {"previous_response_id", "conversation", "prompt"};
+    static const adapter_key_t stored[] = {AK_PREVIOUS_RESPONSE_ID, AK_CONVERSATION, AK_PROMPT};
     const rb_json_t *doc = root->doc;
-    int tools = adapter_root_value(root, "tools"), t = -1;
+    int tools = adapter_root_value(root, AK_TOOLS), t = -1;
     rb_json_type_t ty;
 
     info->input_elsewhere = NULL;
@@ -369,14 +383,14 @@ static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_ro
         for (size_t i = 0; i < sizeof(stored) / sizeof(stored[0]); i++) {
             ty = rb_json_type(doc, adapter_root_value(root, stored[i]));
             if (ty != RB_JSON_ABSENT && ty != RB_JSON_NULL) {
-                info->input_elsewhere = stored[i];
+                info->input_elsewhere = adapter_key_name(stored[i]);
                 return;
             }
         }
     if ((info->route == GW_ROUTE_CHAT || info->route == GW_ROUTE_RESPONSES ||
          info->route == GW_ROUTE_MESSAGES) &&
         adapter_items_elsewhere(doc, adapter_root_value(root, r->required))) {
-        info->input_elsewhere = r->required;
+        info->input_elsewhere = adapter_key_name(r->required);
         return;
     }
     if (info->route != GW_ROUTE_MESSAGES)
@@ -389,7 +403,7 @@ static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_ro
             return;
         }
     }
-    if (rb_json_count(doc, adapter_root_value(root, "mcp_servers")) > 0)
+    if (rb_json_count(doc, adapter_root_value(root, AK_MCP_SERVERS)) > 0)
         info->input_elsewhere = "mcp_servers";
 }
 
@@ -402,17 +416,17 @@ static const char *adapter_repeated_type(const adapter_root_t *root, const adapt
     const rb_json_t *doc = root->doc;
     int t = -1, e = -1, p;
 
-    while (rb_json_elem_next(doc, adapter_root_value(root, "tools"), &t))
+    while (rb_json_elem_next(doc, adapter_root_value(root, AK_TOOLS), &t))
         if (adapter_key_count(doc, t, "type") > 1)
             return "tools";
     while (rb_json_elem_next(doc, adapter_root_value(root, r->required), &e)) {
         if (adapter_key_count(doc, e, "type") > 1)
-            return r->required;
+            return adapter_key_name(r->required);
         p = -1;
         while (rb_json_elem_next(doc, rb_json_member(doc, e, "content"), &p))
             if (adapter_key_count(doc, p, "type") > 1 ||
                 adapter_key_count(doc, rb_json_member(doc, p, "source"), "type") > 1)
-                return r->required;
+                return adapter_key_name(r->required);
     }
     return NULL;
 }
@@ -421,7 +435,7 @@ static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t
                                gw_request_info_t *info, char *errmsg, size_t errcap)
 {
     const rb_json_t *doc = root->doc;
-    int v = adapter_root_value(root, "stream"), so, iu;
+    int v = adapter_root_value(root, AK_STREAM), so, iu;
     rb_json_type_t t = rb_json_type(doc, v);
 
     if (!r->can_stream)
@@ -430,7 +444,7 @@ static rb_err_t adapter_stream(const adapter_root_t *root, const adapter_route_t
         return adapter_fail(info, errmsg, errcap, "stream", "'stream' must be a boolean");
     if (info->route != GW_ROUTE_CHAT && info->route != GW_ROUTE_COMPLETIONS)
         return RB_OK;
-    so = adapter_root_value(root, "stream_options");
+    so = adapter_root_value(root, AK_STREAM_OPTIONS);
     t = rb_json_type(doc, so);
     if (t == RB_JSON_ABSENT)
         return RB_OK;
@@ -457,20 +471,19 @@ static rb_err_t adapter_content(const adapter_root_t *root, const adapter_route_
 {
     const rb_json_t *doc = root->doc;
     rb_json_type_t t = rb_json_type(doc, adapter_root_value(root, r->required));
+    const char *req = adapter_key_name(r->required);
 
     if (t == RB_JSON_ABSENT || t == RB_JSON_NULL) {
         /* Responses may run a stored prompt template instead of inline input */
         if (info->route == GW_ROUTE_RESPONSES &&
-            rb_json_type(doc, adapter_root_value(root, "prompt")) == RB_JSON_OBJECT)
+            rb_json_type(doc, adapter_root_value(root, AK_PROMPT)) == RB_JSON_OBJECT)
             return RB_OK;
-        return adapter_fail(info, errmsg, errcap, r->required, "'%s' is required", r->required);
+        return adapter_fail(info, errmsg, errcap, req, "'%s' is required", req);
     }
     if (r->req_type == RB_JSON_ARRAY && t != RB_JSON_ARRAY)
-        return adapter_fail(info, errmsg, errcap, r->required, "'%s' must be an array",
-                            r->required);
+        return adapter_fail(info, errmsg, errcap, req, "'%s' must be an array", req);
     if (r->req_type == RB_JSON_ABSENT && t != RB_JSON_STRING && t != RB_JSON_ARRAY)
-        return adapter_fail(info, errmsg, errcap, r->required, "'%s' must be a string or an array",
-                            r->required);
+        return adapter_fail(info, errmsg, errcap, req, "'%s' must be a string or an array", req);
     return RB_OK;
 }
 
@@ -569,7 +582,7 @@ static rb_err_t adapter_splice_apply(const char *body, size_t len, adapter_splic
 static void adapter_root_members(const gw_request_info_t *info, int64_t cap_to_write, int inject,
                                  rb_buf_t *lead, char *cap_text, size_t cap_cap, size_t *cap_len)
 {
-    const char *field = adapter_routes[info->route].cap_field;
+    const char *field = adapter_key_name(adapter_routes[info->route].cap);
 
     *cap_len = 0;
     if (cap_to_write > 0 && !info->cap_given && field != NULL) {

@@ -107,8 +107,9 @@ int ctl_text_valid(const char *s);
 /** Sends the standard error body; details_json is raw JSON or NULL for null. */
 void ctl_error(ctl_req_t *r, int status, const char *code, const char *message,
                const char *details_json);
-/** Sends 400 for a value the schema refused (RB_ERR_INVAL), else 500 for an unexpected database
- * failure (logged; clients see no SQL). */
+/** Sends 400 for a value the schema refused (RB_ERR_INVAL), 503 database_unavailable (Retry-After)
+ * when the database is out of reach, else 500 for an unexpected database failure (logged; clients
+ * see no SQL). */
 void ctl_error_db(ctl_req_t *r, rb_err_t err);
 /** Resolves a {id} path parameter that may be "me" to a user id the caller may act on; sends
  * 403/404 and returns -1 when not allowed. */

@@ -42,8 +42,8 @@ void ctl_credits_format(int64_t micro, char *out, size_t cap);
 /** Parses a non-negative decimal credits amount ("12.5", at most 6 decimals, no exponent) of len
  *  bytes into micro-credits; returns 0, or -1 when malformed or out of int64 range. */
 int ctl_credits_parse(const char *s, size_t len, int64_t *micro);
-/** 1 when s looks like an RFC 3339 timestamp with its offset (Z or +hh:mm) or a YYYY-MM-DD date
- *  (UTC); PostgreSQL checks the rest. */
+/** 1 when s looks like an RFC 3339 timestamp or a YYYY-MM-DD date; PostgreSQL checks the rest and
+ *  reads one without an offset as UTC (common/pg.c sets TimeZone=UTC on every connection). */
 int ctl_time_param_valid(const char *s);
 /** Sends 404 user_not_found and returns -1 when user_id has no users row; 0 when it exists. */
 int ctl_user_require(ctl_req_t *r, const char *user_id);

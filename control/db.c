@@ -2,6 +2,7 @@
 
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "common/pg.h"
@@ -9,6 +10,19 @@
 void ctl_db_init(ctl_db_t *db, const char *conninfo, int timeout_s)
 {
     *db = (ctl_db_t){.conninfo = conninfo, .timeout_s = timeout_s};
+}
+
+void ctl_db_init_request(ctl_db_t *db, const char *conninfo)
+{
+    ctl_db_init(db, conninfo, 0);
+    db->fail_fast = 1;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void ctl_db_close(ctl_db_t *db)
@@ -29,11 +43,15 @@ static rb_err_t ensure_connected(ctl_db_t *db)
     if (ctl_db_connected(db))
         return RB_OK;
     ctl_db_close(db);
+    if (db->fail_fast && db->failed_ms != 0 && mono_ms() - db->failed_ms < CTL_DB_DOWN_HOLD_MS)
+        return RB_ERR_DB; /* failed a moment ago: not again (nor its log line) */
     if (rb_pg_connect(db->conninfo, db->timeout_s, &db->conn, err, sizeof(err)) != RB_OK) {
         rb_log_error("db_connect_failed", "error=\"%s\"", err);
         db->conn = NULL;
+        db->failed_ms = mono_ms();
         return RB_ERR_DB;
     }
+    db->failed_ms = 0;
     return RB_OK;
 }
 

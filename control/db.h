@@ -8,22 +8,32 @@
 #define RB_CONTROL_DB_H
 
 #include <libpq-fe.h>
+#include <stdint.h>
 
 #include "common/err.h"
 
 #define CTL_DB_PARAMS_MAX 16
+/* After a failed connect, how long a request-path connection answers "unreachable" without trying
+ * again (ms): a database out of reach costs each request one failed attempt at most per period. */
+#define CTL_DB_DOWN_HOLD_MS 1000
 
 typedef struct st_ctl_db_t {
     PGconn *conn;         /* NULL until first use */
     const char *conninfo; /* borrowed from the configuration */
     int timeout_s;
-    char sqlstate[6]; /* SQLSTATE of the last failed query, "" otherwise */
-    char errmsg[256]; /* the server's message of the last failure (for logs, not clients) */
-    int in_tx;        /* between ctl_db_begin and ctl_db_end: no statement is retried */
+    char sqlstate[6];  /* SQLSTATE of the last failed query, "" otherwise */
+    char errmsg[256];  /* the server's message of the last failure (for logs, not clients) */
+    int in_tx;         /* between ctl_db_begin and ctl_db_end: no statement is retried */
+    int fail_fast;     /* the request path: see ctl_db_init_request */
+    int64_t failed_ms; /* monotonic time of the last failed connect; 0 = none */
 } ctl_db_t;
 
-/** Prepares db for lazy connection; borrows conninfo. */
+/** Prepares db for lazy connection; borrows conninfo. A connect is retried for up to timeout_s. */
 void ctl_db_init(ctl_db_t *db, const char *conninfo, int timeout_s);
+/** ctl_db_init for an API worker, which never waits for a database that is out of reach: one
+ *  connect attempt (libpq's connect_timeout bounds it), and after a failed one none for
+ *  CTL_DB_DOWN_HOLD_MS (its queries fail at once; the API answers 503). */
+void ctl_db_init_request(ctl_db_t *db, const char *conninfo);
 /** 1 when db holds a working connection (after a failure: whether the database was reached). */
 int ctl_db_connected(const ctl_db_t *db);
 /** Closes the connection. */

@@ -1,5 +1,6 @@
 #include "control/lifecycle.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -63,18 +64,18 @@ static PGresult *transition(ctl_req_t *r, ctl_ws_event_t ev)
     char sql[1536], msg[160];
     const char *params[4];
     int locked = 0; /* in the owner's plan lock (ctl_limits_lock) */
+    int parsed;
 
     if (ws == NULL)
         return NULL;
     RB_ASSERT(r->app->sup != NULL);
-    if (ctl_state_parse(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), &from) == 0 &&
-        from == CTL_WS_DELETING &&
-        ev == CTL_EV_DELETE) { /* a delete sent again (a client retrying): accepted, as before */
-        out = ws;
+    parsed = ctl_state_parse(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), &from) == 0;
+    if (parsed && from == CTL_WS_DELETING && ev == CTL_EV_DELETE) {
+        out = ws; /* a delete sent again (a client retrying): accepted, as before */
         ws = NULL;
         goto Exit;
     }
-    if (ctl_state_parse(PQgetvalue(ws, 0, CTL_WS_COL_STATUS), &from) != 0 ||
+    if (!parsed ||
         ctl_state_next(from, ev, PQgetvalue(ws, 0, CTL_WS_COL_FRETRY)[0] == 't', &to) != 0) {
         snprintf(msg, sizeof(msg), "cannot %s a workspace that is %s%s", ctl_event_name(ev),
                  PQgetvalue(ws, 0, CTL_WS_COL_STATUS),
@@ -588,8 +589,9 @@ void ctl_lifecycle_logs(ctl_req_t *r)
         char *end;
         errno = 0;
         lines = got < 0 ? 0 : strtoll(arg, &end, 10); /* got < 0: too long for any count */
-        if (got < 0 || *end != '\0' || errno == ERANGE || lines < 1 ||
-            lines > r->app->cfg->control.logs_lines_max || lines > CTL_LOG_LINES_DEFAULT * 50) {
+        if (got < 0 || !isdigit((unsigned char)arg[0]) || *end != '\0' || errno == ERANGE ||
+            lines < 1 || lines > r->app->cfg->control.logs_lines_max ||
+            lines > CTL_LOG_LINES_DEFAULT * 50) {
             ctl_error(r, 400, "invalid_request",
                       "lines must be a positive integer within the limit", NULL);
             return;
@@ -599,7 +601,8 @@ void ctl_lifecycle_logs(ctl_req_t *r)
         char *end;
         errno = 0;
         offset = got < 0 ? -1 : strtoll(arg, &end, 10);
-        if (got < 0 || *end != '\0' || errno == ERANGE || offset < 0) {
+        if (got < 0 || !isdigit((unsigned char)arg[0]) || *end != '\0' || errno == ERANGE ||
+            offset < 0) {
             ctl_error(r, 400, "invalid_request", "cursor is not one this API returned", NULL);
             return;
         }

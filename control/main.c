@@ -84,9 +84,9 @@ static void on_worker_start(rb_worker_t *w, void *user)
 {
     const cfg_t *cfg = user;
     ctl_worker_t *cw = rb_calloc(1, sizeof(*cw));
-    /* a request never waits for a database that is down (one attempt to connect, then 503): the
-     * worker's loop serves /healthz and the log streams too */
-    ctl_db_init(&cw->db, cfg->database.url, 0);
+    /* a request never waits for a database that is down (then 503): the worker's loop serves
+     * /healthz and the log streams too */
+    ctl_db_init_request(&cw->db, cfg->database.url);
     h2o_timeout_init(w->ctx.loop, &cw->poll_timeout, CTL_STREAM_POLL_MS);
     w->data = cw;
 }

@@ -440,26 +440,35 @@ rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, const char
     uint8_t digest[RB_SHA256_LEN];
     const char *params[4] = {ws_id, hex, prefix, kind};
     rb_err_t err;
+    int rows;
 
-    RB_ASSERT(cap >= 64 && prefix_cap >= 16);
+    RB_ASSERT(cap >= 64 && prefix_cap >= 16 && !db->in_tx);
     rb_random_secret("rbw_", secret, cap);
     rb_sha256(secret, strlen(secret), digest);
     rb_hex(digest, sizeof(digest), hex, sizeof(hex));
     snprintf(prefix, prefix_cap, "%.12s", secret);
-    /* One statement: the old token of this kind is revoked and the new one inserted atomically
-     * (schema/0009: the other kind's token stays live). Two rotations at once both see the old
-     * token: the second one's insert then meets the first one's new token
-     * (workspace_tokens_one_live) and runs again, on a snapshot where that token is the old one. */
-    for (int i = 0; i < CTL_TOKEN_ROTATE_TRIES; i++)
-        if ((err =
-                 ctl_db_query(db,
-                              "WITH old AS (UPDATE workspace_tokens SET revoked_at = now() WHERE "
-                              "workspace_id = $1 AND kind = $4 AND revoked_at IS NULL RETURNING "
-                              "1) INSERT INTO workspace_tokens (workspace_id, token_hash, prefix, "
-                              "kind) SELECT $1, decode($2, 'hex'), $3, $4 FROM (SELECT count(*) "
-                              "FROM old) AS o",
-                              4, params, NULL)) != RB_ERR_CONFLICT)
-            break;
+    /* The workspace's row is locked first, so rotations of one workspace run one after another
+     * (each then sees the token the one before inserted as the old one: one live per kind,
+     * schema/0009) and none lands on a workspace being deleted. The other kind's token stays. */
+    if ((err = ctl_db_begin(db)) != RB_OK)
+        return err;
+    if ((rows = ctl_db_rows(db,
+                            "SELECT 1 FROM workspaces WHERE id = $1 AND status <> 'deleting' FOR "
+                            "UPDATE",
+                            1, params)) != 1) {
+        ctl_db_end(db, 0);
+        return rows < 0 ? RB_ERR_DB : RB_ERR_NOTFOUND;
+    }
+    err = ctl_db_query(db,
+                       "WITH old AS (UPDATE workspace_tokens SET revoked_at = now() WHERE "
+                       "workspace_id = $1 AND kind = $4 AND revoked_at IS NULL RETURNING 1) "
+                       "INSERT INTO workspace_tokens (workspace_id, token_hash, prefix, kind) "
+                       "SELECT $1, decode($2, 'hex'), $3, $4 FROM (SELECT count(*) FROM old) AS o",
+                       4, params, NULL);
+    if (err != RB_OK)
+        ctl_db_end(db, 0);
+    else
+        err = ctl_db_end(db, 1);
     if (err == RB_OK)
         ctl_db_exec(db, "NOTIFY rigbox_identity, 'workspace_token'");
     return err;
@@ -467,7 +476,7 @@ rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, const char
 
 void ctl_workspaces_token_mint(ctl_req_t *r)
 {
-    PGresult *res = ctl_workspaces_load_mutable(r);
+    PGresult *res = ctl_workspaces_load(r);
     char secret[64], prefix[16];
     rb_buf_t b;
     rb_jw_t w;
@@ -479,7 +488,12 @@ void ctl_workspaces_token_mint(ctl_req_t *r)
     if (ctl_reject_unknown(r, NULL, 0) != 0) /* no options: a "ttl_s" would be silently lost */
         return;
     if ((err = ctl_workspaces_rotate_token(r->db, r->params[0], CTL_TOKEN_API, secret,
-                                           sizeof(secret), prefix, sizeof(prefix))) != RB_OK) {
+                                           sizeof(secret), prefix, sizeof(prefix))) ==
+        RB_ERR_NOTFOUND) {
+        ctl_error(r, 409, "invalid_state", "cannot change a workspace that is deleting", NULL);
+        return;
+    }
+    if (err != RB_OK) {
         ctl_error_db(r, err);
         return;
     }
@@ -630,12 +644,18 @@ void ctl_workspaces_ai_get(ctl_req_t *r)
     "UPDATE SET mode = EXCLUDED.mode, provider = EXCLUDED.provider, model = EXCLUDED.model, "      \
     "key_ciphertext = " AI_KEY("key_ciphertext") ", key_nonce = " AI_KEY(                          \
         "key_nonce") ", key_tag = " AI_KEY("key_tag") ", key_id = " AI_KEY("key_id")
-#define AI_KEY(col) "CASE $10 WHEN 'set' THEN EXCLUDED." col " WHEN 'keep' THEN a." col " END"
-/* The stored row of the same scope: mode, provider, model ('' for NULL), whether it has a key. */
-#define AI_STORED_SQL                                                                              \
+/* a key kept stays only with its own provider, whatever the merge decided */
+#define AI_KEY(col)                                                                                \
+    "CASE WHEN $10 = 'set' THEN EXCLUDED." col " WHEN $10 = 'keep' AND a.provider IS NOT "         \
+    "DISTINCT FROM EXCLUDED.provider AND EXCLUDED.mode = 'byok' THEN a." col " END"
+/* The stored row of a scope, locked until the upsert commits (two PUTs merge one after the other):
+ * mode, provider, model ('' for NULL), whether it has a key. Of workspace $1 of user $2, or of
+ * user $1's default. */
+#define AI_STORED_COLS                                                                             \
     "SELECT mode, coalesce(provider, ''), coalesce(model, ''), key_ciphertext IS NOT NULL "        \
-    "FROM ai_configs WHERE CASE WHEN $1::text IS NULL THEN user_id = $2 AND scope = "              \
-    "'user_default' ELSE workspace_id = $1 END"
+    "FROM ai_configs WHERE "
+#define AI_STORED_WORKSPACE_SQL AI_STORED_COLS "workspace_id = $1 AND user_id = $2 FOR UPDATE"
+#define AI_STORED_DEFAULT_SQL   AI_STORED_COLS "user_id = $1 AND scope = 'user_default' FOR UPDATE"
 
 typedef struct st_ai_put_t {
     char mode[16], provider[CFG_NAME_LEN_MAX], model[201], key[CTL_PROVIDER_KEY_MAX + 1];
@@ -706,9 +726,11 @@ static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
     return 0;
 }
 
-/* Merges the body into the stored row (the values of a field the body omits stay), checks the
- * result and decides what happens to the stored key: a key given replaces it, null or managed
- * clears it, and so does another provider (its key is never sent to this one). */
+/* Merges the body into the stored row of its scope, locked (in the caller's transaction): the
+ * values of a field the body omits stay. Checks the result and decides what happens to the stored
+ * key: a key given replaces it, null or managed clears it, and so does another provider (its key
+ * is never sent to this one). A workspace without a row of its own needs a mode: it runs on its
+ * owner's default until then, which an omitted mode must not silently turn into managed. */
 static int ai_merge(ctl_req_t *r, const char *ws_id, const char *user_id, ai_put_t *p)
 {
     const char *params[2] = {ws_id, user_id};
@@ -717,8 +739,19 @@ static int ai_merge(ctl_req_t *r, const char *ws_id, const char *user_id, ai_put
     int stored_key = 0;
     rb_err_t err;
 
-    if ((err = ctl_db_query(r->db, AI_STORED_SQL, 2, params, &res)) != RB_OK) {
+    RB_ASSERT(r->db->in_tx && user_id != NULL);
+    if ((err = ws_id != NULL
+                   ? ctl_db_query(r->db, AI_STORED_WORKSPACE_SQL, 2, params, &res)
+                   : ctl_db_query(r->db, AI_STORED_DEFAULT_SQL, 1, &params[1], &res)) != RB_OK) {
         ctl_error_db(r, err);
+        return -1;
+    }
+    if (PQntuples(res) == 0 && ws_id != NULL && !p->has_mode) {
+        PQclear(res);
+        ctl_error(r, 400, "invalid_request",
+                  "mode is required: the workspace has no AI config of its own yet (it uses its "
+                  "owner's default)",
+                  NULL);
         return -1;
     }
     if (PQntuples(res) == 1) {
@@ -791,35 +824,43 @@ static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
                                    rb_json_find(r->body, 0, "default_provider") >= 0 ||
                                    rb_json_find(r->body, 0, "default_model") >= 0 ||
                                    rb_json_find(r->body, 0, "default_api_key") >= 0);
+    const char *params[10] = {ws_id, user_id, p.mode, NULL, NULL, NULL, NULL, NULL, NULL, NULL};
 
-    if (parse_ai_put(r, hosted ? &default_names : &names, &p) != 0 ||
-        ai_merge(r, ws_id, user_id, &p) != 0 || (p.has_key && seal_key(r, &p) != 0)) {
-        explicit_bzero(p.key, sizeof(p.key));
-        return;
+    if (parse_ai_put(r, hosted ? &default_names : &names, &p) != 0)
+        goto Exit;
+    if ((err = ctl_db_begin(r->db)) != RB_OK) {
+        ctl_error_db(r, err);
+        goto Exit;
     }
-    explicit_bzero(p.key, sizeof(p.key));
-    const char *params[10] = {ws_id,
-                              user_id,
-                              p.mode,
-                              p.provider[0] != '\0' ? p.provider : NULL,
-                              p.model[0] != '\0' ? p.model : NULL,
-                              p.has_key ? p.ct_hex : NULL,
-                              p.has_key ? p.nonce_hex : NULL,
-                              p.has_key ? p.tag_hex : NULL,
-                              p.has_key ? r->app->master_key_id : NULL,
-                              p.key_action};
+    if (ai_merge(r, ws_id, user_id, &p) != 0 || (p.has_key && seal_key(r, &p) != 0)) {
+        ctl_db_end(r->db, 0);
+        goto Exit;
+    }
+    params[3] = p.provider[0] != '\0' ? p.provider : NULL;
+    params[4] = p.model[0] != '\0' ? p.model : NULL;
+    params[5] = p.has_key ? p.ct_hex : NULL;
+    params[6] = p.has_key ? p.nonce_hex : NULL;
+    params[7] = p.has_key ? p.tag_hex : NULL;
+    params[8] = p.has_key ? r->app->master_key_id : NULL;
+    params[9] = p.key_action;
     /* the conflict target is the workspace's row, or the user's one default row */
     err = ctl_db_query(r->db,
                        ws_id != NULL
                            ? AI_UPSERT("'workspace'", "(workspace_id)")
                            : AI_UPSERT("'user_default'", "(user_id) WHERE scope = 'user_default'"),
                        10, params, NULL);
+    if (err != RB_OK)
+        ctl_db_end(r->db, 0);
+    else
+        err = ctl_db_end(r->db, 1);
     if (err != RB_OK) {
         ctl_error_db(r, err);
-        return;
+        goto Exit;
     }
     ctl_db_exec(r->db, "NOTIFY rigbox_identity, 'ai_config'");
     reply_effective(r, ws_id, user_id);
+Exit:
+    explicit_bzero(p.key, sizeof(p.key));
 }
 
 void ctl_workspaces_ai_put(ctl_req_t *r)

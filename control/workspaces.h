@@ -52,12 +52,11 @@ void ctl_workspaces_ai_defaults_put(ctl_req_t *r);
 /* Kinds of workspace token (schema/0009): each kind has at most one live token. */
 #define CTL_TOKEN_API  "api"  /* minted by POST /workspaces/{id}/token, shown once */
 #define CTL_TOKEN_BOOT "boot" /* given to the guest at each boot */
-/* Times a rotation runs when a concurrent one inserted its token first. */
-#define CTL_TOKEN_ROTATE_TRIES 4
 
-/** Mints a new rbw_ token of kind for ws_id and revokes the previous one of that kind in one
- *  statement; writes the secret (cap >= 64) and its display prefix (cap >= 16). Announces it with
- *  NOTIFY. */
+/** Mints a new rbw_ token of kind for ws_id and revokes the previous one of that kind, in one
+ *  transaction on the locked workspace row (db not in one); writes the secret (cap >= 64) and its
+ *  display prefix (cap >= 16). Announces it with NOTIFY. RB_ERR_NOTFOUND when the workspace is
+ *  gone or being deleted. */
 rb_err_t ctl_workspaces_rotate_token(ctl_db_t *db, const char *ws_id, const char *kind,
                                      char *secret, size_t cap, char *prefix, size_t prefix_cap);
 
@@ -87,7 +86,8 @@ enum {
     CTL_WS_COL_FAT,
 };
 /** Loads workspace r->params[0] if the caller may see it (owner or admin): an owned result
- * (PQclear) with the columns above; otherwise sends 404 (or 500) and returns NULL. */
+ * (PQclear) with the columns above; otherwise sends 404 (or ctl_error_db's answer) and returns
+ * NULL. */
 PGresult *ctl_workspaces_load(ctl_req_t *r);
 /** ctl_workspaces_load for a route that changes the workspace: one being deleted is 409. */
 PGresult *ctl_workspaces_load_mutable(ctl_req_t *r);

@@ -349,33 +349,75 @@ static int adapter_part_elsewhere(const rb_json_t *doc, int p)
     return 0;
 }
 
-/* 1 when an element of the messages or input array arr, or a content part of one, names input
- * stored elsewhere. */
-static int adapter_items_elsewhere(const rb_json_t *doc, int arr)
-{
-    int e = -1, p;
+/* How deep adapter_walk goes below the messages or input array: an item, its content parts (or a
+ * Responses function_call_output's output parts), and theirs (an Anthropic tool_result's content).
+ */
+#define ADAPTER_WALK_DEPTH 2
 
+/* Calls visit on each element of arr and, depth levels down, on the elements of their content and
+ * output arrays; returns the first nonzero visit, else 0. */
+static int adapter_walk(const rb_json_t *doc, int arr, int depth,
+                        int (*visit)(const rb_json_t *doc, int obj))
+{
+    int e = -1, rc;
+
+    RB_ASSERT(depth >= 0 && visit != NULL);
     while (rb_json_elem_next(doc, arr, &e)) {
-        if (adapter_part_elsewhere(doc, e))
-            return 1;
-        p = -1;
-        while (rb_json_elem_next(doc, rb_json_member(doc, e, "content"), &p))
-            if (adapter_part_elsewhere(doc, p))
-                return 1;
+        if ((rc = visit(doc, e)) != 0)
+            return rc;
+        if (depth > 0 &&
+            ((rc = adapter_walk(doc, rb_json_member(doc, e, "content"), depth - 1, visit)) != 0 ||
+             (rc = adapter_walk(doc, rb_json_member(doc, e, "output"), depth - 1, visit)) != 0))
+            return rc;
     }
     return 0;
 }
 
+/* 1 when a tool t brings input the body does not hold: Anthropic's web search and fetch (their
+ * results join the input), a Responses MCP tool (its tool list and results do). */
+static int adapter_tool_elsewhere(const rb_json_t *doc, int t, gw_route_t route)
+{
+    char type[64]; /* web_search_20250305, web_fetch_20250910 */
+
+    if (rb_json_str(doc, rb_json_member(doc, t, "type"), type, sizeof(type), NULL) != RB_OK)
+        return 0;
+    if (route == GW_ROUTE_MESSAGES)
+        return strncmp(type, "web_search_", 11) == 0 || strncmp(type, "web_fetch_", 10) == 0;
+    return route == GW_ROUTE_RESPONSES && strcmp(type, "mcp") == 0;
+}
+
+/* Counts the web searches an Anthropic call may run (gw_request_info_t.web_searches). */
+static void adapter_web_searches(const adapter_root_t *root, gw_request_info_t *info)
+{
+    const rb_json_t *doc = root->doc;
+    int t = -1;
+    int64_t uses;
+    char type[64];
+
+    info->web_searches = 0;
+    if (info->route != GW_ROUTE_MESSAGES)
+        return;
+    while (rb_json_elem_next(doc, adapter_root_value(root, AK_TOOLS), &t)) {
+        if (rb_json_str(doc, rb_json_member(doc, t, "type"), type, sizeof(type), NULL) != RB_OK ||
+            strncmp(type, "web_search_", 11) != 0)
+            continue;
+        if (rb_json_int64(doc, rb_json_member(doc, t, "max_uses"), &uses) != 0 || uses < 1 ||
+            uses > GW_ADAPTER_CAP_MAX)
+            uses = GW_ADAPTER_WEB_SEARCH_USES_DEFAULT; /* the provider refuses a bad one itself */
+        info->web_searches += uses;
+    }
+}
+
 /* Finds the first field that brings the provider input the body does not hold
  * (gw_request_info_t.input_elsewhere): a Responses previous_response_id, conversation or stored
- * prompt, files by id or URL, item references, and Anthropic's web search and fetch tools and MCP
- * servers, whose results join the input. */
+ * prompt, files by id or URL, item references, tools whose results join the input, and
+ * Anthropic's MCP servers. */
 static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_route_t *r,
                                     gw_request_info_t *info)
 {
     static const adapter_key_t stored[] = {AK_PREVIOUS_RESPONSE_ID, AK_CONVERSATION, AK_PROMPT};
     const rb_json_t *doc = root->doc;
-    int tools = adapter_root_value(root, AK_TOOLS), t = -1;
+    int t = -1;
     rb_json_type_t ty;
 
     info->input_elsewhere = NULL;
@@ -389,45 +431,47 @@ static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_ro
         }
     if ((info->route == GW_ROUTE_CHAT || info->route == GW_ROUTE_RESPONSES ||
          info->route == GW_ROUTE_MESSAGES) &&
-        adapter_items_elsewhere(doc, adapter_root_value(root, r->required))) {
+        adapter_walk(doc, adapter_root_value(root, r->required), ADAPTER_WALK_DEPTH,
+                     adapter_part_elsewhere)) {
         info->input_elsewhere = adapter_key_name(r->required);
         return;
     }
-    if (info->route != GW_ROUTE_MESSAGES)
-        return;
-    while (rb_json_elem_next(doc, tools, &t)) {
-        char type[64]; /* web_search_20250305, web_fetch_20250910 */
-        if (rb_json_str(doc, rb_json_member(doc, t, "type"), type, sizeof(type), NULL) == RB_OK &&
-            (strncmp(type, "web_search_", 11) == 0 || strncmp(type, "web_fetch_", 10) == 0)) {
+    while (rb_json_elem_next(doc, adapter_root_value(root, AK_TOOLS), &t))
+        if (adapter_tool_elsewhere(doc, t, info->route)) {
             info->input_elsewhere = "tools";
             return;
         }
-    }
-    if (rb_json_count(doc, adapter_root_value(root, AK_MCP_SERVERS)) > 0)
+    if (info->route == GW_ROUTE_MESSAGES &&
+        rb_json_count(doc, adapter_root_value(root, AK_MCP_SERVERS)) > 0)
         info->input_elsewhere = "mcp_servers";
 }
 
-/* The first of tools and the content field (messages, input) holding an object that names its
- * "type" twice (a tool, an item, a content part or a part's source): the gateway reads the first,
- * many upstreams the last, so a tool billed apart or a file by id would pass as something else.
- * NULL when none does. */
-static const char *adapter_repeated_type(const adapter_root_t *root, const adapter_route_t *r)
+/* 1 when obj (a tool, an item or a part) names twice a member the gateway reads in it, or its
+ * source or file does: the gateway reads the first, many upstreams the last. */
+static int adapter_obj_repeated(const rb_json_t *doc, int obj)
+{
+    static const char *const read[] = {"type", "content", "output",  "source",
+                                       "file", "file_id", "file_url"};
+
+    for (size_t i = 0; i < sizeof(read) / sizeof(read[0]); i++)
+        if (adapter_key_count(doc, obj, read[i]) > 1)
+            return 1;
+    return adapter_key_count(doc, rb_json_member(doc, obj, "source"), "type") > 1 ||
+           adapter_key_count(doc, rb_json_member(doc, obj, "file"), "file_id") > 1;
+}
+
+/* The first of tools and the content field (messages, input) holding an object that names a
+ * member inspect reads twice (a tool billed apart or a file by id would pass as something else),
+ * or NULL. */
+static const char *adapter_repeated_member(const adapter_root_t *root, const adapter_route_t *r)
 {
     const rb_json_t *doc = root->doc;
-    int t = -1, e = -1, p;
 
-    while (rb_json_elem_next(doc, adapter_root_value(root, AK_TOOLS), &t))
-        if (adapter_key_count(doc, t, "type") > 1)
-            return "tools";
-    while (rb_json_elem_next(doc, adapter_root_value(root, r->required), &e)) {
-        if (adapter_key_count(doc, e, "type") > 1)
-            return adapter_key_name(r->required);
-        p = -1;
-        while (rb_json_elem_next(doc, rb_json_member(doc, e, "content"), &p))
-            if (adapter_key_count(doc, p, "type") > 1 ||
-                adapter_key_count(doc, rb_json_member(doc, p, "source"), "type") > 1)
-                return adapter_key_name(r->required);
-    }
+    if (adapter_walk(doc, adapter_root_value(root, AK_TOOLS), 0, adapter_obj_repeated))
+        return "tools";
+    if (adapter_walk(doc, adapter_root_value(root, r->required), ADAPTER_WALK_DEPTH,
+                     adapter_obj_repeated))
+        return adapter_key_name(r->required);
     return NULL;
 }
 
@@ -525,13 +569,14 @@ rb_err_t gw_adapter_inspect(gw_route_t route, const char *body, size_t len,
         (err = adapter_background(&root, info, errmsg, errcap)) != RB_OK ||
         (err = adapter_content(&root, r, info, errmsg, errcap)) != RB_OK)
         goto Exit;
-    if ((dup = adapter_repeated_type(&root, r)) != NULL) {
-        err = adapter_fail(info, errmsg, errcap, dup, "an object in '%s' names its 'type' twice",
-                           dup);
+    if ((dup = adapter_repeated_member(&root, r)) != NULL) {
+        err =
+            adapter_fail(info, errmsg, errcap, dup, "an object in '%s' names a member twice", dup);
         goto Exit;
     }
     adapter_priced_option(&root, info);
     adapter_input_elsewhere(&root, r, info);
+    adapter_web_searches(&root, info);
     RB_ASSERT(rb_json_span(doc, 0, &info->root_open, &end) == 0 && body[info->root_open] == '{');
 Exit:
     rb_json_free(doc);

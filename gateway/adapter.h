@@ -54,6 +54,9 @@
 #define GW_ADAPTER_CAP_MAX 100000000
 /* Largest n (and best_of) of a chat or completions request (OpenAI's own bound for n). */
 #define GW_ADAPTER_CHOICES_MAX 128
+/* Web searches held for an Anthropic web search tool that sets no max_uses (an assumption for the
+ * hold, not a bound: more are billed as they come). */
+#define GW_ADAPTER_WEB_SEARCH_USES_DEFAULT 10
 /* Room for an error message written by gw_adapter_inspect. */
 #define GW_ADAPTER_ERRMSG_MAX 160
 
@@ -87,9 +90,12 @@ typedef struct st_gw_request_info_t {
     int64_t choices;       /* answers generated (n, best_of): each may reach the cap; 1 default */
     size_t input_bytes;    /* request size used for the input-token estimate */
     const char *err_param; /* on a validation error: the offending field (static), or NULL */
-    const char *priced_option;   /* a field that raises the provider's price (service_tier
-                                  * priority/scale, models, plugins, web_search_options, a
-                                  * Responses tool billed apart), static; NULL when none */
+    const char *priced_option; /* a field that raises the provider's price (service_tier
+                                * priority/scale, models, plugins, web_search_options, a
+                                * Responses tool billed apart), static; NULL when none */
+    int64_t web_searches; /* Anthropic web searches the call may run, each priced per_request: its
+                           * web search tools' max_uses (GW_ADAPTER_WEB_SEARCH_USES_DEFAULT for one
+                           * without) */
     const char *input_elsewhere; /* a field that brings input the body does not hold (a stored
                                   * response, conversation or prompt, a file by id or URL, web
                                   * search or fetch, MCP servers), static; NULL when none */

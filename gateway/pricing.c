@@ -66,16 +66,18 @@ rb_err_t gw_pricing_cost(const gw_price_t *p, const gw_usage_t *u, int64_t *cost
 }
 
 rb_err_t gw_pricing_hold(const gw_price_t *p, int64_t input_estimate_tokens,
-                         int64_t max_output_tokens, int64_t *hold_micro)
+                         int64_t max_output_tokens, int64_t max_requests, int64_t *hold_micro)
 {
     pricing_u128_t sum = 0;
-    int64_t hold = 0;
+    int64_t hold = 0, requests_micro = 0;
 
     RB_ASSERT(p != NULL && hold_micro != NULL);
-    if (!pricing_valid(p) || input_estimate_tokens < 0 || max_output_tokens < 0)
+    if (!pricing_valid(p) || input_estimate_tokens < 0 || max_output_tokens < 0 || max_requests < 0)
         return RB_ERR_INVAL;
     if (pricing_acc(&sum, input_estimate_tokens, p->input) != 0 ||
-        pricing_acc(&sum, max_output_tokens, p->output) != 0 || pricing_round_up(sum, &hold) != 0)
+        pricing_acc(&sum, max_output_tokens, p->output) != 0 || pricing_round_up(sum, &hold) != 0 ||
+        __builtin_mul_overflow(max_requests, p->per_request, &requests_micro) ||
+        __builtin_add_overflow(hold, requests_micro, &hold))
         return RB_ERR_LIMIT;
     RB_ASSERT(hold >= 0);
     *hold_micro = hold;

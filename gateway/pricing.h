@@ -41,9 +41,10 @@ typedef struct st_gw_price_t {
 rb_err_t gw_pricing_cost(const gw_price_t *p, const gw_usage_t *u, int64_t *cost_micro);
 
 /** The hold before a call: ceil((input_estimate_tokens × input + max_output_tokens × output) /
- * 1e6). RB_ERR_INVAL for negative arguments, RB_ERR_LIMIT on overflow. */
+ * 1e6) + max_requests × per_request (server tool uses priced apart, such as web searches).
+ * RB_ERR_INVAL for negative arguments, RB_ERR_LIMIT on overflow. */
 rb_err_t gw_pricing_hold(const gw_price_t *p, int64_t input_estimate_tokens,
-                         int64_t max_output_tokens, int64_t *hold_micro);
+                         int64_t max_output_tokens, int64_t max_requests, int64_t *hold_micro);
 
 /** The input tokens a hold counts: estimate (from the body's size), or, for a request that brings
  *  input its body does not hold (gw_request_info_t.input_elsewhere) on a model whose context

@@ -211,13 +211,12 @@ static void call_fail(gw_call_t *c, int status, const char *code, const char *ro
     gw_errors_send(c->req, c->dialect, status, code, message, param, c->request_id);
 }
 
-/* The answer's bytes that an output estimate counts. */
+/* The answer's bytes that an output estimate counts: the text that arrived (a stream's, or a
+ * body's, however far it came: the provider generated it), not the envelope around it. */
 static int64_t call_out_bytes(const gw_call_t *c)
 {
     if (c->sse_on)
         return c->obs.output_bytes;
-    if (c->result != RB_OK || c->overflow) /* the client got an error, not this answer */
-        return 0;
     return gw_usage_body_text_bytes((gw_route_t)c->route, c->body.base, c->body.len);
 }
 
@@ -1242,7 +1241,7 @@ static void call_admit(gw_call_t *c)
         call_send(c);
         return;
     }
-    if (gw_pricing_hold(&p, in_tokens, max_out, &hold) != RB_OK) {
+    if (gw_pricing_hold(&p, in_tokens, max_out, c->info.web_searches, &hold) != RB_OK) {
         call_refuse(c, GW_CREDITS_INSUFFICIENT); /* beyond int64: no balance covers it */
         return;
     }

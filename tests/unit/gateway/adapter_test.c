@@ -79,19 +79,23 @@ static const inspect_case_t inspect_cases[] = {
     {GW_ROUTE_RESPONSES,
      "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"function\",\"name\":\"f\","
      "\"type\":\"web_search\"}]}",
-     RB_ERR_INVAL, "an object in 'tools' names its 'type' twice", "tools", 0, 0, 0},
+     RB_ERR_INVAL, "an object in 'tools' names a member twice", "tools", 0, 0, 0},
     {GW_ROUTE_RESPONSES,
      "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\","
      "\"file_id\":\"f\",\"type\":\"input_file\"}]}]}",
-     RB_ERR_INVAL, "an object in 'input' names its 'type' twice", "input", 0, 0, 0},
+     RB_ERR_INVAL, "an object in 'input' names a member twice", "input", 0, 0, 0},
     {GW_ROUTE_MESSAGES,
      "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
      "\"type\":\"document\",\"source\":{\"type\":\"text\",\"data\":\"x\",\"type\":\"url\"}}]}]}",
-     RB_ERR_INVAL, "an object in 'messages' names its 'type' twice", "messages", 0, 0, 0},
+     RB_ERR_INVAL, "an object in 'messages' names a member twice", "messages", 0, 0, 0},
     {GW_ROUTE_CHAT,
      "{\"model\":\"m\",\"messages\":[{\"type\":\"a\",\"role\":\"user\",\"type\":\"b\","
      "\"content\":\"x\"}]}",
-     RB_ERR_INVAL, "an object in 'messages' names its 'type' twice", "messages", 0, 0, 0},
+     RB_ERR_INVAL, "an object in 'messages' names a member twice", "messages", 0, 0, 0},
+    {GW_ROUTE_MESSAGES,
+     "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":\"hi\","
+     "\"content\":[{\"type\":\"document\",\"source\":{\"type\":\"url\",\"url\":\"u\"}}]}]}",
+     RB_ERR_INVAL, "an object in 'messages' names a member twice", "messages", 0, 0, 0},
     {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":\"Say\"}", RB_OK, "i", NULL, 0, 0, 16},
     {GW_ROUTE_COMPLETIONS, "{\"model\":\"i\",\"prompt\":[\"a\"],\"max_tokens\":5,\"stream\":true}",
      RB_OK, "i", NULL, 1, 0, 5},
@@ -588,12 +592,48 @@ static void test_input_elsewhere(void)
          "mcp_servers"},
         {GW_ROUTE_MESSAGES, "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[],\"mcp_servers\":[]}",
          NULL},
+        /* one level deeper: a tool result's document, a function call output's file */
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
+         "\"type\":\"tool_result\",\"tool_use_id\":\"t\",\"content\":[{\"type\":\"document\","
+         "\"source\":{\"type\":\"url\",\"url\":\"https://e.com/a.pdf\"}}]}]}]}",
+         "messages"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":[{\"type\":\"function_call_output\",\"call_id\":\"c\","
+         "\"output\":[{\"type\":\"input_file\",\"file_id\":\"file-1\"}]}]}",
+         "input"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{\"type\":\"mcp\",\"server_label\":\"s\","
+         "\"server_url\":\"https://e.com/mcp\"}]}",
+         "tools"},
     };
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         check_field(inspect_ok(cases[i].route, cases[i].body).input_elsewhere, cases[i].field);
 }
 
-TEST_MAIN(test_priced_option, test_input_elsewhere, test_cap_name, test_inspect_table,
-          test_inspect_choices, test_inspect_limits, test_rewrite_table, test_rewrite_limit,
-          test_usage_chunk, test_add_cost, test_routes)
+/* The web searches an Anthropic call may run, held at the per_request price. */
+static void test_web_searches(void)
+{
+    CHECK_INT_EQ(
+        inspect_ok(GW_ROUTE_MESSAGES,
+                   "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[],\"tools\":[{\"type\":"
+                   "\"web_search_20250305\",\"name\":\"web_search\",\"max_uses\":3},{"
+                   "\"type\":\"web_search_20250305\",\"name\":\"w2\"},{\"type\":"
+                   "\"web_fetch_20250910\",\"name\":\"f\"},{\"name\":\"g\","
+                   "\"input_schema\":{}}]}")
+            .web_searches,
+        3 + GW_ADAPTER_WEB_SEARCH_USES_DEFAULT);
+    CHECK_INT_EQ(inspect_ok(GW_ROUTE_MESSAGES, "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[]}")
+                     .web_searches,
+                 0);
+    /* an OpenAI route's web search is refused on the operator's key (priced_option), not held */
+    CHECK_INT_EQ(inspect_ok(GW_ROUTE_RESPONSES, "{\"model\":\"m\",\"input\":\"x\",\"tools\":[{"
+                                                "\"type\":\"web_search_preview\"}]}")
+                     .web_searches,
+                 0);
+}
+
+TEST_MAIN(test_priced_option, test_input_elsewhere, test_web_searches, test_cap_name,
+          test_inspect_table, test_inspect_choices, test_inspect_limits, test_rewrite_table,
+          test_rewrite_limit, test_usage_chunk, test_add_cost, test_routes)

@@ -132,24 +132,33 @@ static void test_hold(void)
 {
     int64_t h = -1;
     /* 2000 input tokens estimated, 4096 max output at Sonnet prices */
-    CHECK_INT_EQ(gw_pricing_hold(&sonnet, 2000, 4096, &h), RB_OK);
+    CHECK_INT_EQ(gw_pricing_hold(&sonnet, 2000, 4096, 0, &h), RB_OK);
     CHECK_INT_EQ(h, 2000LL * 300 + 4096LL * 1500);
     gw_price_t p = {.input = 1, .output = 1};
-    CHECK_INT_EQ(gw_pricing_hold(&p, 1, 0, &h), RB_OK);
+    CHECK_INT_EQ(gw_pricing_hold(&p, 1, 0, 0, &h), RB_OK);
     CHECK_INT_EQ(h, 1); /* rounded up */
-    CHECK_INT_EQ(gw_pricing_hold(&p, 0, 0, &h), RB_OK);
+    CHECK_INT_EQ(gw_pricing_hold(&p, 0, 0, 0, &h), RB_OK);
     CHECK_INT_EQ(h, 0);
-    CHECK_INT_EQ(gw_pricing_hold(&p, 600000, 400000, &h), RB_OK);
+    CHECK_INT_EQ(gw_pricing_hold(&p, 600000, 400000, 0, &h), RB_OK);
     CHECK_INT_EQ(h, 1); /* exact: not rounded up */
-    CHECK_INT_EQ(gw_pricing_hold(&p, -1, 0, &h), RB_ERR_INVAL);
+    CHECK_INT_EQ(gw_pricing_hold(&p, -1, 0, 0, &h), RB_ERR_INVAL);
     p.output = INT64_MAX;
-    CHECK_INT_EQ(gw_pricing_hold(&p, 0, INT64_MAX, &h), RB_ERR_LIMIT);
+    CHECK_INT_EQ(gw_pricing_hold(&p, 0, INT64_MAX, 0, &h), RB_ERR_LIMIT);
     /* a hold never undercuts the cost of the same tokens */
     gw_usage_t u = {.input_uncached = 2000, .output = 4096};
     int64_t c = 0;
-    CHECK_INT_EQ(gw_pricing_hold(&sonnet, 2000, 4096, &h), RB_OK);
+    CHECK_INT_EQ(gw_pricing_hold(&sonnet, 2000, 4096, 0, &h), RB_OK);
     CHECK_INT_EQ(gw_pricing_cost(&sonnet, &u, &c), RB_OK);
     CHECK_INT_EQ(h, c);
+    /* and with the requests priced apart (web searches) it may run */
+    p = sonnet;
+    p.per_request = 1000000; /* 1 credit a search */
+    u.requests = 5;
+    CHECK_INT_EQ(gw_pricing_hold(&p, 2000, 4096, 5, &h), RB_OK);
+    CHECK_INT_EQ(gw_pricing_cost(&p, &u, &c), RB_OK);
+    CHECK_INT_EQ(h, c);
+    CHECK_INT_EQ(gw_pricing_hold(&p, 0, 0, -1, &h), RB_ERR_INVAL);
+    CHECK_INT_EQ(gw_pricing_hold(&p, 0, 0, INT64_MAX, &h), RB_ERR_LIMIT);
 }
 
 static void test_format(void)

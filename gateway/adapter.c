@@ -136,26 +136,37 @@ static size_t adapter_key_count(const rb_json_t *doc, int obj, const char *key)
     return n;
 }
 
+/* The index in names[0, n) of key k (names differ: at most one matches), or n. A key written
+ * without escapes is compared as its raw bytes (no unescaping per name). */
+static size_t adapter_key_index(const rb_json_t *doc, int k, const char *const *names, size_t n)
+{
+    size_t len = 0, i;
+    const char *raw = rb_json_raw(doc, k, &len);
+    int plain = raw != NULL && memchr(raw, '\\', len) == NULL;
+
+    for (i = 0; i < n; i++)
+        if (plain ? strlen(names[i]) == len && memcmp(raw, names[i], len) == 0
+                  : rb_json_str_eq(doc, k, names[i]))
+            break;
+    return i;
+}
+
 /* Fills root in one pass over the root's members; returns the first of the keys (in their order)
  * that the root holds twice, or NULL. */
 static const char *adapter_root_scan(const rb_json_t *doc, adapter_root_t *root)
 {
     unsigned seen[AK__COUNT] = {0};
     int k = -1, v = -1;
+    size_t i;
 
     root->doc = doc;
-    for (size_t i = 0; i < AK__COUNT; i++)
+    for (i = 0; i < AK__COUNT; i++)
         root->v[i] = -1;
-    while (rb_json_next(doc, 0, &k, &v)) {
-        for (size_t i = 0; i < AK__COUNT; i++) {
-            if (rb_json_str_eq(doc, k, adapter_key_names[i])) {
-                if (seen[i]++ == 0)
-                    root->v[i] = v;
-                break; /* the keys differ: a name is at most one of them */
-            }
-        }
-    }
-    for (size_t i = 0; i < AK__COUNT; i++) {
+    while (rb_json_next(doc, 0, &k, &v))
+        if ((i = adapter_key_index(doc, k, adapter_key_names, AK__COUNT)) < AK__COUNT &&
+            seen[i]++ == 0)
+            root->v[i] = v;
+    for (i = 0; i < AK__COUNT; i++) {
         if (seen[i] > 1)
             return adapter_key_names[i];
     }
@@ -450,14 +461,22 @@ static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_ro
  * source or file does: the gateway reads the first, many upstreams the last. */
 static int adapter_obj_repeated(const rb_json_t *doc, int obj)
 {
+    enum { SOURCE = 3, FILE_ = 4 };
     static const char *const read[] = {"type", "content", "output",  "source",
                                        "file", "file_id", "file_url"};
+    unsigned seen = 0;
+    int k = -1, v = -1;
 
-    for (size_t i = 0; i < sizeof(read) / sizeof(read[0]); i++)
-        if (adapter_key_count(doc, obj, read[i]) > 1)
+    while (rb_json_next(doc, obj, &k, &v)) { /* one pass: each key against the names read */
+        size_t i = adapter_key_index(doc, k, read, sizeof(read) / sizeof(read[0]));
+        if (i == sizeof(read) / sizeof(read[0]))
+            continue;
+        if ((seen & (1u << i)) != 0 || (i == SOURCE && adapter_key_count(doc, v, "type") > 1) ||
+            (i == FILE_ && adapter_key_count(doc, v, "file_id") > 1))
             return 1;
-    return adapter_key_count(doc, rb_json_member(doc, obj, "source"), "type") > 1 ||
-           adapter_key_count(doc, rb_json_member(doc, obj, "file"), "file_id") > 1;
+        seen |= 1u << i;
+    }
+    return 0;
 }
 
 /* The first of tools and the content field (messages, input) holding an object that names a

@@ -661,6 +661,7 @@ typedef struct st_ai_put_t {
     char mode[16], provider[CFG_NAME_LEN_MAX], model[201], key[CTL_PROVIDER_KEY_MAX + 1];
     int has_mode, has_provider, has_model; /* present in the body (null included) */
     int has_key, clear_key;                /* api_key given, or null */
+    int clear_all;                         /* mode null: the scope's config goes */
     const char *key_action;                /* 'set', 'keep' or 'clear' (ai_merge) */
     char ct_hex[2 * CTL_PROVIDER_KEY_MAX + 1], nonce_hex[2 * RB_AES_NONCE_LEN + 1],
         tag_hex[2 * RB_AES_TAG_LEN + 1];
@@ -693,6 +694,17 @@ static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
 
     if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
         return -1;
+    if (rb_json_type(r->body, rb_json_member(r->body, 0, n->mode)) == RB_JSON_NULL) {
+        if (rb_json_count(r->body, 0) != 1) {
+            ctl_error(r, 400, "invalid_request",
+                      "mode null clears the whole AI config (a workspace's then follows its "
+                      "owner's default): send it alone",
+                      NULL);
+            return -1;
+        }
+        p->clear_all = 1;
+        return 0;
+    }
     if ((p->has_mode = ai_member(r, n->mode, p->mode, sizeof(p->mode))) != 0 &&
         strcmp(p->mode, "managed") != 0 && strcmp(p->mode, "byok") != 0) {
         ctl_error(r, 400, "invalid_request", "mode must be \"managed\" or \"byok\"", NULL);
@@ -828,6 +840,15 @@ static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
 
     if (parse_ai_put(r, hosted ? &default_names : &names, &p) != 0)
         goto Exit;
+    if (p.clear_all) {
+        err = ws_id != NULL ? ctl_db_query(r->db, "DELETE FROM ai_configs WHERE workspace_id = $1",
+                                           1, params, NULL)
+                            : ctl_db_query(r->db,
+                                           "DELETE FROM ai_configs WHERE user_id = $1 AND scope = "
+                                           "'user_default'",
+                                           1, &params[1], NULL);
+        goto Done;
+    }
     if ((err = ctl_db_begin(r->db)) != RB_OK) {
         ctl_error_db(r, err);
         goto Exit;
@@ -853,6 +874,7 @@ static void ai_put(ctl_req_t *r, const char *ws_id, const char *user_id)
         ctl_db_end(r->db, 0);
     else
         err = ctl_db_end(r->db, 1);
+Done:
     if (err != RB_OK) {
         ctl_error_db(r, err);
         goto Exit;

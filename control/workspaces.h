@@ -30,8 +30,10 @@ void ctl_workspaces_token_revoke(ctl_req_t *r);
 void ctl_workspaces_ai_get(ctl_req_t *r);
 /** PUT /workspaces/{id}/ai-config {mode?, provider?, model?, api_key?}, merged into the stored
  *  config (omitted = keep, null = clear; the key goes with managed, null or another provider; a
- *  byok model must be its provider's). Both answer the config in effect, as the gateway applies
- *  it: {mode, provider, model, has_api_key, status, source: workspace|user_default|default}. */
+ *  byok model must be its provider's; {"mode": null} alone removes the workspace's own config,
+ *  which then follows its owner's default). Both answer the config in effect, as the gateway
+ * applies it: {mode, provider, model, has_api_key, status, source: workspace|user_default|default}.
+ */
 void ctl_workspaces_ai_put(ctl_req_t *r);
 /* The AI config in effect for workspace $1 (NULL: none) of user $2, in the gateway's order
  * (gateway/db.c): the workspace's row, else the user's default; no row: managed. Columns: mode,

@@ -181,6 +181,12 @@ check "a workspace on its owner's default: a PUT without mode is 400 (it would t
 curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/workspaces/${pws[1]}/ai-config" -d '{"mode":"managed"}'
 check "a workspace's own config wins" \
     jq -e '.mode == "managed" and .source == "workspace"' <(curl -fsS "${A[@]}" "$api/workspaces/${pws[1]}/ai-config")
+code=$(curl -s -o /dev/null -w '%{http_code}' "${A[@]}" -X PUT "$api/workspaces/${pws[1]}/ai-config" -d '{"mode":null,"model":"gpt-4o"}')
+check "mode null with other fields is 400 (it clears the whole config)" test "$code" = 400
+d=$(curl -fsS "${A[@]}" -X PUT "$api/workspaces/${pws[1]}/ai-config" -d '{"mode":null}')
+check "mode null alone removes the workspace's own config: it follows its owner's default again" \
+    jq -e '.mode == "byok" and .source == "user_default"' <<<"$d"
+curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/workspaces/${pws[1]}/ai-config" -d '{"mode":"managed"}'
 d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"mode":"byok","provider":"openai","model":"gpt-4o-mini"}')
 check "a new PUT without a key keeps the stored key for the same provider" jq -e '.has_api_key and .model == "gpt-4o-mini"' <<<"$d"
 d=$(curl -fsS "${A[@]}" -X PUT "$api/users/$pager/ai-defaults" -d '{"default_mode":"byok","default_provider":"anthropic","default_model":"claude-haiku-4-5"}')
@@ -366,6 +372,8 @@ check "then it is gone (404)" test "$(curl -s -o /dev/null -w '%{http_code}' "${
 # (too_many_vms) and its row stayed `starting` for good.
 curl -fsS -o /dev/null "${A[@]}" -X PUT "$api/users/$carol_id/limits" \
     -d '{"max_vms":1000,"max_running_vcpus":1000000,"max_ram_total_mb":100000000}'
+# (found by their names: a random id may start with ws-t too, and such a workspace of the test's
+# own went with these)
 rb_sql "INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb)
   SELECT 'ws-t' || lpad(i::text, 7, '0'), '$carol_id', 'many' || i, 'base', 512, 1, 1024
   FROM generate_series(1, 260) i" >/dev/null
@@ -377,12 +385,12 @@ for ((i = 1; i <= 260; i++)); do
     done
 done
 for ((i = 0; i < 100; i++)); do
-    [[ $(rb_sql "SELECT count(*) FROM workspaces WHERE id LIKE 'ws-t%' AND status <> 'failed'") == 0 ]] && break
+    [[ $(rb_sql "SELECT count(*) FROM workspaces WHERE name LIKE 'many%' AND user_id = '$carol_id' AND status <> 'failed'") == 0 ]] && break
     sleep 0.2
 done
 check "260 workspaces' starts all end (failed: no image), none left starting" \
-    test "$(rb_sql "SELECT count(*) FROM workspaces WHERE id LIKE 'ws-t%' AND status = 'failed'")" = 260
-rb_sql "DELETE FROM workspaces WHERE id LIKE 'ws-t%'" >/dev/null
+    test "$(rb_sql "SELECT count(*) FROM workspaces WHERE name LIKE 'many%' AND user_id = '$carol_id' AND status = 'failed'")" = 260
+rb_sql "DELETE FROM workspaces WHERE name LIKE 'many%' AND user_id = '$carol_id'" >/dev/null
 
 wait "$nb_stream"
 nb_rc=$?

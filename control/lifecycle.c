@@ -572,10 +572,28 @@ static void collect(void *ctx, const char *line, size_t len)
     l->lens[at] = len;
 }
 
+/* Query parameter name as a count (decimal digits only, in int64 range) into *out: 1, 0 when
+ * absent (*out untouched), -1 when malformed. */
+static int query_count(ctl_req_t *r, const char *name, int64_t *out)
+{
+    char arg[32], *end;
+    int got = rb_http_query(r->req, name, arg, sizeof(arg));
+    int64_t n;
+
+    if (got <= 0)
+        return got; /* absent, or too long for any count */
+    errno = 0;
+    n = strtoll(arg, &end, 10);
+    if (!isdigit((unsigned char)arg[0]) || *end != '\0' || errno == ERANGE)
+        return -1;
+    *out = n;
+    return 1;
+}
+
 void ctl_lifecycle_logs(ctl_req_t *r)
 {
     PGresult *ws = ctl_workspaces_load(r);
-    char dir[PATH_MAX], path[PATH_MAX + 16], arg[32], app[64] = "", cursor[32];
+    char dir[PATH_MAX], path[PATH_MAX + 16], app[64] = "", cursor[32];
     int64_t offset = -1, lines = CTL_LOG_LINES_DEFAULT;
     int got;
     lines_t *l;
@@ -585,27 +603,16 @@ void ctl_lifecycle_logs(ctl_req_t *r)
     if (ws == NULL)
         return;
     PQclear(ws);
-    if ((got = rb_http_query(r->req, "lines", arg, sizeof(arg))) != 0) {
-        char *end;
-        errno = 0;
-        lines = got < 0 ? 0 : strtoll(arg, &end, 10); /* got < 0: too long for any count */
-        if (got < 0 || !isdigit((unsigned char)arg[0]) || *end != '\0' || errno == ERANGE ||
-            lines < 1 || lines > r->app->cfg->control.logs_lines_max ||
-            lines > CTL_LOG_LINES_DEFAULT * 50) {
-            ctl_error(r, 400, "invalid_request",
-                      "lines must be a positive integer within the limit", NULL);
-            return;
-        }
+    if ((got = query_count(r, "lines", &lines)) < 0 ||
+        (got == 1 && (lines < 1 || lines > r->app->cfg->control.logs_lines_max ||
+                      lines > CTL_LOG_LINES_DEFAULT * 50))) {
+        ctl_error(r, 400, "invalid_request", "lines must be a positive integer within the limit",
+                  NULL);
+        return;
     }
-    if ((got = rb_http_query(r->req, "cursor", arg, sizeof(arg))) != 0) {
-        char *end;
-        errno = 0;
-        offset = got < 0 ? -1 : strtoll(arg, &end, 10);
-        if (got < 0 || !isdigit((unsigned char)arg[0]) || *end != '\0' || errno == ERANGE ||
-            offset < 0) {
-            ctl_error(r, 400, "invalid_request", "cursor is not one this API returned", NULL);
-            return;
-        }
+    if (query_count(r, "cursor", &offset) < 0) {
+        ctl_error(r, 400, "invalid_request", "cursor is not one this API returned", NULL);
+        return;
     }
     rb_http_query(r->req, "app", app, sizeof(app));
     ctl_supervisor_vm_dir(r->app->sup, r->params[0], dir, sizeof(dir));

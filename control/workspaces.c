@@ -690,7 +690,7 @@ static int ai_member(ctl_req_t *r, const char *name, char *buf, size_t cap)
 static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
 {
     const char *const allowed[] = {n->mode, n->provider, n->model, n->api_key};
-    int got;
+    rb_json_type_t key_type;
 
     if (CTL_REJECT_UNKNOWN(r, allowed) != 0)
         return -1;
@@ -720,15 +720,14 @@ static int parse_ai_put(ctl_req_t *r, const ai_names_t *n, ai_put_t *p)
         ctl_error(r, 400, "model_not_found", "model is not configured", NULL);
         return -1;
     }
-    if ((got = ai_member(r, n->api_key, p->key, sizeof(p->key))) < 0 ||
-        (got == 1 &&
-         rb_json_type(r->body, rb_json_member(r->body, 0, n->api_key)) == RB_JSON_STRING &&
-         p->key[0] == '\0')) {
+    key_type = rb_json_type(r->body, rb_json_member(r->body, 0, n->api_key));
+    if (ai_member(r, n->api_key, p->key, sizeof(p->key)) < 0 ||
+        (key_type == RB_JSON_STRING && p->key[0] == '\0')) {
         ctl_error(r, 400, "invalid_request", "api_key must be a string of at most 512 bytes", NULL);
         return -1;
     }
     p->has_key = p->key[0] != '\0';
-    p->clear_key = got == 1 && !p->has_key;
+    p->clear_key = key_type == RB_JSON_NULL;
     for (const char *c = p->key; *c != '\0'; c++)
         if (*c <= ' ' || *c > '~') { /* it goes into an HTTP header: printable ASCII, no spaces */
             ctl_error(r, 400, "invalid_request",

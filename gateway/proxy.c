@@ -99,6 +99,9 @@ typedef struct st_gw_call_t {
     int inspected;
     const cfg_model_t *model;
     int byok;
+    const char
+        *beta; /* anthropic-beta, its lines joined (an Anthropic provider only; req's pool) */
+    size_t beta_len;
     /* upstream request */
     rb_buf_t upbody;
     char *up_mem;   /* the url and header lines below; malloc'd by call_forward, and up_release */
@@ -218,6 +221,13 @@ static int64_t call_out_bytes(const gw_call_t *c)
     if (c->sse_on)
         return c->obs.output_bytes;
     return gw_usage_body_text_bytes((gw_route_t)c->route, c->body.base, c->body.len);
+}
+
+/* The input tokens the request's bytes suggest (chars_per_token bytes a token, rounded up). */
+static int64_t call_input_estimate(const gw_call_t *c)
+{
+    int64_t cpt = c->cfg->credits.chars_per_token > 0 ? c->cfg->credits.chars_per_token : 1;
+    return ((int64_t)c->info.input_bytes + cpt - 1) / cpt;
 }
 
 /* One answer's output cap: the client's (legacy completions: the API's default of 16), else the
@@ -1024,8 +1034,8 @@ static int add_up_header(gw_call_t *c, const char *name, const char *value, size
 static int beta_refused(gw_call_t *c)
 {
     const cfg_provider_t *prov = c->model->provider;
-    size_t vlen = 0, i = 0;
-    const char *v = rb_http_header_list(c->req, "anthropic-beta", &vlen);
+    size_t vlen = c->beta_len, i = 0;
+    const char *v = c->beta;
     char msg[GW_PROXY_HEADER_LINE_MAX];
 
     while (v != NULL && prov->kind == CFG_PROVIDER_ANTHROPIC && prov->betas_len > 0 && i < vlen) {
@@ -1088,8 +1098,7 @@ static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
         }
         if (add_up_header(c, "anthropic-version", v, vlen) != 0)
             return -1;
-        if ((v = rb_http_header_list(c->req, "anthropic-beta", &vlen)) != NULL &&
-            add_up_header(c, "anthropic-beta", v, vlen) != 0)
+        if (c->beta != NULL && add_up_header(c, "anthropic-beta", c->beta, c->beta_len) != 0)
             return -1;
     } else {
         char bearer[GW_PROXY_UP_HEADER_MAX];
@@ -1230,18 +1239,17 @@ static void on_admitted(void *ctx, gw_credits_result_t r, const gw_credits_hold_
 static void call_admit(gw_call_t *c)
 {
     gw_price_t p = model_price(c->model);
-    int64_t cpt = c->cfg->credits.chars_per_token > 0 ? c->cfg->credits.chars_per_token : 1;
-    int64_t max_out = call_max_output(c), hold = 0; /* every choice may reach the cap */
-    int64_t in_tokens = gw_pricing_hold_input(((int64_t)c->info.input_bytes + cpt - 1) / cpt,
-                                              c->info.input_elsewhere != NULL,
-                                              c->model->context_window, call_cap(c));
+    int64_t in_tokens, hold = 0;
     gw_credits_result_t r;
 
     if (c->route == GW_ROUTE_COUNT_TOKENS) { /* never billed: nothing to hold */
         call_send(c);
         return;
     }
-    if (gw_pricing_hold(&p, in_tokens, max_out, c->info.web_searches, &hold) != RB_OK) {
+    in_tokens = gw_pricing_hold_input(call_input_estimate(c), c->info.input_elsewhere != NULL,
+                                      c->model->context_window, call_cap(c));
+    /* every choice may reach the cap */
+    if (gw_pricing_hold(&p, in_tokens, call_max_output(c), c->info.web_searches, &hold) != RB_OK) {
         call_refuse(c, GW_CREDITS_INSUFFICIENT); /* beyond int64: no balance covers it */
         return;
     }
@@ -1325,11 +1333,10 @@ static void on_quota(void *ctx, const gw_quota_answer_t *a)
 static void call_limits(gw_call_t *c)
 {
     gw_proxy_worker_t *pw = c->pw;
-    int64_t cpt = c->cfg->credits.chars_per_token > 0 ? c->cfg->credits.chars_per_token : 1;
     gw_quota_ask_t ask = {.user = c->ident.user_id,
                           .model = c->model->name,
                           .subject = c->subject,
-                          .tokens = ((int64_t)c->info.input_bytes + cpt - 1) / cpt,
+                          .tokens = call_input_estimate(c),
                           .budget = c->has_budget ? &c->budget : NULL,
                           .rate = c->has_rate ? &c->rate : NULL};
     gw_quota_answer_t a;
@@ -1381,6 +1388,8 @@ static void call_forward(gw_call_t *c)
         call_fail(c, 413, "request_too_large", "rejected", "the request is too large", NULL);
         return;
     }
+    if (c->model->provider->kind == CFG_PROVIDER_ANTHROPIC)
+        c->beta = rb_http_header_list(c->req, "anthropic-beta", &c->beta_len);
     if (!c->byok && (beta_refused(c) || priced_option_refused(c))) {
         up_release(c);
         return;

@@ -336,17 +336,20 @@ static void adapter_priced_option(const adapter_root_t *root, gw_request_info_t 
             }
 }
 
-/* 1 when the content part (or Responses input item) p names input stored elsewhere: a file by
- * id or URL (Responses input_file, chat's file part, an Anthropic document from a URL or the
- * Files API), or a Responses item_reference. Inline files and images (bounded, a few thousand
- * tokens) are not. */
+/* 1 when the content part (or Responses input item) p brings input its bytes do not bound: a
+ * file by id or URL (Responses input_file, chat's file part, an Anthropic document from a URL or
+ * the Files API), a Responses item_reference, or an image in any form (chat's image_url,
+ * Responses input_image, Anthropic's image): an image's tokens follow its pixels, not its bytes
+ * (OpenAI bills one high-detail image to gpt-4o-mini at up to ~48k tokens, sent as a URL of a few
+ * dozen bytes). Inline files are not: their text is in the body. */
 static int adapter_part_elsewhere(const rb_json_t *doc, int p)
 {
     int type = rb_json_member(doc, p, "type"), src;
 
     if (rb_json_type(doc, p) != RB_JSON_OBJECT)
         return 0;
-    if (rb_json_str_eq(doc, type, "item_reference"))
+    if (rb_json_str_eq(doc, type, "item_reference") || rb_json_str_eq(doc, type, "image_url") ||
+        rb_json_str_eq(doc, type, "input_image") || rb_json_str_eq(doc, type, "image"))
         return 1;
     if (rb_json_str_eq(doc, type, "input_file"))
         return rb_json_member(doc, p, "file_id") >= 0 || rb_json_member(doc, p, "file_url") >= 0;
@@ -421,7 +424,7 @@ static void adapter_web_searches(const adapter_root_t *root, gw_request_info_t *
 
 /* Finds the first field that brings the provider input the body does not hold
  * (gw_request_info_t.input_elsewhere): a Responses previous_response_id, conversation or stored
- * prompt, files by id or URL, item references, tools whose results join the input, and
+ * prompt, files by id or URL, item references, images, tools whose results join the input, and
  * Anthropic's MCP servers. */
 static void adapter_input_elsewhere(const adapter_root_t *root, const adapter_route_t *r,
                                     gw_request_info_t *info)

@@ -141,7 +141,8 @@ typedef struct st_gw_call_t {
     /* client side */
     int started, inflight, final_sent, client_gone;
     int draining, drain_abort, overflow;
-    int up_sent; /* the provider had the whole request when its answer ended or was given up */
+    int up_sent;   /* the provider had the whole request when its answer ended or was given up */
+    int abandoned; /* the client left and the gateway gave up on the answer (up_abandon) */
     int64_t bytes_out, drained_bytes;
     h2o_timeout_entry_t ka_te, drain_te;
     rb_err_t result;
@@ -245,12 +246,15 @@ static int64_t call_max_output(const gw_call_t *c)
 
 /* An output the provider did not state is billed at the call's cap (what its hold covered), not
  * at the little its bytes show, when those bytes cannot tell: a stream that could not be read to
- * its usage (an event past sse_line_max_bytes), and a reasoning model's call its client left (its
+ * its usage (an event past sse_line_max_bytes); a reasoning model's call its client left (its
  * reasoning tokens, often many times the visible text, are never streamed: a caller who leaves
- * while it reasons would get them free). A provider's own failure is not billed so. */
+ * while it reasons would get them free); and a call that asked for no stream whose client left
+ * before its answer was whole, given up (its output comes whole at the end, generated and charged
+ * all the same). A provider's own failure is not billed so. */
 static void call_output_unseen(gw_call_t *c, gw_usage_t *u)
 {
-    if (!c->sse_failed && !(c->model->reasoning && c->client_gone))
+    if (!c->sse_failed &&
+        !(c->client_gone && (c->model->reasoning || (c->abandoned && !c->info.stream))))
         return;
     if (!(u->reported & GW_USAGE_OUTPUT) && u->output < call_max_output(c))
         u->output = call_max_output(c);
@@ -478,6 +482,7 @@ static void call_maybe_free(gw_call_t *c)
 static void up_abandon(gw_call_t *c)
 {
     c->up_sent = gw_xfer_sent(c->xfer);
+    c->abandoned = 1;
     gw_xfer_cancel(c->xfer);
     c->xfer = NULL;
 }

@@ -146,6 +146,11 @@ st=$(post $PB /v1/responses $TOK3 '{"model":"t-chat","max_output_tokens":1000,"i
 check "c: a Responses call on a stored response is held at the context window: 402" test "$st:$(jq -r .error.code "$RB_TMP/out")" = 402:insufficient_credits
 st=$(post $PB /v1/messages $TOK3 '{"model":"t-claude","max_tokens":1000,"messages":[{"role":"user","content":"hi"}],"tools":[{"type":"web_search_20250305","name":"web_search"}]}')
 check "c: a Messages call with web search is held at the context window: 402" test "$st:$(jq -r .error.type "$RB_TMP/out")" = 402:billing_error
+# An image by URL: a few dozen bytes that the provider bills by their pixels (one high-detail
+# image to gpt-4o-mini: up to ~48k tokens). Held by its bytes, 16 such calls ran a 0.01-credit
+# balance 64 times over.
+st=$(post $PB /v1/chat/completions $TOK3 '{"model":"t-chat","max_tokens":1000,"messages":[{"role":"user","content":[{"type":"text","text":"what is it?"},{"type":"image_url","image_url":{"url":"https://example.com/cat.png","detail":"high"}}]}]}')
+check "c: a chat call with an image is held at the context window: 402" test "$st:$(jq -r .error.code "$RB_TMP/out")" = 402:insufficient_credits
 check "c: nothing sent upstream for them" test "$(mock_count)" = "$N0"
 st=$(post $PB /v1/responses $TOK3 '{"model":"t-chat","max_output_tokens":1000,"input":"hi"}')
 check "c: the same Responses call with its input inline is served" test "$st" = 200

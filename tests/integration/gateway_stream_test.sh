@@ -170,9 +170,12 @@ check "client gone past the drain bound: recorded as client_gone with an estimat
 check "the gateway is still healthy" rb_wait_http "$GW/healthz" 10
 
 # A client that leaves before the provider's first byte, which comes after the drain bound: the
-# transfer is given up, and the provider, which had the whole request, is billed as an estimate
-# of the input (it was billed 0: no answer, so no usage). HTTP/2, whose reset the gateway sees at
-# once (an HTTP/1 client that vanishes is noticed when the answer is written).
+# transfer is given up, and the provider, which had the whole request, is billed as an estimate:
+# the input from its bytes, and the output at the call's cap (100), what its hold covered. A
+# non-streamed answer shows nothing of its output before it ends, and the provider generates it
+# all the same (it was billed 0 output: a client that left early got the generation free).
+# HTTP/2, whose reset the gateway sees at once (an HTTP/1 client that vanishes is noticed when the
+# answer is written).
 before=$(rb_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-ssssssss'")
 stream /v1/chat/completions ttfb=6000 '{"model":"t-chat","messages":[{"role":"user","content":"a question"}]}' \
     --http2-prior-knowledge --max-time 1
@@ -180,9 +183,9 @@ for ((i = 0; i < 60; i++)); do
     [[ $(rb_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-ssssssss'") -gt $before ]] && break
     sleep 0.1
 done
-gone=$(rb_sql "SELECT status || ' ' || usage_source || ' ' || (input_uncached > 0) || ' ' || (output = 0) || ' ' || (cost_micro > 0)
+gone=$(rb_sql "SELECT status || ' ' || usage_source || ' ' || (input_uncached > 0) || ' ' || output || ' ' || (cost_micro > 0)
                FROM usage_events WHERE user_id = 'u-ssssssss' ORDER BY created_at DESC LIMIT 1")
-check "gone before the first byte, given up: billed an input estimate ($gone)" test "$gone" = "client_gone estimate true true true"
+check "gone before the first byte, given up: billed an estimate, its output at the cap ($gone)" test "$gone" = "client_gone estimate true 100 true"
 
 big=$(head -c 6000 /dev/zero | tr '\0' a)
 code=$(curl -s -o "$RB_TMP/413.json" -D "$RB_TMP/413.hdr" -w '%{http_code}' "$GW/v1/chat/completions" -H "Authorization: Bearer $tok" \

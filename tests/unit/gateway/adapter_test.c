@@ -544,13 +544,37 @@ static void test_input_elsewhere(void)
          "input"},
         {GW_ROUTE_RESPONSES,
          "{\"model\":\"m\",\"input\":[{\"type\":\"item_reference\",\"id\":\"msg_1\"}]}", "input"},
-        /* inline: a file's data, an image by URL (a bounded number of tokens), tool output */
+        /* inline: a file's data, tool output */
         {GW_ROUTE_RESPONSES,
          "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_file\","
-         "\"file_data\":\"data:application/pdf;base64,AA==\"},{\"type\":\"input_image\","
-         "\"image_url\":\"https://example.com/a.png\"}]},{\"type\":\"function_call_output\","
+         "\"file_data\":\"data:application/pdf;base64,AA==\"},{\"type\":\"input_text\","
+         "\"text\":\"image_url\"}]},{\"type\":\"function_call_output\","
          "\"call_id\":\"c\",\"output\":\"file_id\"}]}",
          NULL},
+        /* an image, by URL, inline or by file: its tokens follow its pixels, not its bytes */
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\","
+         "\"image_url\":\"https://example.com/a.png\"}]}]}",
+         "input"},
+        {GW_ROUTE_RESPONSES,
+         "{\"model\":\"m\",\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_image\","
+         "\"file_id\":\"file-1\"}]}]}",
+         "input"},
+        {GW_ROUTE_CHAT,
+         "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"text\","
+         "\"text\":\"x\"},{\"type\":\"image_url\",\"image_url\":{\"url\":\"data:image/png;base64,"
+         "AA==\"}}]}]}",
+         "messages"},
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
+         "\"type\":\"image\",\"source\":{\"type\":\"url\",\"url\":\"https://e.com/a.png\"}}]}]}",
+         "messages"},
+        /* a tool result's image (Anthropic: a screenshot a computer-use tool returns) */
+        {GW_ROUTE_MESSAGES,
+         "{\"model\":\"m\",\"max_tokens\":9,\"messages\":[{\"role\":\"user\",\"content\":[{"
+         "\"type\":\"tool_result\",\"tool_use_id\":\"t\",\"content\":[{\"type\":\"image\","
+         "\"source\":{\"type\":\"base64\",\"media_type\":\"image/png\",\"data\":\"AA==\"}}]}]}]}",
+         "messages"},
         {GW_ROUTE_CHAT,
          "{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"file\","
          "\"file\":{\"file_id\":\"file-1\"}}]}]}",

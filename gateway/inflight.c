@@ -52,6 +52,10 @@ static int map_file(gw_inflight_t *f, int fresh)
         return -1;
     if (ftruncate(f->fd, (off_t)f->map_len) != 0)
         return -1;
+    /* every block allocated now: a store into a hole of the shared mapping on a full disk is a
+     * SIGBUS, so a full disk fails the start here, not a call later */
+    if ((errno = posix_fallocate(f->fd, 0, (off_t)f->map_len)) != 0)
+        return -1;
     f->hdr = mmap(NULL, f->map_len, PROT_READ | PROT_WRITE, MAP_SHARED, f->fd, 0);
     if (f->hdr == MAP_FAILED) {
         f->hdr = NULL;

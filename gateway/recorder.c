@@ -30,8 +30,10 @@ struct st_gw_recorder_t {
     uint64_t read_off; /* committed up to here (the checkpoint) */
     uint64_t base;     /* bytes removed by rotations: seq = base + offset */
     uint64_t committed_seq;
-    size_t pending;   /* records past the checkpoint (written atomically, under mu) */
-    size_t admit_max; /* pending from which gw_recorder_backlogged says 1 */
+    size_t pending;           /* records past the checkpoint (written atomically, under mu) */
+    size_t admit_max;         /* pending from which gw_recorder_backlogged says 1 */
+    uint64_t write_failed_ms; /* CLOCK_MONOTONIC ms of the last failed spool write; 0: none since
+                                 the spool was last emptied (atomic) */
     int stopping;
     rb_buf_t chunk; /* the writer thread's */
     char rejected_path[GW_RECORDER_PATH_MAX + 32];
@@ -48,6 +50,13 @@ static void deadline_in(struct timespec *ts, int ms)
         ts->tv_sec++;
         ts->tv_nsec -= 1000000000L;
     }
+}
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
 }
 
 static void sleep_ms(int ms)
@@ -161,11 +170,51 @@ static void metrics_depth(gw_recorder_t *r)
         rb_metric_set(r->m_depth, (int64_t)r->pending);
 }
 
+/* Writes the checkpoint (mutex held). */
+static void checkpoint_write(gw_recorder_t *r)
+{
+    char num[GW_RECORDER_CKPT_LEN + 2];
+
+    snprintf(num, sizeof(num), "%0*" PRIu64 "\n", GW_RECORDER_CKPT_LEN, r->read_off);
+    if (pwrite(r->ckpt_fd, num, GW_RECORDER_CKPT_LEN + 1, 0) != GW_RECORDER_CKPT_LEN + 1)
+        rb_log_error("spool_checkpoint_failed", "errno=%d", errno);
+}
+
+/* Empties the spool, every record of which is committed (mutex held): the next record starts it
+ * again at offset 0. 0, or -1 (nothing changed). */
+static int spool_rotate(gw_recorder_t *r)
+{
+    RB_ASSERT(r->read_off == r->size);
+    if (ftruncate(r->fd, 0) != 0)
+        return -1;
+    r->base += r->size;
+    r->size = 0;
+    r->read_off = 0;
+    checkpoint_write(r);
+    /* a machine crash must not pair the emptied spool with the old, larger checkpoint: once the
+     * spool grew past it again, the replay would skip records */
+    if (fdatasync(r->ckpt_fd) != 0)
+        rb_log_error("spool_checkpoint_failed", "errno=%d", errno);
+    __atomic_store_n(&r->write_failed_ms, 0, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* Appends a whole line to the spool (mutex held); 0, or -1 with none of it left in the file. */
+static int spool_append(gw_recorder_t *r, const rb_buf_t *line)
+{
+    ssize_t n = write(r->fd, line->base, line->len);
+
+    if (n == (ssize_t)line->len)
+        return 0;
+    if (n > 0 && ftruncate(r->fd, (off_t)r->size) != 0) /* never leave half a line */
+        rb_log_error("spool_truncate_failed", "errno=%d", errno);
+    return -1;
+}
+
 int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int called,
                        uint64_t *seq_out)
 {
     const char *why = NULL;
-    ssize_t n;
     rb_buf_t line;
 
     RB_ASSERT(row->user_id[0] != '\0' && row->request_id[0] != '\0');
@@ -177,10 +226,14 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int calle
         why = "record_too_long";
     else if (!called && r->pending >= (size_t)r->conf.queue_max)
         why = "spool_full";
-    else if ((n = write(r->fd, line.base, line.len)) != (ssize_t)line.len) {
+    else if (spool_append(r, &line) != 0 && (r->size == 0 || r->read_off != r->size ||
+                                             spool_rotate(r) != 0 || spool_append(r, &line) != 0)) {
+        /* the disk is full (or failing). A spool whose records are all committed was emptied and
+         * the line tried again; else new calls are refused for GW_RECORDER_RETRY_MS (see
+         * gw_recorder_backlogged), and the spool is emptied at the next commit that reaches its
+         * end, whatever its size */
         why = "spool_write_failed";
-        if (n > 0 && ftruncate(r->fd, (off_t)r->size) != 0) /* never leave half a line */
-            rb_log_error("spool_truncate_failed", "errno=%d", errno);
+        __atomic_store_n(&r->write_failed_ms, mono_ms(), __ATOMIC_RELAXED);
     }
     if (why == NULL) {
         r->size += line.len;
@@ -210,17 +263,11 @@ uint64_t gw_recorder_committed(gw_recorder_t *r)
 
 int gw_recorder_backlogged(gw_recorder_t *r)
 {
+    uint64_t failed = __atomic_load_n(&r->write_failed_ms, __ATOMIC_RELAXED);
+
+    if (failed != 0 && mono_ms() - failed < GW_RECORDER_RETRY_MS)
+        return 1;
     return __atomic_load_n(&r->pending, __ATOMIC_RELAXED) >= r->admit_max;
-}
-
-/* Writes the checkpoint (mutex held). */
-static void checkpoint_write(gw_recorder_t *r)
-{
-    char num[GW_RECORDER_CKPT_LEN + 2];
-
-    snprintf(num, sizeof(num), "%0*" PRIu64 "\n", GW_RECORDER_CKPT_LEN, r->read_off);
-    if (pwrite(r->ckpt_fd, num, GW_RECORDER_CKPT_LEN + 1, 0) != GW_RECORDER_CKPT_LEN + 1)
-        rb_log_error("spool_checkpoint_failed", "errno=%d", errno);
 }
 
 /* The batch [read_off, end) of n records is in PostgreSQL: move the checkpoint (mutex held). */
@@ -229,18 +276,11 @@ static void batch_committed(gw_recorder_t *r, uint64_t end, size_t n)
     RB_ASSERT(end > r->read_off && end <= r->size && n <= r->pending);
     r->read_off = end;
     __atomic_sub_fetch(&r->pending, n, __ATOMIC_RELAXED);
-    if (r->read_off == r->size && r->size >= GW_RECORDER_ROTATE_BYTES && ftruncate(r->fd, 0) == 0) {
-        r->base += r->size;
-        r->size = 0;
-        r->read_off = 0;
+    if (r->read_off != r->size ||
+        (r->size < GW_RECORDER_ROTATE_BYTES &&
+         __atomic_load_n(&r->write_failed_ms, __ATOMIC_RELAXED) == 0) ||
+        spool_rotate(r) != 0)
         checkpoint_write(r);
-        /* a machine crash must not pair the emptied spool with the old, larger checkpoint: once
-         * the spool grew past it again, the replay would skip records */
-        if (fdatasync(r->ckpt_fd) != 0)
-            rb_log_error("spool_checkpoint_failed", "errno=%d", errno);
-    } else {
-        checkpoint_write(r);
-    }
     __atomic_store_n(&r->committed_seq, r->base + r->read_off, __ATOMIC_RELEASE);
     metrics_depth(r);
 }

@@ -36,6 +36,10 @@
  * call without a usage record (recording them would feed the backlog they answer; they are counted
  * in the requests metric). A ledger slower than the traffic (PostgreSQL down, or just outpaced)
  * then costs refusals, never served calls without a record.
+ * A spool write that fails (the disk is full) drops that record (logged and counted; the call's
+ * inflight slot stays held, so the next start records it as interrupted) and refuses new calls the
+ * same way for GW_RECORDER_RETRY_MS after each failure; the spool is then emptied as soon as all
+ * of it is committed, whatever its size (else only past GW_RECORDER_ROTATE_BYTES).
  *
  * Progress is exposed as a sequence: submit returns the record's end position, committed() the
  * position up to which everything is in PostgreSQL (the credit leases use it: a lease is returned

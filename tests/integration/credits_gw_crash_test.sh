@@ -25,7 +25,7 @@ export RB_TEST_PGHOST=$(rb_pg_host "$PGDIR")
 rb_db_create
 . "$SRC/tests/integration/credits_gw_lib.sh"
 cg_start_mock
-trap 'rb_pg_start "$PGDIR" >/dev/null 2>&1; rb_cleanup; rb_pg_stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGTOP"' EXIT
+trap 'umount "$RB_TMP/spool-gw-f" 2>/dev/null; rb_pg_start "$PGDIR" >/dev/null 2>&1; rb_cleanup; rb_pg_stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGTOP"' EXIT
 
 PORT=$(rb_free_port)
 export CG_LIMITS="writer_flush_ms: 4000"
@@ -145,6 +145,53 @@ check "stop: the spool is fully committed" spool_committed
 check "stop: no record refused" test ! -s "$RB_TMP/spool-gw-k/rejected.spool"
 check "stop: ledger identity (u1)" cg_identity_ok u-cguser01
 check "stop: balance = granted - Σ usage - live reserve" test "$(rb_sql "SELECT credits_posted - debits_posted - debits_pending = 100000000 - (SELECT sum(amount_micro) FROM credit_transfers WHERE user_id = 'u-cguser01' AND kind = 'usage') - (SELECT coalesce(sum(amount_micro - used_micro), 0) FROM credit_leases WHERE user_id = 'u-cguser01' AND closed_at IS NULL) FROM credit_accounts WHERE user_id = 'u-cguser01'")" = t
+
+# ---- 4. The spool's disk full ----------------------------------------------------------------
+# The spool on a small tmpfs. A disk without room for the inflight file fails the start (its
+# blocks are allocated then: a store into a hole of its shared mapping on a full disk was a SIGBUS
+# mid-call). With the file in place and 64 KB left, 800 calls write ~170 KB of records: a spool
+# whose records are all committed is emptied (it was kept up to 64 MB, the disk filled, the
+# gateway died of SIGBUS and every later record was dropped); a record that still cannot be written
+# refuses new calls for a moment (503 ledger_backlog) instead of serving calls it cannot record;
+# and after a stop every served call has exactly one usage row.
+FDIR=$RB_TMP/spool-gw-f
+mkdir -p "$FDIR"
+if ! mount -t tmpfs -o size=4m tmpfs "$FDIR" 2>"$RB_TMP/mount.err"; then
+    echo "SKIP: the spool's disk full (cannot mount a tmpfs here: $(cat "$RB_TMP/mount.err"))"
+else
+    FPORT=$(rb_free_port)
+    CG_LIMITS="" # the writer's default flush (50 ms), not section 1's 4 s
+    cg_config gw-f "$FPORT" ""
+    timeout 30 env RIGBOX_NODE_ID=gw-f RIGBOX_SPOOL_DIR="$FDIR" RIGBOX_MOCKOAI_API_KEY=sk-oai \
+        "$GW_BIN" --config "$RB_TMP/gw-f.yaml" --schema-dir "$SRC/schema" >"$RB_TMP/gw-f0.log" 2>&1
+    rc=$?
+    check "disk full: no room for the inflight file fails the start ($rc), saying so" \
+        bash -c "[[ $rc -ne 0 && $rc -ne 124 ]] && grep -q 'inflight.*No space left on device' '$RB_TMP/gw-f0.log'"
+    umount "$FDIR" && mount -t tmpfs -o size=16m tmpfs "$FDIR"
+    cg_gateway gw-f "$FPORT"
+    FPID=$CG_PID
+    avail=$(df --output=avail -B1 "$FDIR" | tail -1)
+    fallocate -l $((avail - 65536)) "$FDIR/filler"
+    seq 800 | xargs -P 8 -I{} curl -sS -o /dev/null --max-time 10 -w '%{http_code} %header{x-rigbox-request-id}\n' \
+        "http://127.0.0.1:$FPORT/v1/chat/completions" -H "Authorization: Bearer $TOK1" -H 'content-type: application/json' \
+        -d "$CHAT" >"$RB_TMP/full.reqs" 2>/dev/null
+    awk '$1 == 200 {print $2}' "$RB_TMP/full.reqs" >"$RB_TMP/full.ids"
+    NF_OK=$(wc -l <"$RB_TMP/full.ids")
+    NF_503=$(awk '$1 == 503' "$RB_TMP/full.reqs" | wc -l)
+    check "disk full: the gateway is alive" kill -0 "$FPID"
+    check "disk full: calls served ($NF_OK) or refused with 503 ($NF_503), nothing else" test $((NF_OK + NF_503)) = 800
+    check "disk full: their records (~215 B each) overflowed the 64 KB left more than once" test "$NF_OK" -gt 600
+    ids=$(sed "s/.*/'&'/" "$RB_TMP/full.ids" | paste -sd, -)
+    cg_wait_sql "SELECT count(*) >= $NF_OK * 9 / 10 FROM usage_events WHERE request_id IN ($ids) AND status = 'ok'" t 100
+    check "disk full: at least 9 in 10 served calls have their own row at once" \
+        test "$(rb_sql "SELECT count(*) >= $NF_OK * 9 / 10 FROM usage_events WHERE request_id IN ($ids) AND status = 'ok'")" = t
+    kill -TERM "$FPID"
+    wait "$FPID" 2>/dev/null
+    check "disk full, after the stop: every served call has exactly one usage row" \
+        test "$(rb_sql "SELECT count(*) FILTER (WHERE n = 1) || '|' || count(*) FROM (SELECT (SELECT count(*) FROM usage_events e WHERE e.request_id = r.id) n FROM unnest(ARRAY[$ids]) AS r(id)) x")" = "$NF_OK|$NF_OK"
+    check "disk full: ledger identity (u1)" cg_identity_ok u-cguser01
+    umount "$FDIR"
+fi
 if grep -q 'runtime error\|ERROR: AddressSanitizer' "$RB_TMP"/gw-*.log; then
     fail "no sanitizer report"
 else

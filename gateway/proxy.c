@@ -1097,7 +1097,7 @@ static int build_up_headers(gw_call_t *c, const char *key, size_t key_len)
     if (prov->kind == CFG_PROVIDER_ANTHROPIC) {
         if (add_up_header(c, "x-api-key", key, key_len) != 0)
             return -1;
-        if ((v = rb_http_header(c->req, "anthropic-version", &vlen)) == NULL) {
+        if ((v = rb_http_header(c->req, "anthropic-version", &vlen)) == NULL || vlen == 0) {
             v = prov->anthropic_version;
             vlen = strlen(v);
         }

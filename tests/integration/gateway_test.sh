@@ -196,6 +196,12 @@ check "messages: the provider's request-id, not the operator account's rate-limi
     bash -c "grep -qi '^request-id: req_' $RB_TMP/hdr && ! grep -qi '^anthropic-ratelimit-' $RB_TMP/hdr"
 check "messages: anthropic-version forwarded" test "$(jq -r '.["anthropic-version"]' <<<"$H")" = 2023-06-01
 check "messages: no Authorization upstream" test "$(jq -r .authorization <<<"$H")" = null
+# an empty anthropic-version is none: the provider's configured one goes (curl sent none, and the
+# provider's 400 "header is required" came back, recorded as an upstream error)
+st=$(curl -sS -o "$RB_TMP/out" -w '%{http_code}' "$GW/v1/messages" -H "x-api-key: $TOK" -H 'anthropic-version;' \
+    -H 'content-type: application/json' -d "$MSG")
+check "messages: an empty anthropic-version is the provider's default ($st)" \
+    test "$st:$(last_mock_headers | jq -r '.["anthropic-version"]')" = 200:2023-01-01
 check "messages: row" test "$(row "$(rid)" "status, route, provider, usage_source")" = "ok|/v1/messages|mockant|provider"
 st=$(post_ant /v1/messages $TOK "$SMSG")
 check "messages stream: 200 with message_stop" bash -c "[[ $st == 200 ]] && grep -q '^event: message_stop' '$RB_TMP/out'"

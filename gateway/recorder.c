@@ -32,6 +32,9 @@ struct st_gw_recorder_t {
     uint64_t committed_seq;
     size_t pending;           /* records past the checkpoint (written atomically, under mu) */
     size_t admit_max;         /* pending from which gw_recorder_backlogged says 1 */
+    size_t shed_max;          /* pending from which a refused call's record is dropped */
+    uint64_t drop_logged_ms;  /* when a dropped record was last logged (mutex) */
+    uint64_t drops_unlogged;  /* records dropped since, not logged one by one (mutex) */
     uint64_t write_failed_ms; /* CLOCK_MONOTONIC ms of the last failed spool write; 0: none since
                                  the spool was last emptied (atomic) */
     int stopping;
@@ -215,6 +218,8 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int calle
                        uint64_t *seq_out)
 {
     const char *why = NULL;
+    uint64_t now, unlogged = 0;
+    int log_drop = 0;
     rb_buf_t line;
 
     RB_ASSERT(row->user_id[0] != '\0' && row->request_id[0] != '\0');
@@ -224,8 +229,8 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int calle
     pthread_mutex_lock(&r->mu);
     if (line.overflow)
         why = "record_too_long";
-    else if (!called && r->pending >= (size_t)r->conf.queue_max)
-        why = "spool_full";
+    else if (!called && r->pending >= r->shed_max)
+        why = "backlog"; /* a refusal: shed first, so a flood of them cannot refuse everyone */
     else if (spool_append(r, &line) != 0 && (r->size == 0 || r->read_off != r->size ||
                                              spool_rotate(r) != 0 || spool_append(r, &line) != 0)) {
         /* the disk is full (or failing). A spool whose records are all committed was emptied and
@@ -244,6 +249,13 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int calle
         if (r->pending == 1 || r->pending == (size_t)r->conf.batch_max)
             pthread_cond_signal(&r->cond);
         metrics_depth(r);
+    } else if ((now = mono_ms()) - r->drop_logged_ms >= GW_RECORDER_DROP_LOG_MS) {
+        log_drop = 1; /* one line a second at most, counting the ones it stands for */
+        unlogged = r->drops_unlogged;
+        r->drops_unlogged = 0;
+        r->drop_logged_ms = now;
+    } else {
+        r->drops_unlogged++;
     }
     pthread_mutex_unlock(&r->mu);
     rb_buf_free(&line);
@@ -251,8 +263,10 @@ int gw_recorder_submit(gw_recorder_t *r, const gw_db_usage_row_t *row, int calle
         return 0;
     if (r->m_dropped != NULL)
         rb_metric_add(r->m_dropped, 1);
-    rb_log_error("usage_dropped", "request_id=%s reason=%s queue_max=%d", row->request_id, why,
-                 r->conf.queue_max);
+    if (log_drop)
+        rb_log_error("usage_dropped",
+                     "request_id=%s reason=%s queue_max=%d dropped_since_last_line=%" PRIu64,
+                     row->request_id, why, r->conf.queue_max, unlogged);
     return -1;
 }
 
@@ -599,6 +613,9 @@ rb_err_t gw_recorder_start(const gw_recorder_conf_t *conf, gw_recorder_t **out, 
     RB_ASSERT(conf->spool_dir != NULL);
     r->conf = *conf;
     r->admit_max = (size_t)conf->queue_max * GW_RECORDER_ADMIT_PCT / 100;
+    r->shed_max = (size_t)conf->queue_max * GW_RECORDER_SHED_PCT / 100;
+    if (r->shed_max == 0)
+        r->shed_max = 1;
     r->fd = r->ckpt_fd = r->dir_fd = -1;
     pthread_mutex_init(&r->mu, NULL);
     pthread_cond_init(&r->cond, NULL);

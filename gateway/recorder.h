@@ -25,10 +25,12 @@
  * database ignores (idempotent), so nothing is lost and nothing is billed twice.
  *
  * While PostgreSQL is down the batch is retried every GW_RECORDER_RETRY_MS and the spool keeps
- * absorbing records: up to conf->queue_max uncommitted records, past which the record of a call
- * refused before it reached the provider is dropped (counted in
- * rigbox_gateway_usage_dropped_total and logged); the record of a call that reached it is always
- * kept (the disk bounds it, and admission stops long before). gw_recorder_stop keeps trying for
+ * absorbing records: from GW_RECORDER_SHED_PCT percent of conf->queue_max uncommitted records on,
+ * the record of a call refused before it reached the provider is dropped (counted in
+ * rigbox_gateway_usage_dropped_total, and logged at most once every GW_RECORDER_DROP_LOG_MS), so
+ * refusals alone (a user without credit calling in a loop) never reach the refusal of every call
+ * below; the record of a call that reached the provider is always kept (the disk bounds it, and
+ * admission stops long before). gw_recorder_stop keeps trying for
  * GW_RECORDER_STOP_MS; what it could not post stays in the spool for the next start.
  * Backpressure: from GW_RECORDER_ADMIT_PCT percent of queue_max on, gw_recorder_backlogged says so
  * and the proxy refuses new calls (503, Retry-After) instead of serving calls it could not record;
@@ -65,6 +67,10 @@
 #define GW_RECORDER_RETRY_MS 500
 /* The share of queue_max from which new calls are refused (the rest is headroom). */
 #define GW_RECORDER_ADMIT_PCT 75
+/* The share of queue_max from which the records of refused calls are dropped (below ADMIT_PCT). */
+#define GW_RECORDER_SHED_PCT 50
+/* At most one usage_dropped log line this often (ms); it counts the drops it stands for. */
+#define GW_RECORDER_DROP_LOG_MS 1000
 /* Longest spool line (one JSON record, newline included). */
 #define GW_RECORDER_LINE_MAX 8192
 /* A fully committed spool larger than this is truncated. */

@@ -232,6 +232,35 @@ check "d: 10 calls served while the ledger was blocked ($(grep -h '^HTTP' "$RB_T
 wait "$LOCK_PID"
 cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cguser04'" $((d_served + 12))
 check "d: past writer_queue_max, every served call still billed once" cg_served_billed_once "$RB_TMP/d/over.ids"
+# Refusals are shed first: from half of writer_queue_max (4 here) on, the record of a call refused
+# before it reached the provider is dropped (counted), so a flood of refusals (a user without
+# credit calling in a loop) cannot fill the queue up to the refusal of every call (6 here). Before,
+# the 402 records of such a user made everyone's calls 503 ledger_backlog.
+TOK10=rbw_cgshedtoken00000000000000000000000000000000
+rb_sql "INSERT INTO users (id, email) VALUES ('u-cgshed01', 'shed@example.com');
+INSERT INTO workspaces (id, user_id, name, image, ram_mb, vcpu_count, disk_size_mb) VALUES
+  ('ws-cgshed01', 'u-cgshed01', 'shed', 'base', 512, 1, 1024);
+INSERT INTO workspace_tokens (workspace_id, token_hash, prefix) VALUES
+  ('ws-cgshed01', decode('$(cg_sha "$TOK10")', 'hex'), 'rbw_cgsh');" >/dev/null
+dropped() { rb_metrics "http://127.0.0.1:$PC/metrics" | awk '$1 == "rigbox_gateway_usage_dropped_total" { print $2 + 0 }'; }
+DROP0=$(dropped)
+psql -h "$RB_TEST_PGHOST" -U postgres -d "$RB_DB" -qAt \
+    -c "BEGIN; LOCK TABLE usage_events IN EXCLUSIVE MODE; SELECT pg_sleep(3); COMMIT" >/dev/null 2>&1 &
+LOCK_PID=$!
+cg_wait_sql "SELECT count(*) FROM pg_locks WHERE relation = 'usage_events'::regclass AND mode = 'ExclusiveLock' AND granted" 1
+codes=""
+for i in $(seq 1 8); do codes+="$(post $PC /v1/chat/completions $TOK10 "$CHAT") "; done
+st=$(post $PC /v1/chat/completions $TOK4 "$CHAT")
+R=$(rid)
+check "d: 8 calls without credit refused (${codes% }), then another user's call is served ($st)" \
+    test "${codes% }:$st" = "402 402 402 402 402 402 402 402:200"
+wait "$LOCK_PID"
+cg_wait_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cgshed01'" 4
+check "d: the first 4 refusals recorded, the other 4 counted as dropped" \
+    test "$(rb_sql "SELECT count(*) FROM usage_events WHERE user_id = 'u-cgshed01'"):$(($(dropped) - DROP0))" = 4:4
+echo "$R" >"$RB_TMP/d/shed.ids"
+cg_wait_sql "SELECT count(*) FROM credit_transfers WHERE request_id = '$R'" 1
+check "d: and the served call billed once" cg_served_billed_once "$RB_TMP/d/shed.ids"
 
 # ---- (e) refill ahead of need --------------------------------------------------------------------
 # Below a quarter chunk of reserve, the lease thread takes the next chunk before it is needed. That
